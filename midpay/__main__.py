@@ -1,0 +1,3 @@
+from midpay.cli import main
+
+main()

@@ -1,0 +1,173 @@
+"""Settings, resolved once at start-up.
+
+Precedence, highest first:
+  1. real environment variables;
+  2. the file named by ``midpay --env-file PATH`` (an error if it cannot be read);
+  3. ``.env`` in the current directory, when present;
+  4. the defaults below.
+
+Secrets (the server key, the database password) are kept out of ``repr`` and are
+available to ``redact`` so that no error line can echo them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from midpay.errors import ConfigError
+
+SANDBOX_API_URL = "https://api.sandbox.midtrans.com"
+PRODUCTION_API_URL = "https://api.midtrans.com"
+DEFAULT_TIMEOUT = 10.0
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def default_home() -> Path:
+    """The per-user data directory, e.g. ``~/.local/share/midpay``."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("midpay", appauthor=False))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything midpay reads from its environment. Secrets never show in repr."""
+
+    database_url: str | None = field(default=None, repr=False)
+    server_key: str | None = field(default=None, repr=False)
+    is_production: bool = False
+    api_url: str = SANDBOX_API_URL
+    timeout: float = DEFAULT_TIMEOUT
+    home: Path = field(default_factory=default_home)
+
+    def __repr__(self) -> str:
+        db = "embedded" if self.database_url == "embedded" else ("set" if self.database_url else "unset")
+        key = "set" if self.server_key else "unset"
+        return (
+            f"Settings(database_url=<{db}>, server_key=<{key}>, is_production={self.is_production}, "
+            f"api_url={self.api_url!r}, timeout={self.timeout}, home={str(self.home)!r})"
+        )
+
+    def require_database_url(self) -> str:
+        """The database URL, or a configuration error that says how to set it."""
+        if not self.database_url:
+            raise ConfigError(
+                "DATABASE_URL is not set: give a postgresql:// URL, or DATABASE_URL=embedded "
+                "for a local PostgreSQL that midpay starts itself"
+            )
+        return self.database_url
+
+    def require_server_key(self) -> str:
+        """The Midtrans server key, or a configuration error naming the variable."""
+        if not self.server_key:
+            raise ConfigError(
+                "MIDTRANS_SERVER_KEY is not set: use your Midtrans server key "
+                "(for `midpay sandbox serve`, the development key it prints at start)"
+            )
+        return self.server_key
+
+    def secrets(self) -> list[str]:
+        """Strings that must never be printed: the server key and the database password."""
+        found: list[str] = []
+        if self.server_key:
+            found.append(self.server_key)
+        if self.database_url and self.database_url != "embedded":
+            found.extend(_url_passwords(self.database_url))
+        return [s for s in found if len(s) >= 3]
+
+
+def _url_passwords(url: str) -> list[str]:
+    found: list[str] = []
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            found.append(parts.password)
+    except ValueError:
+        pass
+    found.extend(m.group(1) for m in re.finditer(r"password=([^&\s]+)", url))
+    return found
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """Replace every occurrence of every secret in ``text`` by ``***``."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}")
+
+
+def _parse_timeout(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"MIDPAY_TIMEOUT must be a number of seconds, not {raw!r}") from None
+    if not 0 < value <= 600:
+        raise ConfigError(f"MIDPAY_TIMEOUT must be between 0 and 600 seconds, not {raw!r}")
+    return value
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Variables of a dotenv file; unreadable files are a usage error (exit 2)."""
+    from dotenv import dotenv_values
+
+    if not path.is_file():
+        raise ConfigError(f"cannot read env file {path}: no such file")
+    try:
+        values = dotenv_values(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read env file {path}: {exc.__class__.__name__}") from None
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Resolve settings from the environment and a dotenv file (precedence in the module doc)."""
+    env = dict(os.environ if environ is None else environ)
+    file_values: dict[str, str] = {}
+    if env_file is not None:
+        file_values = read_env_file(env_file)
+    elif Path(".env").is_file():
+        file_values = read_env_file(Path(".env"))
+    merged = {**file_values, **env}
+
+    def get(name: str) -> str | None:
+        value = merged.get(name)
+        return value if value not in (None, "") else None
+
+    is_production = _parse_bool("MIDTRANS_IS_PRODUCTION", get("MIDTRANS_IS_PRODUCTION") or "false")
+    server_key = get("MIDTRANS_SERVER_KEY")
+    if server_key is not None:
+        server_key = server_key.strip()
+    if is_production and server_key and server_key.startswith("SB-"):
+        raise ConfigError(
+            "MIDTRANS_SERVER_KEY looks like a sandbox key (SB-…) but MIDTRANS_IS_PRODUCTION=true: "
+            "use the production key, or set MIDTRANS_IS_PRODUCTION=false"
+        )
+    api_url = get("MIDTRANS_API_URL") or (PRODUCTION_API_URL if is_production else SANDBOX_API_URL)
+    if not api_url.startswith(("http://", "https://")):
+        raise ConfigError(f"MIDTRANS_API_URL must start with http:// or https://, not {api_url!r}")
+    timeout = _parse_timeout(get("MIDPAY_TIMEOUT") or str(DEFAULT_TIMEOUT))
+    home_raw = get("MIDPAY_HOME")
+    home = Path(home_raw).expanduser() if home_raw else default_home()
+    return Settings(
+        database_url=get("DATABASE_URL"),
+        server_key=server_key,
+        is_production=is_production,
+        api_url=api_url.rstrip("/"),
+        timeout=timeout,
+        home=home,
+    )

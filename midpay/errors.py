@@ -1,0 +1,101 @@
+"""Every error midpay raises on purpose, and the exit code each one means.
+
+    MidpayError                      exit 1: something was rejected or failed
+    ├── UsageError                   exit 2: bad flag, bad argument, unreadable file
+    ├── ConfigError                  exit 2: missing or contradictory configuration
+    │   └── GatewayAuthError         exit 2: Midtrans refused the server key (401)
+    ├── InvalidPayload               exit 1: a notification or answer body is malformed
+    ├── NotFoundError                exit 1: no such order (here or at Midtrans)
+    │   └── TransactionNotFound      exit 1: Midtrans says "Transaction doesn't exist." (404)
+    ├── MidtransRejected             exit 1: Midtrans answered with a business error (412, 414, …)
+    │   └── DuplicateOrder           exit 1: the order id was used before (406 on charge)
+    ├── MigrationError               exit 1: a migration file failed or was refused
+    └── DependencyError              exit 3: a dependency could not be reached
+        ├── DatabaseUnavailable      exit 3: PostgreSQL could not be reached
+        └── GatewayError             exit 3: Midtrans could not be reached or answered nonsense
+            ├── GatewayUnavailable   exit 3: never sent, or 5xx/429 after retries
+            ├── OutcomeUnknown       exit 3: sent, but no answer came (read timeout)
+            └── GatewayProtocolError exit 3: the answer was not Midtrans-shaped
+
+Messages are single lines meant for operators and never contain a secret: the
+caller formats them from order ids, status codes and Midtrans' status_message only.
+"""
+
+from __future__ import annotations
+
+
+class MidpayError(Exception):
+    """Base of every deliberate midpay failure; `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class UsageError(MidpayError):
+    """The command line or an input file is unusable as given."""
+
+    exit_code = 2
+
+
+class ConfigError(MidpayError):
+    """Configuration is missing, malformed or contradictory."""
+
+    exit_code = 2
+
+
+class GatewayAuthError(ConfigError):
+    """Midtrans answered 401: wrong server key or wrong environment."""
+
+
+class InvalidPayload(MidpayError):
+    """A body is malformed: not JSON, not an object, a field missing or of the wrong form."""
+
+
+class NotFoundError(MidpayError):
+    """The order does not exist (in the database or at Midtrans)."""
+
+
+class TransactionNotFound(NotFoundError):
+    """Midtrans does not know the transaction (body status_code 404)."""
+
+
+class MidtransRejected(MidpayError):
+    """Midtrans understood the request and refused it; `status_code` is the body's code."""
+
+    def __init__(self, message: str, status_code: str = "", body: dict[str, object] | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body or {}
+
+
+class DuplicateOrder(MidtransRejected):
+    """Midtrans refused a charge because the order id was already used (406)."""
+
+
+class MigrationError(MidpayError):
+    """A migration failed, was edited after being applied, or is out of order."""
+
+
+class DependencyError(MidpayError):
+    """A dependency (PostgreSQL or Midtrans) could not be reached."""
+
+    exit_code = 3
+
+
+class DatabaseUnavailable(DependencyError):
+    """PostgreSQL could not be reached or dropped the connection."""
+
+
+class GatewayError(DependencyError):
+    """Midtrans could not be reached or did not answer usefully."""
+
+
+class GatewayUnavailable(GatewayError):
+    """The request was never accepted: connection refused, DNS, or 5xx/429 after retries."""
+
+
+class OutcomeUnknown(GatewayError):
+    """The request was sent but no answer arrived; Midtrans may or may not have acted."""
+
+
+class GatewayProtocolError(GatewayError):
+    """The answer was not JSON or not shaped like a Midtrans answer (a proxy page, say)."""

@@ -1,0 +1,210 @@
+"""Applies the numbered SQL files of ``sql/`` in order, each exactly once.
+
+Each file and its row in ``midpay_schema_migrations`` commit in one transaction, so a
+failing file leaves nothing behind and stays pending. A session advisory lock, polled
+with a timeout, serialises concurrent runs. An applied file that was edited since, or
+a new file numbered below the highest applied one, is refused. ``status`` reads only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from midpay.errors import DatabaseUnavailable, MigrationError
+
+TRACKING_TABLE = "midpay_schema_migrations"
+# pg_advisory_lock key: the first 8 bytes of sha256("midpay migrate"), as a signed bigint.
+LOCK_KEY = int.from_bytes(hashlib.sha256(b"midpay migrate").digest()[:8], "big", signed=True)
+_FILE_NAME = re.compile(r"^(\d+)_([A-Za-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class MigrationFile:
+    """One file of ``sql/``."""
+
+    version: int
+    name: str
+    path: Path
+    sql: str
+    checksum: str
+
+
+@dataclass(frozen=True)
+class AppliedMigration:
+    """One row of the tracking table."""
+
+    version: int
+    name: str
+    checksum: str
+    applied_at: datetime
+    execution_ms: int
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    """Applied and pending migrations, as ``migrate --status`` shows them."""
+
+    applied: list[AppliedMigration]
+    pending: list[MigrationFile]
+
+
+def sql_dir() -> Path:
+    """The migrations: inside the installed package, or ``sql/`` of a source checkout."""
+    try:
+        path = Path(str(resources.files("midpay.sql")))
+        if path.is_dir() and any(path.glob("*.sql")):
+            return path
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parent.parent / "sql"
+
+
+def load_files(directory: Path | None = None) -> list[MigrationFile]:
+    """The migration files in version order; a malformed name or a repeated number is refused."""
+    directory = directory or sql_dir()
+    files: list[MigrationFile] = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _FILE_NAME.match(path.name)
+        if not match:
+            raise MigrationError(f"{path.name}: migration files are named NNN_description.sql")
+        data = path.read_bytes()
+        files.append(
+            MigrationFile(
+                version=int(match.group(1)),
+                name=path.name,
+                path=path,
+                sql=data.decode("utf-8"),
+                checksum=hashlib.sha256(data).hexdigest(),
+            )
+        )
+    files.sort(key=lambda f: f.version)
+    for before, after in zip(files, files[1:], strict=False):
+        if before.version == after.version:
+            raise MigrationError(f"{before.name} and {after.name} share version {before.version}")
+    return files
+
+
+def read_applied(conn: psycopg.Connection[Any]) -> list[AppliedMigration]:
+    """Rows of the tracking table; none when it does not exist yet."""
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (TRACKING_TABLE,)).fetchone()
+    if not exists or not exists[0]:
+        return []
+    rows = conn.execute(
+        f"SELECT version, name, checksum, applied_at, execution_ms FROM {TRACKING_TABLE} ORDER BY version"  # noqa: S608
+    ).fetchall()
+    return [AppliedMigration(*row) for row in rows]
+
+
+def plan(files: list[MigrationFile], applied: list[AppliedMigration]) -> list[MigrationFile]:
+    """The pending files, after refusing edited applied files and out-of-order new ones."""
+    by_version = {a.version: a for a in applied}
+    for f in files:
+        done = by_version.get(f.version)
+        if done is not None and done.checksum != f.checksum:
+            raise MigrationError(
+                f"{f.name} was edited after it was applied: applied checksum {done.checksum}, "
+                f"file checksum now {f.checksum}; add a new migration instead of editing this one"
+            )
+    pending = [f for f in files if f.version not in by_version]
+    highest = max(by_version, default=0)
+    for f in pending:
+        if f.version < highest:
+            raise MigrationError(
+                f"{f.name} is numbered below the highest applied migration ({highest}): "
+                "renumber it above, migrations apply in order"
+            )
+    return pending
+
+
+def status(conn: psycopg.Connection[Any], directory: Path | None = None) -> MigrationStatus:
+    """Applied and pending files; changes nothing."""
+    files = load_files(directory)
+    applied = read_applied(conn)
+    by_version = {a.version for a in applied}
+    return MigrationStatus(applied=applied, pending=[f for f in files if f.version not in by_version])
+
+
+def migrate(
+    conn: psycopg.Connection[Any],
+    directory: Path | None = None,
+    *,
+    dry_run: bool = False,
+    lock_timeout: float = 60.0,
+    on_apply: Callable[[MigrationFile], None] | None = None,
+) -> list[MigrationFile]:
+    """Apply every pending file in order (or, with ``dry_run``, only say which)."""
+    conn.autocommit = True
+    files = load_files(directory)
+    _acquire_lock(conn, lock_timeout)
+    try:
+        if dry_run:
+            return plan(files, read_applied(conn))
+        _ensure_tracking_table(conn)
+        pending = plan(files, read_applied(conn))
+        for f in pending:
+            if on_apply is not None:
+                on_apply(f)
+            _apply_one(conn, f)
+        return pending
+    finally:
+        try:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+        except psycopg.Error:
+            pass  # the session is gone; PostgreSQL released the lock with it
+
+
+def _acquire_lock(conn: psycopg.Connection[Any], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+        if row and row[0]:
+            return
+        if time.monotonic() >= deadline:
+            raise DatabaseUnavailable(
+                f"another midpay migrate has held the migration lock for over {timeout:.0f} s; try again later"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+def _ensure_tracking_table(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(
+        f"""
+        CREATE TABLE IF NOT EXISTS {TRACKING_TABLE} (
+            version      integer PRIMARY KEY,
+            name         text NOT NULL,
+            checksum     char(64) NOT NULL,
+            applied_at   timestamptz NOT NULL DEFAULT now(),
+            execution_ms integer NOT NULL
+        )
+        """
+    )
+
+
+def _apply_one(conn: psycopg.Connection[Any], f: MigrationFile) -> None:
+    started = time.perf_counter()
+    try:
+        with conn.transaction():
+            conn.execute(f.sql.encode("utf-8"))
+            elapsed_ms = int((time.perf_counter() - started) * 1000)
+            conn.execute(
+                f"INSERT INTO {TRACKING_TABLE} (version, name, checksum, execution_ms) "  # noqa: S608
+                "VALUES (%s, %s, %s, %s)",
+                (f.version, f.name, f.checksum, elapsed_ms),
+            )
+    except (psycopg.OperationalError, psycopg.InterfaceError):
+        raise
+    except psycopg.Error as exc:
+        message = (exc.diag.message_primary or str(exc)).strip().splitlines()[0]
+        raise MigrationError(f"{f.name} failed and was rolled back: {message}") from exc
