@@ -158,8 +158,10 @@ def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | Non
             "use the production key, or set MIDTRANS_IS_PRODUCTION=false"
         )
     api_url = get("MIDTRANS_API_URL") or (PRODUCTION_API_URL if is_production else SANDBOX_API_URL)
-    if not api_url.startswith(("http://", "https://")):
-        raise ConfigError(f"MIDTRANS_API_URL must start with http:// or https://, not {api_url!r}")
+    parts = urlsplit(api_url.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"MIDTRANS_API_URL must be an http:// or https:// URL with a host, not {api_url!r}")
+    api_url = api_url.strip()
     timeout = _parse_timeout(get("MIDPAY_TIMEOUT") or str(DEFAULT_TIMEOUT))
     home_raw = get("MIDPAY_HOME")
     home = Path(home_raw).expanduser() if home_raw else default_home()

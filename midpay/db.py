@@ -127,7 +127,7 @@ def insert_payment(
     """Insert a ``created`` row; None when the order id is already taken."""
     with conn.cursor(row_factory=class_row(Payment)) as cur:
         cur.execute(
-            f"INSERT INTO payment_transactions (order_id, gross_amount, payment_type, status, user_id) "  # noqa: S608
+            f"INSERT INTO payment_transactions (order_id, gross_amount, payment_type, status, user_id) "
             f"VALUES (%s, %s, %s, 'created', %s) ON CONFLICT (order_id) DO NOTHING RETURNING {_PAYMENT_COLUMNS}",
             (order_id, gross_amount, payment_type, user_id),
         )
@@ -139,7 +139,7 @@ def get_payment(conn: Connection, order_id: str, *, for_update: bool = False) ->
     lock = " FOR UPDATE" if for_update else ""
     with conn.cursor(row_factory=class_row(Payment)) as cur:
         cur.execute(
-            f"SELECT {_PAYMENT_COLUMNS} FROM payment_transactions WHERE order_id = %s{lock}",  # noqa: S608
+            f"SELECT {_PAYMENT_COLUMNS} FROM payment_transactions WHERE order_id = %s{lock}",
             (order_id,),
         )
         return cur.fetchone()
@@ -166,7 +166,7 @@ def update_payment(
             "midtrans_response_json = CASE WHEN jsonb_typeof(midtrans_response_json) = 'object' "
             "THEN midtrans_response_json ELSE '{}'::jsonb END || %s, "
             "paid_at = COALESCE(paid_at, %s), updated_at = now() "
-            f"WHERE id = %s RETURNING {_PAYMENT_COLUMNS}",  # noqa: S608
+            f"WHERE id = %s RETURNING {_PAYMENT_COLUMNS}",
             (status, midtrans_transaction_id, Jsonb(response), paid_at, payment_id),
         )
         row = cur.fetchone()
@@ -198,7 +198,7 @@ def claim_due(
               ) AS due
              WHERE p.id = due.id
             RETURNING {", ".join("p." + c.strip() for c in _PAYMENT_COLUMNS.split(","))}
-            """,  # noqa: S608
+            """,
             (list(statuses), min_age, recheck_after, limit),
         )
         rows = cur.fetchall()
@@ -219,10 +219,24 @@ def select_due(
                AND (last_checked_at IS NULL OR last_checked_at < now() - make_interval(secs => %s))
              ORDER BY last_checked_at NULLS FIRST, created_at
              LIMIT %s
-            """,  # noqa: S608
+            """,
             (list(statuses), min_age, recheck_after, limit),
         )
         return cur.fetchall()
+
+
+def count_due(conn: Connection, *, statuses: tuple[str, ...], min_age: float, recheck_after: float) -> int:
+    """How many open rows are due for a check now."""
+    row = conn.execute(
+        """
+        SELECT count(*) FROM payment_transactions
+         WHERE status = ANY(%s)
+           AND created_at < now() - make_interval(secs => %s)
+           AND (last_checked_at IS NULL OR last_checked_at < now() - make_interval(secs => %s))
+        """,
+        (list(statuses), min_age, recheck_after),
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def list_payments(
@@ -231,7 +245,7 @@ def list_payments(
     """Most recent payments first, optionally of one status and after a time."""
     with conn.cursor(row_factory=class_row(Payment)) as cur:
         cur.execute(
-            f"SELECT {_PAYMENT_COLUMNS} FROM payment_transactions "  # noqa: S608
+            f"SELECT {_PAYMENT_COLUMNS} FROM payment_transactions "
             "WHERE (%s::text IS NULL OR status = %s) AND (%s::timestamptz IS NULL OR created_at >= %s) "
             "ORDER BY created_at DESC, order_id LIMIT %s",
             (status, status, since, since, limit),
@@ -304,7 +318,7 @@ def list_events(
     """Stored notifications, newest first."""
     with conn.cursor(row_factory=class_row(WebhookEvent)) as cur:
         cur.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM payment_webhook_events "  # noqa: S608
+            f"SELECT {_EVENT_COLUMNS} FROM payment_webhook_events "
             "WHERE (%s::text IS NULL OR order_id = %s) AND (NOT %s OR NOT processed) "
             "ORDER BY received_at DESC, id LIMIT %s",
             (order_id, order_id, rejected_only, limit),
@@ -314,3 +328,93 @@ def list_events(
 
 def _clip(value: str | None, size: int = 255) -> str | None:
     return None if value is None else value[:size]
+
+
+# --- reprocessing stored notifications -------------------------------------------------
+
+# The rows `midpay events reprocess` takes: not processed (rejected, or stored and never
+# decided, e.g. by the older backend), or with ``rejected_only`` only the rejected ones.
+_UNPROCESSED = "NOT processed AND (NOT %s OR outcome = 'rejected') AND (%s::text IS NULL OR order_id = %s)"
+
+
+def select_unprocessed_event_ids(
+    conn: Connection, *, order_id: str | None = None, rejected_only: bool = False
+) -> list[uuid.UUID]:
+    """Ids of the stored notifications still to be processed, oldest first."""
+    rows = conn.execute(
+        f"SELECT id FROM payment_webhook_events WHERE {_UNPROCESSED} ORDER BY received_at, id",
+        (rejected_only, order_id, order_id),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def lock_unprocessed_event(conn: Connection, event_id: uuid.UUID, *, rejected_only: bool = False) -> WebhookEvent | None:
+    """Lock one stored notification if it is still unprocessed; None when another run has it or did it."""
+    with conn.cursor(row_factory=class_row(WebhookEvent)) as cur:
+        cur.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM payment_webhook_events WHERE id = %s AND {_UNPROCESSED} "
+            "FOR UPDATE SKIP LOCKED",
+            (event_id, rejected_only, None, None),
+        )
+        return cur.fetchone()
+
+
+# --- refunds ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refund:
+    """One row of payment_refunds: a refund asked of Midtrans under one refund_key."""
+
+    id: uuid.UUID
+    payment_id: uuid.UUID
+    order_id: str
+    refund_key: str
+    amount: int
+    reason: str | None
+    status: str  # requested | done | rejected
+    created_at: datetime
+    updated_at: datetime
+    midtrans_response_json: Any
+
+
+_REFUND_COLUMNS = (
+    "id, payment_id, order_id, refund_key, amount, reason, status, created_at, updated_at, midtrans_response_json"
+)
+
+
+def list_refunds(conn: Connection, payment_id: uuid.UUID) -> list[Refund]:
+    """Every refund of a payment, oldest first."""
+    with conn.cursor(row_factory=class_row(Refund)) as cur:
+        cur.execute(
+            f"SELECT {_REFUND_COLUMNS} FROM payment_refunds WHERE payment_id = %s ORDER BY created_at, id",
+            (payment_id,),
+        )
+        return cur.fetchall()
+
+
+def insert_refund(
+    conn: Connection, *, payment_id: uuid.UUID, order_id: str, refund_key: str, amount: int, reason: str | None
+) -> Refund | None:
+    """Record a ``requested`` refund; None when the refund_key is already taken."""
+    with conn.cursor(row_factory=class_row(Refund)) as cur:
+        cur.execute(
+            "INSERT INTO payment_refunds (payment_id, order_id, refund_key, amount, reason, status) "
+            "VALUES (%s, %s, %s, %s, %s, 'requested') ON CONFLICT (refund_key) DO NOTHING "
+            f"RETURNING {_REFUND_COLUMNS}",
+            (payment_id, order_id, refund_key, amount, reason),
+        )
+        return cur.fetchone()
+
+
+def finish_refund(conn: Connection, refund_id: uuid.UUID, *, status: str, response: Any) -> Refund:
+    """Record Midtrans' definite answer to a refund: ``done`` or ``rejected``."""
+    with conn.cursor(row_factory=class_row(Refund)) as cur:
+        cur.execute(
+            "UPDATE payment_refunds SET status = %s, midtrans_response_json = %s, updated_at = now() "
+            f"WHERE id = %s RETURNING {_REFUND_COLUMNS}",
+            (status, Jsonb(response), refund_id),
+        )
+        row = cur.fetchone()
+        assert row is not None
+        return row

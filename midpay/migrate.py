@@ -9,6 +9,7 @@ a new file numbered below the highest applied one, is refused. ``status`` reads 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import time
 from collections.abc import Callable
@@ -88,7 +89,7 @@ def load_files(directory: Path | None = None) -> list[MigrationFile]:
             )
         )
     files.sort(key=lambda f: f.version)
-    for before, after in zip(files, files[1:], strict=False):
+    for before, after in itertools.pairwise(files):
         if before.version == after.version:
             raise MigrationError(f"{before.name} and {after.name} share version {before.version}")
     return files
@@ -100,7 +101,7 @@ def read_applied(conn: psycopg.Connection[Any]) -> list[AppliedMigration]:
     if not exists or not exists[0]:
         return []
     rows = conn.execute(
-        f"SELECT version, name, checksum, applied_at, execution_ms FROM {TRACKING_TABLE} ORDER BY version"  # noqa: S608
+        f"SELECT version, name, checksum, applied_at, execution_ms FROM {TRACKING_TABLE} ORDER BY version"
     ).fetchall()
     return [AppliedMigration(*row) for row in rows]
 
@@ -199,7 +200,7 @@ def _apply_one(conn: psycopg.Connection[Any], f: MigrationFile) -> None:
             conn.execute(f.sql.encode("utf-8"))
             elapsed_ms = int((time.perf_counter() - started) * 1000)
             conn.execute(
-                f"INSERT INTO {TRACKING_TABLE} (version, name, checksum, execution_ms) "  # noqa: S608
+                f"INSERT INTO {TRACKING_TABLE} (version, name, checksum, execution_ms) "
                 "VALUES (%s, %s, %s, %s)",
                 (f.version, f.name, f.checksum, elapsed_ms),
             )

@@ -95,7 +95,7 @@ def test_new_file_below_highest_applied_is_refused(empty_db_url: str, tmp_path: 
     with psycopg.connect(empty_db_url) as conn:
         migrate.migrate(conn, directory)
         (directory / "500_sneaky.sql").write_text("SELECT 1;\n")
-        with pytest.raises(MigrationError, match="500_sneaky.sql is numbered below"):
+        with pytest.raises(MigrationError, match=r"500_sneaky\.sql is numbered below"):
             migrate.migrate(conn, directory)
 
 
@@ -131,7 +131,8 @@ CREATE TABLE payment_webhook_events (
     processed boolean NOT NULL DEFAULT false,
     processing_error text
 );
-INSERT INTO payment_transactions (user_id, order_id, gross_amount, payment_type, status, midtrans_transaction_id, paid_at)
+INSERT INTO payment_transactions
+    (user_id, order_id, gross_amount, payment_type, status, midtrans_transaction_id, paid_at)
     VALUES (1, 'node-1', 154600, 'gopay', 'settlement', 'tx-1', now()),
            (1, 'node-2', 5000, 'qris', 'pending', 'tx-2', NULL);
 INSERT INTO payment_webhook_events (order_id, raw_body, is_verified, processed)
@@ -201,7 +202,7 @@ def test_cli_status_json_lists_every_file_applied(empty_db_url: str) -> None:
 
 
 def test_unreachable_database_is_exit_3_one_line(tmp_path: Path) -> None:
-    result = _migrate_process(f"postgresql://midpay:s3cr3t-pw@127.0.0.1:1/none?connect_timeout=2")
+    result = _migrate_process("postgresql://midpay:s3cr3t-pw@127.0.0.1:1/none?connect_timeout=2")
     assert result.returncode == 3
     assert result.stderr.startswith("Error: cannot connect to PostgreSQL")
     assert len(result.stderr.strip().splitlines()) == 1
