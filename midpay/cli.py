@@ -325,7 +325,7 @@ def replay_webhook(
 @app.command()
 def reconcile(
     min_age: Annotated[
-        float, typer.Option("--min-age", min=0, help="Only rows older than this many seconds (and not checked since).")
+        float, typer.Option("--min-age", min=0, help="Only rows created more than this many seconds ago.")
     ] = 60.0,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Check at most this many rows.")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=128, help="Parallel status calls.")] = 8,
@@ -466,6 +466,236 @@ def sandbox_pay(
         s = settings()
         body = sandbox.pay_remote(api_url=s.api_url, order_id=order_id, status=status, timeout=s.timeout)
         output.write_json(body)
+
+
+# --- demo ------------------------------------------------------------------------------
+
+
+@app.command()
+def demo() -> None:
+    """Walk one payment end to end on an embedded PostgreSQL and a local sandbox; no setup needed."""
+    from midpay import demo as demo_mod
+    from midpay import output
+
+    with errors_to_exit():
+        from midpay.config import load_settings
+
+        # The demo needs no configuration: it ignores DATABASE_URL and Midtrans settings.
+        _state.settings = load_settings(_state.env_file)
+        con = output.console()
+        counter = iter(range(1, 100))
+
+        def step(text: str) -> None:
+            con.print(f"\n[bold cyan]{next(counter)}.[/] [bold]{text}[/]")
+
+        report = demo_mod.run(_state.settings, con, step)
+        demo_mod.render_account(con, report)
+        _exit_for(report.final_status != "settlement")
+
+
+# --- operator views and actions --------------------------------------------------------
+
+events_app = typer.Typer(  # its help is the docstring of events_list
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(events_app, name="events")
+
+LimitFlag = Annotated[int, typer.Option("--limit", min=1, help="Show at most this many.")]
+OrderIdArg = Annotated[str, typer.Argument(help="The order id.", show_default=False)]
+YesFlag = Annotated[
+    bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (required when not on a terminal).")
+]
+
+
+@app.command("payments")
+def payments_list(
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only payments in this state (pending, settlement, refund, …).")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Only payments created since 2026-11-26, 2026-11-26T10:00:00+07:00, or 30m, 2h, 7d ago "
+            "(times without an offset are local time).",
+        ),
+    ] = None,
+    limit: LimitFlag = 50,
+    json_out: JsonFlag = False,
+) -> None:
+    """List recent payments, newest first."""
+    from midpay import operations, output
+
+    with errors_to_exit():
+        wanted = operations.status_filter(status)
+        moment = operations.parse_since(since) if since is not None else None
+        conn = open_connection()
+        with conn:
+            rows = operations.list_payments(conn, status=wanted, since=moment, limit=limit)
+        if json_out:
+            output.write_json({"payments": [output.payment_document(p) for p in rows]})
+        else:
+            output.render_payments(output.console(), rows)
+
+
+@events_app.callback(invoke_without_command=True)
+def events_list(
+    ctx: typer.Context,
+    order_id: Annotated[str | None, typer.Option("--order-id", help="Only notifications of this order.")] = None,
+    rejected: Annotated[
+        bool, typer.Option("--rejected", help="Only those not processed (rejected, or never decided).")
+    ] = False,
+    limit: LimitFlag = 50,
+    json_out: JsonFlag = False,
+) -> None:
+    """List stored notifications, newest first, with their verification and outcome.
+
+    `midpay events reprocess` runs the ones that were not applied through the checks again.
+    """
+    from midpay import operations, output
+
+    with errors_to_exit():
+        if ctx.invoked_subcommand is not None:
+            if order_id is not None or rejected or json_out or limit != 50:
+                raise UsageError(
+                    f"give the options after the subcommand, e.g. `midpay events {ctx.invoked_subcommand} --rejected`"
+                )
+            return
+        conn = open_connection()
+        with conn:
+            rows = operations.list_events(conn, order_id=order_id, rejected_only=rejected, limit=limit)
+        if json_out:
+            output.write_json({"events": [output.event_document(e) for e in rows]})
+        else:
+            output.render_events(output.console(), rows)
+
+
+@events_app.command("reprocess")
+def events_reprocess(
+    rejected: Annotated[
+        bool, typer.Option("--rejected", help="Only those recorded as rejected (not those never decided).")
+    ] = False,
+    order_id: Annotated[str | None, typer.Option("--order-id", help="Only notifications of this order.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Verify and apply stored notifications that were not applied, once the cause is fixed.
+
+    For instance after MIDTRANS_SERVER_KEY was corrected, or a missing order was
+    inserted. Each stored body is verified again with the current server key and goes
+    through the same update a live notification gets; its new outcome is recorded on the
+    same stored row (no second row is written). Without --rejected every unprocessed
+    notification is taken: the rejected ones and those never decided (e.g. stored by an
+    older backend). Oldest first. Exits 1 when any is still rejected.
+    """
+    from midpay import operations, output
+
+    with errors_to_exit():
+        server_key = settings().require_server_key()
+        conn = open_connection()
+        with conn:
+            results = operations.reprocess_events(conn, server_key, order_id=order_id, rejected_only=rejected)
+        if json_out:
+            output.write_json(output.notification_document(results))
+        else:
+            output.render_notifications(output.console(), results, dry_run=False)
+        _exit_for(any(r.outcome == "rejected" for r in results))
+
+
+def _must_ask(action: str, yes: bool) -> bool:
+    """Whether to ask before ``action``; without a terminal to ask on, --yes is required."""
+    if yes:
+        return False
+    if not sys.stdin.isatty():
+        raise UsageError(f"refusing to {action} without --yes (there is no terminal to confirm on)")
+    return True
+
+
+def _confirm(question: str) -> None:
+    if not typer.confirm(question, default=False, err=True):
+        sys.stderr.write("Aborted: nothing was changed.\n")
+        raise typer.Exit(1)
+
+
+def _end_payment(action: str, order_id: str, yes: bool, json_out: bool) -> None:
+    from midpay import operations, output
+
+    with errors_to_exit():
+        ask = _must_ask(f"{action} order {order_id}", yes)
+        conn = open_connection()
+        with conn:
+            if ask:
+                current = operations.get_payment(conn, order_id)
+                _confirm(
+                    f"{action.capitalize()} order {order_id} ({output.rupiah(current.gross_amount)}, "
+                    f"{current.status} here) at Midtrans?"
+                )
+            with open_gateway() as gateway:
+                end = operations.cancel if action == "cancel" else operations.expire
+                outcome = end(conn, gateway, order_id)
+        if json_out:
+            output.write_json(output.payment_document(outcome.payment))
+        else:
+            con = output.console()
+            output.render_payment(con, outcome.payment, title={"cancel": "Cancelled", "expire": "Expired"}[action])
+            if outcome.result.note:
+                con.print(outcome.result.note)
+
+
+@app.command("cancel")
+def cancel_payment(order_id: OrderIdArg, yes: YesFlag = False, json_out: JsonFlag = False) -> None:
+    """Cancel a pending payment at Midtrans and record the answer (asks first)."""
+    _end_payment("cancel", order_id, yes, json_out)
+
+
+@app.command("expire")
+def expire_payment(order_id: OrderIdArg, yes: YesFlag = False, json_out: JsonFlag = False) -> None:
+    """Expire a pending payment at Midtrans now and record the answer (asks first)."""
+    _end_payment("expire", order_id, yes, json_out)
+
+
+@app.command("refund")
+def refund_payment(
+    order_id: OrderIdArg,
+    amount: Annotated[
+        int | None, typer.Option("--amount", help="Whole rupiah to refund (default: all that is left).")
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Shown in the customer's GoPay history (at most 255 characters).")
+    ] = None,
+    yes: YesFlag = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Refund a settled payment, fully or partly, through Midtrans (asks first).
+
+    The refund is recorded with its own refund_key before Midtrans is asked. When no
+    answer comes back (exit 3), run the same command again: the same refund_key is sent,
+    and Midtrans pays a refund_key out only once.
+    """
+    from midpay import operations, output
+
+    with errors_to_exit():
+        ask = _must_ask(f"refund order {order_id}", yes)
+        conn = open_connection()
+        with conn:
+            if ask:
+                plan = operations.plan_refund(conn, order_id, amount)
+                _confirm(
+                    f"Refund {output.rupiah(plan.amount)} of order {order_id} "
+                    f"(paid {output.rupiah(plan.payment.gross_amount)}, {output.rupiah(plan.remainder)} left)?"
+                )
+                amount = plan.amount  # exactly what was confirmed
+            with open_gateway() as gateway:
+                outcome = operations.refund(conn, gateway, order_id, amount=amount, reason=reason)
+        if json_out:
+            output.write_json(
+                {"refund": output.refund_document(outcome.refund), "payment": output.payment_document(outcome.payment)}
+            )
+        else:
+            output.render_refund(output.console(), outcome.refund, outcome.payment, retried=outcome.retried)
+
+
+# --- operator views and actions: end ---------------------------------------------------
 
 
 def main() -> None:
