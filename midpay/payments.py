@@ -114,7 +114,7 @@ def _synthetic_failure(payment: db.Payment, status_code: str, message: str, answ
         "status_code": status_code or answer.get("status_code", ""),
         "status_message": message,
     }
-    return parse_view(body)
+    return parse_view(body, what="charge refusal")
 
 
 # --- charge ----------------------------------------------------------------------------
@@ -200,7 +200,7 @@ def charge(
         raise type(exc)(
             f"{exc}; order {order_id} stays `created`: run `midpay status {order_id}` once Midtrans answers"
         ) from exc
-    view = parse_view(answer)
+    view = parse_view(answer, what="charge answer")
     result = apply_view(conn, view)
     assert result.payment is not None
     return ChargeOutcome(result.payment, view)
@@ -256,7 +256,7 @@ def _check(conn: db.Connection, gateway: Gateway, payment: db.Payment, *, grace:
         raise MidtransRejected(
             f"Midtrans does not know order {payment.order_id} although it is {payment.status} here", "404"
         ) from exc
-    view = parse_view(answer)
+    view = parse_view(answer, what="status answer")
     result = apply_view(conn, view)
     assert result.payment is not None
     return RefreshOutcome(result.payment, view, result)
@@ -293,22 +293,35 @@ class Body:
 def decode_body(source: str, text: str) -> Body:
     """Parse a body's JSON; failures are kept with a one-line reason naming line and column."""
     try:
-        return Body(source, text, parsed=json.loads(text))
+        parsed = json.loads(text)
     except json.JSONDecodeError as exc:
         return Body(source, text, parse_error=f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
     except RecursionError:
         return Body(source, text, parse_error="malformed JSON: nested too deeply")
     except ValueError as exc:  # e.g. integers with too many digits
         return Body(source, text, parse_error=f"malformed JSON: {str(exc).splitlines()[0][:120]}")
+    # PostgreSQL cannot hold NUL characters or lone surrogates: such a body is kept as
+    # (cleaned) text and rejected, rather than failing the insert that stores it.
+    try:
+        dumped = json.dumps(parsed, ensure_ascii=False)
+        dumped.encode("utf-8")
+    except UnicodeEncodeError:
+        return Body(source, _clean_text(text), parse_error="malformed JSON: invalid unicode (lone surrogate)")
+    except (RecursionError, ValueError):
+        return Body(source, text, parse_error="malformed JSON: nested too deeply")
+    if "\\u0000" in dumped:
+        return Body(source, _clean_text(text), parse_error="malformed JSON: contains NUL characters")
+    return Body(source, text, parsed=parsed)
+
+
+def _clean_text(text: str) -> str:
+    cleaned = text.replace("\x00", "\ufffd").replace("\\u0000", "\\ufffd")
+    return cleaned.encode("utf-8", errors="replace").decode("utf-8")
 
 
 def _storable(body: Body) -> Any:
     """What goes into raw_body (jsonb): the JSON itself, or the raw text as a JSON string."""
-    value: Any = body.parsed if body.parse_error is None else body.text
-    text = json.dumps(value, ensure_ascii=False)
-    if "\\u0000" in text or "\x00" in text:  # PostgreSQL text and jsonb cannot hold NUL
-        value = body.text.replace("\x00", "\ufffd").replace("\\u0000", "\\ufffd")
-    return value
+    return body.parsed if body.parse_error is None else _clean_text(body.text)
 
 
 def _field(parsed: Any, name: str) -> str | None:
@@ -569,7 +582,7 @@ def _check_row(
                     payment, "404", "the charge never reached Midtrans (unknown there after the grace period)", {}
                 )
             else:
-                view = parse_view(answer)
+                view = parse_view(answer, what="status answer")
             if dry_run:
                 current = db.get_payment(conn, payment.order_id)
                 conn.rollback()
