@@ -348,7 +348,9 @@ def select_unprocessed_event_ids(
     return [row[0] for row in rows]
 
 
-def lock_unprocessed_event(conn: Connection, event_id: uuid.UUID, *, rejected_only: bool = False) -> WebhookEvent | None:
+def lock_unprocessed_event(
+    conn: Connection, event_id: uuid.UUID, *, rejected_only: bool = False
+) -> WebhookEvent | None:
     """Lock one stored notification if it is still unprocessed; None when another run has it or did it."""
     with conn.cursor(row_factory=class_row(WebhookEvent)) as cur:
         cur.execute(

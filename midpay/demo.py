@@ -147,4 +147,5 @@ def render_account(con: Console, report: DemoReport) -> None:
         "  midpay status ORDER_ID",
         "  midpay reconcile --min-age 0",
     ]
-    con.print(Panel("\n".join(lines), title="Demo complete" if ok else "Demo finished", border_style="green" if ok else "red"))
+    title, style = ("Demo complete", "green") if ok else ("Demo finished", "red")
+    con.print(Panel("\n".join(lines), title=title, border_style=style))

