@@ -38,8 +38,14 @@ def console(file: IO[str] | None = None) -> Console:
 
 
 def iso(value: datetime | None) -> str | None:
-    """ISO 8601 with offset, or None."""
-    return value.isoformat() if value is not None else None
+    """ISO 8601 in Jakarta time (WIB, +07:00, Midtrans' own zone), or None."""
+    return _wib(value).isoformat() if value is not None else None
+
+
+def _wib(value: datetime) -> datetime:
+    from midpay.notifications import JAKARTA
+
+    return value.astimezone(JAKARTA) if value.tzinfo is not None else value
 
 
 def write_json(document: Any, file: IO[str] | None = None) -> None:
@@ -187,7 +193,7 @@ def render_payments(con: Console, payments: Iterable[Payment]) -> None:
 
 
 def _short(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S %z") if value else "-"
+    return _wib(value).strftime("%Y-%m-%d %H:%M:%S WIB") if value else "-"
 
 
 # --- notifications ---------------------------------------------------------------------
