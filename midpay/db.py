@@ -19,7 +19,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from midpay.config import Settings
-from midpay.errors import DatabaseUnavailable, MidpayError, UsageError
+from midpay.errors import DatabaseUnavailable, DataConflict, MidpayError, UsageError
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -160,15 +160,19 @@ def update_payment(
     ``actions``, ``qr_string`` and expiry survive later status answers that lack them.
     """
     with conn.cursor(row_factory=class_row(Payment)) as cur:
-        cur.execute(
-            "UPDATE payment_transactions SET status = %s, "
-            "midtrans_transaction_id = COALESCE(midtrans_transaction_id, %s), "
-            "midtrans_response_json = CASE WHEN jsonb_typeof(midtrans_response_json) = 'object' "
-            "THEN midtrans_response_json ELSE '{}'::jsonb END || %s, "
-            "paid_at = COALESCE(paid_at, %s), updated_at = now() "
-            f"WHERE id = %s RETURNING {_PAYMENT_COLUMNS}",
-            (status, midtrans_transaction_id, Jsonb(response), paid_at, payment_id),
-        )
+        try:
+            cur.execute(
+                "UPDATE payment_transactions SET status = %s, "
+                "midtrans_transaction_id = COALESCE(midtrans_transaction_id, %s), "
+                "midtrans_response_json = CASE WHEN jsonb_typeof(midtrans_response_json) = 'object' "
+                "THEN midtrans_response_json ELSE '{}'::jsonb END || %s, "
+                "paid_at = COALESCE(paid_at, %s), updated_at = now() "
+                f"WHERE id = %s RETURNING {_PAYMENT_COLUMNS}",
+                (status, midtrans_transaction_id, Jsonb(response), paid_at, payment_id),
+            )
+        except psycopg.IntegrityError as exc:
+            # e.g. a transaction id that another payment already carries
+            raise DataConflict(f"the database refused the update: {_first_line(exc)}") from exc
         row = cur.fetchone()
         assert row is not None
         return row

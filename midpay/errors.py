@@ -10,6 +10,7 @@
     ├── MidtransRejected             exit 1: Midtrans answered with a business error (412, 414, …)
     │   └── DuplicateOrder           exit 1: the order id was used before (406 on charge)
     ├── MigrationError               exit 1: a migration file failed or was refused
+    ├── DataConflict                 exit 1: PostgreSQL refused a write (a unique id already taken, …)
     └── DependencyError              exit 3: a dependency could not be reached
         ├── DatabaseUnavailable      exit 3: PostgreSQL could not be reached
         └── GatewayError             exit 3: Midtrans could not be reached or answered nonsense
@@ -73,6 +74,10 @@ class DuplicateOrder(MidtransRejected):
 
 class MigrationError(MidpayError):
     """A migration failed, was edited after being applied, or is out of order."""
+
+
+class DataConflict(MidpayError):
+    """PostgreSQL refused a write for this item: a unique value already taken, say."""
 
 
 class DependencyError(MidpayError):

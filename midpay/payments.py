@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from midpay import db, states
 from midpay.errors import (
+    DataConflict,
     DependencyError,
     GatewayAuthError,
     GatewayError,
@@ -390,7 +391,7 @@ def _decide(conn: db.Connection, body: Body, server_key: str, *, event_id: uuid.
             result = _apply_locked(conn, view)
     except NotFoundError:
         return finish("rejected", f"unknown order: {view.order_id}")
-    except AmountMismatch as exc:
+    except (AmountMismatch, DataConflict) as exc:
         return finish("rejected", str(exc))
     return finish("applied" if result.applied else "unchanged", None, result)
 

@@ -362,3 +362,21 @@ def test_reconcile_while_notifications_land(cli: Any, db_url: str, sandbox: Any,
         assert row["status"] == "settlement" and row["paid_at"] is not None
     for order_id in ids[15:]:
         assert _row(db_url, order_id)["status"] == "pending"
+
+
+def test_transaction_id_taken_by_another_payment_is_rejected_not_crashed(
+    cli: Any, db_url: str, sandbox: Any, tmp_path: Path
+) -> None:
+    first = cli("charge", "--amount", "11000", "--json").json()
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "INSERT INTO payment_transactions (order_id, gross_amount, payment_type, status) "
+            "VALUES ('twin', 11000, 'gopay', 'created')"
+        )
+    body = {**sandbox.pay(first["order_id"], "settlement"), "order_id": "twin"}
+    body["signature_key"] = compute_signature("twin", body["status_code"], body["gross_amount"], SERVER_KEY)
+    result = cli("replay-webhook", str(_write(tmp_path / "twin.json", body)), "--json")
+    assert result.exit_code == 1, result
+    assert "refused the update" in result.json()["results"][0]["error"]
+    assert _row(db_url, "twin")["status"] == "created"
+    assert [e[2] for e in _events(db_url, "twin")] == ["rejected"]
