@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +59,12 @@ class MigrationStatus:
 
 
 def sql_dir() -> Path:
-    """The migrations: inside the installed package, or ``sql/`` of a source checkout."""
-    try:
-        path = Path(str(resources.files("midpay.sql")))
-        if path.is_dir() and any(path.glob("*.sql")):
-            return path
-    except (ModuleNotFoundError, TypeError):
-        pass
-    return Path(__file__).resolve().parent.parent / "sql"
+    """The migrations: ``midpay/sql`` of an installed wheel, or ``sql/`` of a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "sql", here.parent / "sql"):
+        if candidate.is_dir() and any(candidate.glob("*.sql")):
+            return candidate
+    raise MigrationError(f"no migration files found next to {here} (looked in midpay/sql and sql/)")
 
 
 def load_files(directory: Path | None = None) -> list[MigrationFile]:
@@ -88,6 +85,8 @@ def load_files(directory: Path | None = None) -> list[MigrationFile]:
                 checksum=hashlib.sha256(data).hexdigest(),
             )
         )
+    if not files:
+        raise MigrationError(f"no migration files in {directory}")
     files.sort(key=lambda f: f.version)
     for before, after in itertools.pairwise(files):
         if before.version == after.version:
