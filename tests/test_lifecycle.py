@@ -380,3 +380,24 @@ def test_transaction_id_taken_by_another_payment_is_rejected_not_crashed(
     assert "refused the update" in result.json()["results"][0]["error"]
     assert _row(db_url, "twin")["status"] == "created"
     assert [e[2] for e in _events(db_url, "twin")] == ["rejected"]
+
+
+def test_charge_wait_polls_until_final(cli: Any, sandbox: Any) -> None:
+    import time
+
+    def pay_soon() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if sandbox.get_order("wait-1") is not None:
+                time.sleep(0.5)
+                sandbox.pay("wait-1", "settlement")
+                return
+            time.sleep(0.05)
+
+    payer = threading.Thread(target=pay_soon)
+    payer.start()
+    result = cli("charge", "--amount", "12000", "--order-id", "wait-1", "--wait", "--json")
+    payer.join(10)
+    assert result.exit_code == 0, result
+    doc = result.json()
+    assert doc["status"] == "settlement" and doc["paid_at"] is not None
