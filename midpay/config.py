@@ -91,6 +91,9 @@ def _url_passwords(url: str) -> list[str]:
             found.append(parts.password)
     except ValueError:
         pass
+    # urlsplit gives up on some malformed URLs (an unbalanced "[" say): a tolerant
+    # pattern still finds the password between "user:" and "@".
+    found.extend(m.group(1) for m in re.finditer(r"^[a-z][a-z0-9+.-]*://[^:/@\s]*:([^@\s]+)@", url, re.I))
     found.extend(m.group(1) for m in re.finditer(r"password=([^&\s]+)", url))
     return found
 

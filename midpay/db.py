@@ -7,6 +7,7 @@ boundaries (``with conn.transaction():``); every query here takes parameters as
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -52,8 +53,15 @@ def connect(url: str, *, autocommit: bool = False) -> Connection:
 
 def open_pool(url: str, size: int) -> ConnectionPool[Connection]:
     """A pool of ``size`` connections, opened and checked before it is returned."""
+    import logging
+
     from psycopg_pool import ConnectionPool, PoolTimeout
 
+    # One plain connection first: an unreachable server fails at once, with libpq's
+    # reason, instead of after the pool's timeout.
+    connect(url).close()
+    # The pool logs every failed reconnection as a warning; midpay reports failures itself.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     pool: ConnectionPool[Connection] = ConnectionPool(
         url, min_size=1, max_size=max(1, size), open=False, kwargs={"connect_timeout": CONNECT_TIMEOUT}
     )
@@ -89,9 +97,16 @@ def translate_errors() -> Iterator[None]:
         raise mapped from exc
 
 
+_URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)(?:'[^']*'|\S+)", re.IGNORECASE)
+
+
 def _first_line(exc: BaseException) -> str:
+    """The first line of a psycopg error, with any password in a quoted URL masked."""
     text = str(exc).strip() or exc.__class__.__name__
-    return text.splitlines()[0]
+    line = text.splitlines()[0]
+    line = _URL_PASSWORD.sub(r"\1***@", line)
+    return _KEYWORD_PASSWORD.sub(r"\1***", line)
 
 
 # --- payments --------------------------------------------------------------------------
@@ -178,14 +193,29 @@ def update_payment(
         return row
 
 
+def database_now(conn: Connection) -> datetime:
+    """The database server's clock (reconcile measures every age with it)."""
+    row = conn.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    now: datetime = row[0]
+    return now
+
+
 def claim_due(
-    conn: Connection, *, statuses: tuple[str, ...], min_age: float, recheck_after: float, limit: int
+    conn: Connection,
+    *,
+    statuses: tuple[str, ...],
+    min_age: float,
+    recheck_after: float,
+    limit: int,
+    run_started: datetime,
 ) -> list[Payment]:
     """Claim up to ``limit`` open rows for checking, least recently checked first.
 
     The claim stamps ``last_checked_at`` and commits at once; rows locked by a
     concurrent claimer are skipped, and a row claimed by an overlapping run is no
-    longer due, so two runs never check the same row.
+    longer due, so two runs never check the same row. A row checked since
+    ``run_started`` is never due again in the same run, whatever ``recheck_after``.
     """
     with conn.transaction(), conn.cursor(row_factory=class_row(Payment)) as cur:
         cur.execute(
@@ -195,7 +225,8 @@ def claim_due(
                 SELECT id FROM payment_transactions
                  WHERE status = ANY(%s)
                    AND created_at < now() - make_interval(secs => %s)
-                   AND (last_checked_at IS NULL OR last_checked_at < now() - make_interval(secs => %s))
+                   AND (last_checked_at IS NULL
+                        OR last_checked_at < LEAST(now() - make_interval(secs => %s), %s))
                  ORDER BY last_checked_at NULLS FIRST, created_at
                  LIMIT %s
                  FOR UPDATE SKIP LOCKED
@@ -203,7 +234,7 @@ def claim_due(
              WHERE p.id = due.id
             RETURNING {", ".join("p." + c.strip() for c in _PAYMENT_COLUMNS.split(","))}
             """,
-            (list(statuses), min_age, recheck_after, limit),
+            (list(statuses), min_age, recheck_after, run_started, limit),
         )
         rows = cur.fetchall()
     rows.sort(key=lambda p: (p.created_at,))

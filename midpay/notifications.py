@@ -221,9 +221,36 @@ def parse_view(body: object, *, what: str = "notification") -> TransactionView:
     )
 
 
+# The status_code Midtrans puts in a notification for each state. The signature covers
+# order_id, status_code and gross_amount but not transaction_status, so without this
+# check a genuine `pending` body (201) edited to say `settlement` would verify.
+NOTIFICATION_STATUS_CODES: dict[str, frozenset[str]] = {
+    "pending": frozenset({"201"}),
+    "authorize": frozenset({"200", "201"}),
+    "capture": frozenset({"200"}),
+    "settlement": frozenset({"200"}),
+    "partial_refund": frozenset({"200"}),
+    "refund": frozenset({"200"}),
+    "deny": frozenset({"202"}),
+    "cancel": frozenset({"202"}),
+    "expire": frozenset({"202"}),
+    "failure": frozenset({"202"}),
+}
+
+
 def parse_notification(body: object) -> TransactionView:
-    """Read a notification: ``parse_view`` plus the fields its signature needs."""
+    """Read a notification: ``parse_view`` plus the fields its signature needs.
+
+    The status_code must be the one Midtrans sends with that transaction_status
+    (201 pending; 200 settlement, capture and refunds; 202 deny, cancel, expire).
+    """
     view = parse_view(body, what="notification")
-    _required_text(view.raw, "status_code", "notification")
+    code = _required_text(view.raw, "status_code", "notification")
     _required_text(view.raw, "signature_key", "notification")
+    expected = NOTIFICATION_STATUS_CODES.get(view.transaction_status)
+    if expected is not None and code not in expected:
+        raise InvalidPayload(
+            f"notification status_code {code!r} does not go with transaction_status "
+            f"{view.transaction_status!r} (Midtrans sends {', '.join(sorted(expected))})"
+        )
     return view

@@ -294,12 +294,13 @@ class Body:
 def decode_body(source: str, text: str) -> Body:
     """Parse a body's JSON; failures are kept with a one-line reason naming line and column."""
     try:
-        parsed = json.loads(text)
+        parsed = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        _check_depth(parsed)
     except json.JSONDecodeError as exc:
         return Body(source, text, parse_error=f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
     except RecursionError:
         return Body(source, text, parse_error="malformed JSON: nested too deeply")
-    except ValueError as exc:  # e.g. integers with too many digits
+    except ValueError as exc:  # NaN, 1e400, too deep, integers with too many digits
         return Body(source, text, parse_error=f"malformed JSON: {str(exc).splitlines()[0][:120]}")
     # PostgreSQL cannot hold NUL characters or lone surrogates: such a body is kept as
     # (cleaned) text and rejected, rather than failing the insert that stores it.
@@ -313,6 +314,34 @@ def decode_body(source: str, text: str) -> Body:
     if "\\u0000" in dumped:
         return Body(source, _clean_text(text), parse_error="malformed JSON: contains NUL characters")
     return Body(source, text, parsed=parsed)
+
+
+# Far deeper than any Midtrans body, far shallower than any recursion limit on the way
+# into PostgreSQL's jsonb.
+MAX_JSON_DEPTH = 64
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _check_depth(value: Any) -> None:
+    """Refuse JSON nested deeper than MAX_JSON_DEPTH (iteratively: no recursion to exhaust)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
 
 
 def _clean_text(text: str) -> str:
@@ -489,10 +518,18 @@ def reconcile(
     limiter = RateLimiter(max_rps)
     pool = db.open_pool(url, concurrency + 1)
     try:
+        with db.translate_errors(), pool.connection() as conn:
+            run_started = db.database_now(conn)
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="reconcile") as executor:
             in_flight: set[Future[ReconcileResult]] = set()
             rows = _due_rows(
-                pool, min_age=min_age, recheck_after=recheck_after, limit=limit, dry_run=dry_run, batch_size=batch_size
+                pool,
+                min_age=min_age,
+                recheck_after=recheck_after,
+                limit=limit,
+                dry_run=dry_run,
+                batch_size=batch_size,
+                run_started=run_started,
             )
             for payment in rows:
                 while len(in_flight) >= concurrency * 2:
@@ -528,7 +565,14 @@ def _drain(
 
 
 def _due_rows(
-    pool: Any, *, min_age: float, recheck_after: float, limit: int | None, dry_run: bool, batch_size: int
+    pool: Any,
+    *,
+    min_age: float,
+    recheck_after: float,
+    limit: int | None,
+    dry_run: bool,
+    batch_size: int,
+    run_started: datetime,
 ) -> Iterator[db.Payment]:
     remaining = limit if limit is not None else None
     seen: set[uuid.UUID] = set()
@@ -549,7 +593,12 @@ def _due_rows(
                 ][:size]
             else:
                 rows = db.claim_due(
-                    conn, statuses=states.OPEN_STATES, min_age=min_age, recheck_after=recheck_after, limit=size
+                    conn,
+                    statuses=states.OPEN_STATES,
+                    min_age=min_age,
+                    recheck_after=recheck_after,
+                    limit=size,
+                    run_started=run_started,
                 )
         if not rows:
             return
