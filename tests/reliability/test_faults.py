@@ -110,10 +110,8 @@ def test_reconcile_under_faults_corrupts_nothing_and_a_rerun_finishes(
     wrongly += [o for o in orders if (after[o]["paid_at"] is not None) != (after[o]["status"] == "settlement")]
     wrongly += [o for o in errored if after[o]["status"] != before[o]["status"]]
 
-    # --limit: a run with --recheck-after 0 and more than one batch of open rows never ends
-    # (test_recheck_after_zero_checks_each_row_once_and_ends); the limit bounds it.
     rerun = run(
-        ["reconcile", "--min-age", "0", "--recheck-after", "0", "--limit", str(count), "--json"],
+        ["reconcile", "--min-age", "0", "--recheck-after", "0", "--json"],
         process_env(env, MIDPAY_TIMEOUT="5"), work, timeout=300,
     )
     left = _disagreements(db_url, sandbox, orders)
@@ -228,7 +226,7 @@ def test_postgres_restart_during_reconcile_then_a_rerun_completes(
     proc.wait(300)
     sandbox.set_faults(latency_ms=0)
     rerun = run(
-        ["reconcile", "--min-age", "0", "--recheck-after", "0", "--limit", str(len(orders)), "--json"], penv, work,
+        ["reconcile", "--min-age", "0", "--recheck-after", "0", "--json"], penv, work,
         name="rerun",
     )
     left = _disagreements(url, sandbox, orders)
@@ -285,7 +283,7 @@ def test_connections_killed_during_reconcile_then_a_rerun_completes(
     proc.wait(120)
     sandbox.set_faults(latency_ms=0)
     rerun = run(
-        ["reconcile", "--min-age", "0", "--recheck-after", "0", "--limit", str(len(orders)), "--json"], penv, work,
+        ["reconcile", "--min-age", "0", "--recheck-after", "0", "--json"], penv, work,
         name="rerun",
     )
     left = _disagreements(db_url, sandbox, orders)

@@ -48,7 +48,7 @@ class Case:
     args: tuple[str, ...]
     exits: frozenset[int]
     env: dict[str, str | None] = field(default_factory=dict)
-    leaks: bool = False  # a known leak: checked under xfail
+    leaks: bool = False  # set for a case whose output may quote a secret on purpose (none today)
 
 
 def _c(
