@@ -241,7 +241,7 @@ def test_any_body_is_stored_once_and_only_a_valid_one_writes_many(hostile_db: st
     _run_property(hostile_db, figures, 5000)
 
 
-# --- known holes, pinned: each must become a stored, rejected body -----------------------
+# --- bodies PostgreSQL cannot hold as they are: each is stored, rejected ----------------
 
 @pytest.mark.parametrize(
     "text",
