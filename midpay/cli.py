@@ -2,10 +2,9 @@
 
 This is the one place where a midpay error becomes ``Error: …`` on stderr and an
 exit code (CONTRACT.md). Heavy modules (psycopg, requests, rich) are imported inside
-the commands, so ``midpay --help`` stays fast.
+the commands, so ``midpay --help`` stays fast. No ``from __future__ import annotations``
+here: Typer would have to evaluate every option's annotation string at start-up.
 """
-
-from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
@@ -49,7 +48,7 @@ class State:
     """What the top-level options leave for the commands."""
 
     env_file: Path | None = None
-    settings: Settings | None = None
+    settings: "Settings | None" = None
 
 
 _state = State()
@@ -118,7 +117,7 @@ def _map_foreign(exc: BaseException) -> MidpayError | None:
     return None
 
 
-def settings() -> Settings:
+def settings() -> "Settings":
     """Settings, resolved once per process."""
     if _state.settings is None:
         from midpay.config import load_settings
@@ -137,13 +136,13 @@ def database_url() -> str:
     return resolve_url(settings(), announce=_announce)
 
 
-def open_connection() -> Connection:
+def open_connection() -> "Connection":
     from midpay.db import connect
 
     return connect(database_url())
 
 
-def open_gateway(pool_size: int = 4) -> Gateway:
+def open_gateway(pool_size: int = 4) -> "Gateway":
     from midpay.gateway import Gateway
 
     s = settings()
@@ -229,7 +228,7 @@ def charge(
                 output.write_json(output.payment_document(payment))
 
 
-def _wait_final(conn: Connection, gateway: Gateway, order_id: str, con: Any, *, quiet: bool) -> Any:
+def _wait_final(conn: "Connection", gateway: "Gateway", order_id: str, con: Any, *, quiet: bool) -> Any:
     import time
 
     from midpay import payments, states
@@ -313,7 +312,7 @@ def replay_webhook(
             for body in bodies:
                 results.append(payments.process_notification(conn, body, server_key, dry_run=dry_run))
         if json_out:
-            output.write_json(output.notification_document(results))
+            output.write_json(output.notification_document(results), compact=len(results) > 100)
         else:
             output.render_notifications(output.console(), results, dry_run=dry_run)
         _exit_for(any(r.outcome == "rejected" for r in results))

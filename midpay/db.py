@@ -160,6 +160,26 @@ def get_payment(conn: Connection, order_id: str, *, for_update: bool = False) ->
         return cur.fetchone()
 
 
+@dataclass(frozen=True)
+class EventOutcome:
+    """What became of a stored notification, written together with the payment it moved."""
+
+    event_id: uuid.UUID
+    is_verified: bool
+    outcome: str  # applied | unchanged | rejected
+    error: str | None = None
+
+
+_SET_PAYMENT = (
+    "status = %s, "
+    "midtrans_transaction_id = COALESCE(midtrans_transaction_id, %s), "
+    "midtrans_response_json = CASE WHEN jsonb_typeof(midtrans_response_json) = 'object' "
+    "THEN midtrans_response_json ELSE '{}'::jsonb END || %s, "
+    "paid_at = COALESCE(paid_at, %s), updated_at = now()"
+)
+_SET_EVENT = "is_verified = %s, processed = %s, outcome = %s, processing_error = %s, processed_at = now()"
+
+
 def update_payment(
     conn: Connection,
     payment_id: uuid.UUID,
@@ -168,23 +188,25 @@ def update_payment(
     midtrans_transaction_id: str | None,
     response: Any,
     paid_at: datetime | None,
+    event: EventOutcome | None = None,
 ) -> Payment:
     """Write Midtrans' view onto a locked row. ``paid_at`` is only ever filled, never replaced.
 
     The stored answer is merged key by key over the earlier ones, so the charge's
     ``actions``, ``qr_string`` and expiry survive later status answers that lack them.
     """
+    params: tuple[Any, ...] = (status, midtrans_transaction_id, Jsonb(response), paid_at, payment_id)
+    query = f"UPDATE payment_transactions SET {_SET_PAYMENT} WHERE id = %s RETURNING {_PAYMENT_COLUMNS}"
+    if event is not None:  # one round trip for both rows
+        query = (
+            f"WITH p AS ({query}), "
+            f"e AS (UPDATE payment_webhook_events SET {_SET_EVENT} WHERE id = %s) "
+            "SELECT * FROM p"
+        )
+        params += (event.is_verified, event.outcome != "rejected", event.outcome, event.error, event.event_id)
     with conn.cursor(row_factory=class_row(Payment)) as cur:
         try:
-            cur.execute(
-                "UPDATE payment_transactions SET status = %s, "
-                "midtrans_transaction_id = COALESCE(midtrans_transaction_id, %s), "
-                "midtrans_response_json = CASE WHEN jsonb_typeof(midtrans_response_json) = 'object' "
-                "THEN midtrans_response_json ELSE '{}'::jsonb END || %s, "
-                "paid_at = COALESCE(paid_at, %s), updated_at = now() "
-                f"WHERE id = %s RETURNING {_PAYMENT_COLUMNS}",
-                (status, midtrans_transaction_id, Jsonb(response), paid_at, payment_id),
-            )
+            cur.execute(query, params)
         except psycopg.IntegrityError as exc:
             # e.g. a transaction id that another payment already carries
             raise DataConflict(f"the database refused the update: {_first_line(exc)}") from exc
@@ -323,17 +345,30 @@ def insert_event(
     order_id: str | None,
     transaction_id: str | None,
     signature_key: str | None,
-) -> uuid.UUID:
-    """Store a received body before anything is decided about it."""
-    row = conn.execute(
-        "INSERT INTO payment_webhook_events "
-        "(raw_body, source, order_id, midtrans_transaction_id, signature_key, is_verified, processed) "
-        "VALUES (%s, %s, %s, %s, %s, false, false) RETURNING id",
-        (Jsonb(raw_body), source, _clip(order_id), _clip(transaction_id), _clip(signature_key)),
-    ).fetchone()
+    lock_order_id: str | None = None,
+) -> tuple[uuid.UUID, Payment | None]:
+    """Store a received body before anything is decided about it.
+
+    With ``lock_order_id``, the same statement also reads and locks that payment
+    (``FOR UPDATE``) for the decision that follows: one round trip for both.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            "WITH e AS (INSERT INTO payment_webhook_events "
+            "(raw_body, source, order_id, midtrans_transaction_id, signature_key, is_verified, processed) "
+            "VALUES (%s, %s, %s, %s, %s, false, false) RETURNING id) "
+            f"SELECT e.id, p.* FROM e LEFT JOIN LATERAL ("
+            f"SELECT {_PAYMENT_COLUMNS} FROM payment_transactions WHERE order_id = %s FOR UPDATE) p ON true",
+            (
+                Jsonb(raw_body), source, _clip(order_id), _clip(transaction_id), _clip(signature_key),
+                lock_order_id,
+            ),
+        )
+        row = cur.fetchone()
     assert row is not None
     event_id: uuid.UUID = row[0]
-    return event_id
+    payment = Payment(*row[1:]) if row[1] is not None else None
+    return event_id, payment
 
 
 def finish_event(
@@ -341,8 +376,7 @@ def finish_event(
 ) -> None:
     """Record what became of a stored body: verified or not, applied, unchanged or rejected."""
     conn.execute(
-        "UPDATE payment_webhook_events SET is_verified = %s, processed = %s, outcome = %s, "
-        "processing_error = %s, processed_at = now() WHERE id = %s",
+        f"UPDATE payment_webhook_events SET {_SET_EVENT} WHERE id = %s",
         (is_verified, outcome != "rejected", outcome, error, event_id),
     )
 

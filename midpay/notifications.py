@@ -100,7 +100,8 @@ def parse_time(raw: object, field: str) -> datetime | None:
     if not _TIME_RE.fullmatch(text):
         raise InvalidPayload(f'field {field!r} is not a time like "2021-06-15 18:45:13": {_show(raw)}')
     try:
-        naive = datetime.strptime(text, MIDTRANS_TIME_FORMAT)
+        # The regex fixed the shape; fromisoformat reads it ~50x faster than strptime.
+        naive = datetime.fromisoformat(text)
     except ValueError:
         raise InvalidPayload(f"field {field!r} is not a valid date and time: {_show(raw)}") from None
     return naive.replace(tzinfo=JAKARTA)

@@ -48,10 +48,11 @@ def _wib(value: datetime) -> datetime:
     return value.astimezone(JAKARTA) if value.tzinfo is not None else value
 
 
-def write_json(document: Any, file: IO[str] | None = None) -> None:
-    """Exactly one JSON document on stdout."""
+def write_json(document: Any, file: IO[str] | None = None, *, compact: bool = False) -> None:
+    """Exactly one JSON document on stdout; ``compact`` for large ones (indenting is slow)."""
     out = file or sys.stdout
-    out.write(json.dumps(document, ensure_ascii=False, indent=2, default=_json_default))
+    indent = None if compact else 2
+    out.write(json.dumps(document, ensure_ascii=False, indent=indent, default=_json_default))
     out.write("\n")
     out.flush()
 

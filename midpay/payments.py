@@ -8,13 +8,14 @@ transaction boundaries and returns data; it never prints.
 from __future__ import annotations
 
 import json
+import queue
 import re
 import secrets
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,17 @@ def _apply_locked(conn: db.Connection, view: TransactionView) -> ApplyResult:
     payment = db.get_payment(conn, view.order_id, for_update=True)
     if payment is None:
         raise NotFoundError(f"no such order: {view.order_id}")
+    return _apply_to(conn, payment, view)
+
+
+def _apply_to(
+    conn: db.Connection, payment: db.Payment, view: TransactionView, *, event: db.EventOutcome | None = None
+) -> ApplyResult:
+    """The rule itself, on a payment the caller has locked: check the amount, decide, write.
+
+    With ``event``, a stored notification's outcome is written by the same statement
+    when the payment moves (the caller records it otherwise).
+    """
     if view.gross_amount != payment.gross_amount:
         raise AmountMismatch(
             f"amount mismatch for {payment.order_id}: Midtrans says {view.gross_amount_raw}, "
@@ -94,6 +106,7 @@ def _apply_locked(conn: db.Connection, view: TransactionView) -> ApplyResult:
             midtrans_transaction_id=view.transaction_id,
             response=view.raw,
             paid_at=paid_at,
+            event=event,
         )
         return ApplyResult(payment.order_id, payment.status, updated.status, True, payment=updated)
     note = None
@@ -303,7 +316,10 @@ def decode_body(source: str, text: str) -> Body:
     except ValueError as exc:  # NaN, 1e400, too deep, integers with too many digits
         return Body(source, text, parse_error=f"malformed JSON: {str(exc).splitlines()[0][:120]}")
     # PostgreSQL cannot hold NUL characters or lone surrogates: such a body is kept as
-    # (cleaned) text and rejected, rather than failing the insert that stores it.
+    # (cleaned) text and rejected, rather than failing the insert that stores it. Both
+    # can only come from a \u escape or a raw NUL, so most bodies skip the check.
+    if "\\u" not in text and "\x00" not in text:
+        return Body(source, text, parsed=parsed)
     try:
         dumped = json.dumps(parsed, ensure_ascii=False)
         dumped.encode("utf-8")
@@ -362,65 +378,105 @@ def _field(parsed: Any, name: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Verdict:
+    """What a body says on its own, before any payment is looked at."""
+
+    view: TransactionView | None
+    verified: bool
+    error: str | None
+
+
+def _verify(body: Body, server_key: str) -> _Verdict:
+    if body.parse_error is not None:
+        return _Verdict(None, False, body.parse_error)
+    try:
+        view = parse_notification(body.parsed)
+    except InvalidPayload as exc:
+        return _Verdict(None, False, str(exc))
+    if not verify_signature(body.parsed, server_key):
+        return _Verdict(view, False, "signature mismatch: signature_key does not match this body and server key")
+    return _Verdict(view, True, None)
+
+
 def process_notification(
     conn: db.Connection, body: Body, server_key: str, *, dry_run: bool = False
 ) -> NotificationResult:
     """Store the body, then verify it (signature, known order, amount) and apply it.
 
-    The body is inserted first; the decision runs under a savepoint of the same
-    transaction, so whatever the decision does or raises, the stored body and its
-    recorded outcome commit together. ``dry_run`` verifies and decides without writing.
+    The body is inserted by the transaction's first statement (which also locks the
+    payment it names); the decision follows and its outcome commits with the body. If
+    PostgreSQL refuses the payment's update, that transaction is rolled back and the
+    body is stored again, rejected, with the reason: whatever happens, it is kept.
+    ``dry_run`` verifies and decides without writing.
     """
+    verdict = _verify(body, server_key)
+    lock = verdict.view.order_id if verdict.verified and verdict.view is not None else None
     if dry_run:
         with conn.transaction(force_rollback=True):
-            return _decide(conn, body, server_key, event_id=None)
-    with conn.transaction():
-        event_id = db.insert_event(
-            conn,
-            raw_body=_storable(body),
-            source=body.source,
-            order_id=_field(body.parsed, "order_id"),
-            transaction_id=_field(body.parsed, "transaction_id"),
-            signature_key=_field(body.parsed, "signature_key"),
-        )
-        return _decide(conn, body, server_key, event_id=event_id)
-
-
-def _decide(conn: db.Connection, body: Body, server_key: str, *, event_id: uuid.UUID | None) -> NotificationResult:
-    order_id = _field(body.parsed, "order_id")
-    verified = False
-
-    def finish(outcome: str, error: str | None, result: ApplyResult | None = None) -> NotificationResult:
-        if event_id is not None:
-            note = result.note if result is not None else None
-            db.finish_event(conn, event_id, is_verified=verified, outcome=outcome, error=error or note)
-        return NotificationResult(
-            source=body.source,
-            order_id=order_id,
-            verified=verified,
-            applied=outcome == "applied",
-            status_before=result.status_before if result else None,
-            status_after=result.status_after if result else None,
-            error=error,
-            outcome=outcome,
-            note=result.note if result else None,
-        )
-
-    if body.parse_error is not None:
-        return finish("rejected", body.parse_error)
-    try:
-        view = parse_notification(body.parsed)
-    except InvalidPayload as exc:
-        return finish("rejected", str(exc))
-    if not verify_signature(body.parsed, server_key):
-        return finish("rejected", "signature mismatch: signature_key does not match this body and server key")
-    verified = True
+            payment = db.get_payment(conn, lock) if lock is not None else None
+            return _conclude(conn, body, verdict, payment, event_id=None)
     try:
         with conn.transaction():
-            result = _apply_locked(conn, view)
-    except NotFoundError:
-        return finish("rejected", f"unknown order: {view.order_id}")
-    except (AmountMismatch, DataConflict) as exc:
+            event_id, payment = db.insert_event(conn, **_event_fields(body), lock_order_id=lock)
+            return _conclude(conn, body, verdict, payment, event_id=event_id)
+    except DataConflict as exc:
+        with conn.transaction():
+            event_id, _ = db.insert_event(conn, **_event_fields(body))
+            db.finish_event(conn, event_id, is_verified=verdict.verified, outcome="rejected", error=str(exc))
+        return _result(body, verdict, "rejected", str(exc))
+
+
+def _event_fields(body: Body) -> dict[str, Any]:
+    return {
+        "raw_body": _storable(body),
+        "source": body.source,
+        "order_id": _field(body.parsed, "order_id"),
+        "transaction_id": _field(body.parsed, "transaction_id"),
+        "signature_key": _field(body.parsed, "signature_key"),
+    }
+
+
+def _result(
+    body: Body, verdict: _Verdict, outcome: str, error: str | None, applied: ApplyResult | None = None
+) -> NotificationResult:
+    return NotificationResult(
+        source=body.source,
+        order_id=_field(body.parsed, "order_id"),
+        verified=verdict.verified,
+        applied=outcome == "applied",
+        status_before=applied.status_before if applied else None,
+        status_after=applied.status_after if applied else None,
+        error=error,
+        outcome=outcome,
+        note=applied.note if applied else None,
+    )
+
+
+def _conclude(
+    conn: db.Connection,
+    body: Body,
+    verdict: _Verdict,
+    payment: db.Payment | None,
+    *,
+    event_id: uuid.UUID | None,
+) -> NotificationResult:
+    """Decide on a verified body against its locked payment; record the outcome on the event."""
+
+    def finish(outcome: str, error: str | None, applied: ApplyResult | None = None) -> NotificationResult:
+        if event_id is not None and not (applied is not None and applied.applied):
+            note = applied.note if applied is not None else None
+            db.finish_event(conn, event_id, is_verified=verdict.verified, outcome=outcome, error=error or note)
+        return _result(body, verdict, outcome, error, applied)
+
+    if not verdict.verified or verdict.view is None:
+        return finish("rejected", verdict.error)
+    if payment is None:
+        return finish("rejected", f"unknown order: {verdict.view.order_id}")
+    event = db.EventOutcome(event_id, True, "applied") if event_id is not None else None
+    try:
+        result = _apply_to(conn, payment, verdict.view, event=event)
+    except AmountMismatch as exc:
         return finish("rejected", str(exc))
     return finish("applied" if result.applied else "unchanged", None, result)
 
@@ -517,11 +573,12 @@ def reconcile(
     summary = ReconcileSummary()
     limiter = RateLimiter(max_rps)
     pool = db.open_pool(url, concurrency + 1)
+    finished: queue.SimpleQueue[Future[ReconcileResult]] = queue.SimpleQueue()
     try:
         with db.translate_errors(), pool.connection() as conn:
             run_started = db.database_now(conn)
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="reconcile") as executor:
-            in_flight: set[Future[ReconcileResult]] = set()
+            in_flight = 0
             rows = _due_rows(
                 pool,
                 min_age=min_age,
@@ -532,27 +589,34 @@ def reconcile(
                 run_started=run_started,
             )
             for payment in rows:
-                while len(in_flight) >= concurrency * 2:
-                    _, in_flight = _drain(in_flight, summary, on_result)
-                    if summary.fatal is not None:
-                        break
+                # A bounded window of rows in flight: memory stays flat however many are due.
+                while in_flight >= concurrency * 2 and summary.fatal is None:
+                    in_flight -= _collect(finished, summary, on_result)
                 if summary.fatal is not None:
                     break
-                in_flight.add(executor.submit(_check_row, pool, gateway, limiter, payment, dry_run, grace))
+                future = executor.submit(_check_row, pool, gateway, limiter, payment, dry_run, grace)
+                future.add_done_callback(finished.put)
+                in_flight += 1
             while in_flight:
-                _, in_flight = _drain(in_flight, summary, on_result)
+                in_flight -= _collect(finished, summary, on_result)
     finally:
         pool.close()
     return summary
 
 
-def _drain(
-    in_flight: set[Future[ReconcileResult]],
+def _collect(
+    finished: queue.SimpleQueue[Future[ReconcileResult]],
     summary: ReconcileSummary,
     on_result: Callable[[ReconcileResult], None] | None,
-) -> tuple[set[Future[ReconcileResult]], set[Future[ReconcileResult]]]:
-    done, pending = wait(in_flight, return_when=FIRST_COMPLETED)
-    for future in done:
+) -> int:
+    """Take at least one finished check off the queue (waiting for it); return how many."""
+    taken = [finished.get()]
+    while True:
+        try:
+            taken.append(finished.get_nowait())
+        except queue.Empty:
+            break
+    for future in taken:
         try:
             result = future.result()
         except DependencyError as exc:  # the database went away: stop claiming more
@@ -561,7 +625,7 @@ def _drain(
         summary.add(result)
         if on_result is not None:
             on_result(result)
-    return done, pending
+    return len(taken)
 
 
 def _due_rows(
@@ -626,6 +690,11 @@ def _check_row(
             if age < grace:
                 return ReconcileResult(payment.order_id, before, before, None)
             answer = None
+        if answer is not None and not dry_run:
+            early = parse_view(answer, what="status answer")
+            if (early.transaction_status, early.gross_amount) == (payment.status, payment.gross_amount):
+                # Nothing to write (apply_view would change nothing): no transaction at all.
+                return ReconcileResult(payment.order_id, before, before, None)
         with db.translate_errors(), pool.connection() as conn:
             if answer is None:
                 view = _synthetic_failure(
@@ -731,4 +800,14 @@ def reprocess_notification(
         event = db.lock_unprocessed_event(conn, event_id, rejected_only=rejected_only)
         if event is None:
             return None
-        return _decide(conn, stored_body(event), server_key, event_id=event.id)
+        body = stored_body(event)
+        verdict = _verify(body, server_key)
+        payment = None
+        if verdict.verified and verdict.view is not None:
+            payment = db.get_payment(conn, verdict.view.order_id, for_update=True)
+        try:
+            with conn.transaction():  # a savepoint: a refused update leaves the event to record it
+                return _conclude(conn, body, verdict, payment, event_id=event.id)
+        except DataConflict as exc:
+            db.finish_event(conn, event.id, is_verified=True, outcome="rejected", error=str(exc))
+            return _result(body, verdict, "rejected", str(exc))
