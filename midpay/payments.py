@@ -406,8 +406,9 @@ def process_notification(
 
     The body is inserted by the transaction's first statement (which also locks the
     payment it names); the decision follows and its outcome commits with the body. If
-    PostgreSQL refuses the payment's update, that transaction is rolled back and the
-    body is stored again, rejected, with the reason: whatever happens, it is kept.
+    anything fails while deciding (PostgreSQL refusing the payment's update, say), that
+    transaction is rolled back and the body is stored again, rejected, with the reason:
+    whatever happens, it is kept.
     ``dry_run`` verifies and decides without writing.
     """
     verdict = _verify(body, server_key)
@@ -420,11 +421,14 @@ def process_notification(
         with conn.transaction():
             event_id, payment = db.insert_event(conn, **_event_fields(body), lock_order_id=lock)
             return _conclude(conn, body, verdict, payment, event_id=event_id)
-    except DataConflict as exc:
+    except Exception as exc:  # whatever went wrong deciding, the body is kept
+        if db.map_error(exc) is not None:
+            raise  # the connection itself is gone: nothing can be stored now; exit 3 says so
+        reason = str(exc) if isinstance(exc, DataConflict) else f"not processed: {type(exc).__name__}: {exc}"
         with conn.transaction():
             event_id, _ = db.insert_event(conn, **_event_fields(body))
-            db.finish_event(conn, event_id, is_verified=verdict.verified, outcome="rejected", error=str(exc))
-        return _result(body, verdict, "rejected", str(exc))
+            db.finish_event(conn, event_id, is_verified=verdict.verified, outcome="rejected", error=reason)
+        return _result(body, verdict, "rejected", reason)
 
 
 def _event_fields(body: Body) -> dict[str, Any]:

@@ -680,13 +680,9 @@ class SandboxServer:
         import requests
 
         assert self.notify_url is not None
+        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "Veritrans"}
         try:
-            response = requests.post(
-                self.notify_url,
-                data=json.dumps(body),
-                headers={"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "Veritrans"},
-                timeout=(5, 15),
-            )
+            response = requests.post(self.notify_url, timeout=(5, 15), data=json.dumps(body), headers=headers)
             response.close()
             posted = response.ok
         except requests.RequestException as exc:

@@ -401,3 +401,22 @@ def test_charge_wait_polls_until_final(cli: Any, sandbox: Any) -> None:
     assert result.exit_code == 0, result
     doc = result.json()
     assert doc["status"] == "settlement" and doc["paid_at"] is not None
+
+
+def test_a_body_that_breaks_the_decision_is_still_stored(
+    cli: Any, db_url: str, sandbox: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from midpay import payments
+
+    order_id = cli("charge", "--amount", "13000", "--json").json()["order_id"]
+    path = _write(tmp_path / "s.json", sandbox.pay(order_id, "settlement"))
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("decision exploded")
+
+    monkeypatch.setattr(payments, "_apply_to", broken)
+    result = cli("replay-webhook", str(path), "--json")
+    assert result.exit_code == 1, result
+    assert result.json()["results"][0]["error"] == "not processed: RuntimeError: decision exploded"
+    assert _row(db_url, order_id)["status"] == "pending"
+    assert [e[2] for e in _events(db_url, order_id)] == ["rejected"]
