@@ -223,6 +223,24 @@ def database_now(conn: Connection) -> datetime:
     return now
 
 
+# Which open rows are due for a check, and in which order: one predicate for claiming,
+# listing and counting. LEAST ignores a NULL %(started)s (no run to exclude).
+_DUE_ROWS = (
+    "status = ANY(%(statuses)s) "
+    "AND created_at < now() - make_interval(secs => %(min_age)s) "
+    "AND (last_checked_at IS NULL "
+    "OR last_checked_at < LEAST(now() - make_interval(secs => %(recheck)s), %(started)s))"
+)
+_DUE_ORDER = "ORDER BY last_checked_at NULLS FIRST, created_at"
+
+
+def _due_params(
+    statuses: tuple[str, ...], min_age: float, recheck_after: float, started: datetime | None, limit: int | None
+) -> dict[str, Any]:
+    return {"statuses": list(statuses), "min_age": min_age, "recheck": recheck_after, "started": started,
+            "limit": limit}
+
+
 def claim_due(
     conn: Connection,
     *,
@@ -244,19 +262,14 @@ def claim_due(
             f"""
             UPDATE payment_transactions AS p SET last_checked_at = clock_timestamp()
               FROM (
-                SELECT id FROM payment_transactions
-                 WHERE status = ANY(%s)
-                   AND created_at < now() - make_interval(secs => %s)
-                   AND (last_checked_at IS NULL
-                        OR last_checked_at < LEAST(now() - make_interval(secs => %s), %s))
-                 ORDER BY last_checked_at NULLS FIRST, created_at
-                 LIMIT %s
+                SELECT id FROM payment_transactions WHERE {_DUE_ROWS} {_DUE_ORDER}
+                 LIMIT %(limit)s
                  FOR UPDATE SKIP LOCKED
               ) AS due
              WHERE p.id = due.id
             RETURNING {", ".join("p." + c.strip() for c in _PAYMENT_COLUMNS.split(","))}
             """,
-            (list(statuses), min_age, recheck_after, run_started, limit),
+            _due_params(statuses, min_age, recheck_after, run_started, limit),
         )
         rows = cur.fetchall()
     rows.sort(key=lambda p: (p.created_at,))
@@ -264,34 +277,36 @@ def claim_due(
 
 
 def select_due(
-    conn: Connection, *, statuses: tuple[str, ...], min_age: float, recheck_after: float, limit: int
+    conn: Connection, *, statuses: tuple[str, ...], min_age: float, recheck_after: float, limit: int | None
 ) -> list[Payment]:
-    """The rows ``claim_due`` would claim, without claiming them (for --dry-run)."""
+    """The first ``limit`` rows ``claim_due`` would claim, without claiming them."""
     with conn.cursor(row_factory=class_row(Payment)) as cur:
         cur.execute(
-            f"""
-            SELECT {_PAYMENT_COLUMNS} FROM payment_transactions
-             WHERE status = ANY(%s)
-               AND created_at < now() - make_interval(secs => %s)
-               AND (last_checked_at IS NULL OR last_checked_at < now() - make_interval(secs => %s))
-             ORDER BY last_checked_at NULLS FIRST, created_at
-             LIMIT %s
-            """,
-            (list(statuses), min_age, recheck_after, limit),
+            f"SELECT {_PAYMENT_COLUMNS} FROM payment_transactions WHERE {_DUE_ROWS} {_DUE_ORDER} LIMIT %(limit)s",
+            _due_params(statuses, min_age, recheck_after, None, limit),
         )
         return cur.fetchall()
+
+
+def iter_due(
+    conn: Connection, *, statuses: tuple[str, ...], min_age: float, recheck_after: float, limit: int | None
+) -> Iterator[Payment]:
+    """Every row ``claim_due`` would claim (for --dry-run), streamed through a server-side
+    cursor so that memory stays flat however many are due; claims nothing."""
+    with conn.transaction(), conn.cursor("midpay_due", row_factory=class_row(Payment)) as cur:
+        cur.itersize = 500
+        cur.execute(
+            f"SELECT {_PAYMENT_COLUMNS} FROM payment_transactions WHERE {_DUE_ROWS} {_DUE_ORDER} LIMIT %(limit)s",
+            _due_params(statuses, min_age, recheck_after, None, limit),
+        )
+        yield from cur
 
 
 def count_due(conn: Connection, *, statuses: tuple[str, ...], min_age: float, recheck_after: float) -> int:
     """How many open rows are due for a check now."""
     row = conn.execute(
-        """
-        SELECT count(*) FROM payment_transactions
-         WHERE status = ANY(%s)
-           AND created_at < now() - make_interval(secs => %s)
-           AND (last_checked_at IS NULL OR last_checked_at < now() - make_interval(secs => %s))
-        """,
-        (list(statuses), min_age, recheck_after),
+        f"SELECT count(*) FROM payment_transactions WHERE {_DUE_ROWS}",
+        _due_params(statuses, min_age, recheck_after, None, None),
     ).fetchone()
     return int(row[0]) if row else 0
 

@@ -642,36 +642,26 @@ def _due_rows(
     batch_size: int,
     run_started: datetime,
 ) -> Iterator[db.Payment]:
-    remaining = limit if limit is not None else None
-    seen: set[uuid.UUID] = set()
+    if dry_run:  # nothing is claimed: stream what would be, in claiming order
+        with db.translate_errors(), pool.connection() as conn:
+            yield from db.iter_due(
+                conn, statuses=states.OPEN_STATES, min_age=min_age, recheck_after=recheck_after, limit=limit
+            )
+        return
+    remaining = limit
     while remaining is None or remaining > 0:
         size = batch_size if remaining is None else min(batch_size, remaining)
         with db.translate_errors(), pool.connection() as conn:
-            if dry_run:
-                rows = [
-                    p
-                    for p in db.select_due(
-                        conn,
-                        statuses=states.OPEN_STATES,
-                        min_age=min_age,
-                        recheck_after=recheck_after,
-                        limit=size + len(seen),
-                    )
-                    if p.id not in seen
-                ][:size]
-            else:
-                rows = db.claim_due(
-                    conn,
-                    statuses=states.OPEN_STATES,
-                    min_age=min_age,
-                    recheck_after=recheck_after,
-                    limit=size,
-                    run_started=run_started,
-                )
+            rows = db.claim_due(
+                conn,
+                statuses=states.OPEN_STATES,
+                min_age=min_age,
+                recheck_after=recheck_after,
+                limit=size,
+                run_started=run_started,
+            )
         if not rows:
             return
-        if dry_run:
-            seen.update(p.id for p in rows)
         yield from rows
         if remaining is not None:
             remaining -= len(rows)

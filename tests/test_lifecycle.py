@@ -420,3 +420,19 @@ def test_a_body_that_breaks_the_decision_is_still_stored(
     assert result.json()["results"][0]["error"] == "not processed: RuntimeError: decision exploded"
     assert _row(db_url, order_id)["status"] == "pending"
     assert [e[2] for e in _events(db_url, order_id)] == ["rejected"]
+
+
+def test_reconcile_dry_run_reports_and_writes_nothing(cli: Any, db_url: str, sandbox: Any) -> None:
+    ids = [cli("charge", "--amount", str(3000 + i), "--json").json()["order_id"] for i in range(3)]
+    sandbox.pay(ids[0], "settlement")
+    dry = cli("reconcile", "--min-age", "0", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry
+    after = {r["order_id"]: r["status_after"] for r in dry.json()["results"]}
+    assert after == {ids[0]: "settlement", ids[1]: "pending", ids[2]: "pending"}
+    with psycopg.connect(db_url) as conn:
+        untouched = conn.execute(
+            "SELECT count(*) FROM payment_transactions WHERE status = 'pending' AND last_checked_at IS NULL"
+        ).fetchone()
+    assert untouched == (3,)
+    real = cli("reconcile", "--min-age", "0", "--json")
+    assert real.json()["summary"] == {"checked": 3, "changed": 1, "unchanged": 2, "errors": 0}
