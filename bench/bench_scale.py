@@ -10,7 +10,7 @@ generate_series and ANALYZEd. Then:
   payment_transactions, and its execution time;
 * ``db.select_due`` called repeatedly on one connection (psycopg prepares a statement
   after five runs; a generic plan could stop using the partial index);
-* ``db.get_payment`` (+ the commit ``payments.refresh`` does) for 200 random order ids:
+* ``db.get_payment`` (+ the commit ``refresh.refresh`` does) for 200 random order ids:
   median and p99.
 """
 
@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import psycopg
 from common import Lab, Result, Target, log, median, percentile
 
-BATCH = 200  # payments.reconcile's batch_size
+BATCH = 200  # reconcile.reconcile's batch_size
 
 
 class RecordingCursor(psycopg.Cursor[Any]):

@@ -58,7 +58,8 @@ def _fresh_database(home: Path) -> str:
 
 def run(settings: Settings, con: Console, step: Callable[[str], None]) -> DemoReport:
     """Walk one payment from charge to settlement through the real code paths."""
-    from midpay import db, migrate, output, payments
+    from midpay import bodies, charges, db, intake, migrate, output, refresh
+    from midpay import reconcile as reconciling
     from midpay.gateway import Gateway
     from midpay.sandbox import DEV_SERVER_KEY, SandboxServer
 
@@ -81,12 +82,12 @@ def run(settings: Settings, con: Console, step: Callable[[str], None]) -> DemoRe
         with Gateway(base_url=sandbox.url, server_key=DEV_SERVER_KEY, timeout=10.0) as gateway, db.connect(url) as conn:
             amount = 154_600
             step(f"midpay charge --amount {amount} --qris")
-            charged = payments.charge(conn, gateway, amount=amount, qris=True, user_id=1)
+            charged = charges.charge(conn, gateway, amount=amount, qris=True, user_id=1)
             order_id = charged.payment.order_id
             output.render_payment(con, charged.payment, title="Charge created", show_qr=True)
 
             step(f"midpay status {order_id}")
-            outcome = payments.refresh(conn, gateway, order_id)
+            outcome = refresh.refresh(conn, gateway, order_id)
             con.print(f"  Midtrans says: {output.status_text(outcome.payment.status)} (the customer has not paid yet)")
 
             step("The customer scans the QR and pays (midpay sandbox pay)")
@@ -96,17 +97,17 @@ def run(settings: Settings, con: Console, step: Callable[[str], None]) -> DemoRe
             con.print(f"  Midtrans sent a signed notification; saved as {notification}")
 
             step(f"midpay replay-webhook {notification.name}")
-            bodies = list(payments.iter_bodies([str(notification)], lambda: ""))
-            results = [payments.process_notification(conn, body, DEV_SERVER_KEY) for body in bodies]
+            received = list(bodies.iter_bodies([str(notification)], lambda: ""))
+            results = [intake.process_notification(conn, body, DEV_SERVER_KEY) for body in received]
             output.render_notifications(con, results, dry_run=False)
 
             step(f"midpay status {order_id}")
-            final = payments.refresh(conn, gateway, order_id).payment
+            final = refresh.refresh(conn, gateway, order_id).payment
             output.render_payment(con, final, title="Paid")
 
         step("midpay reconcile --min-age 0")
         with Gateway(base_url=sandbox.url, server_key=DEV_SERVER_KEY, timeout=10.0) as gateway:
-            summary = payments.reconcile(url, gateway, min_age=0, concurrency=4)
+            summary = reconciling.reconcile(url, gateway, min_age=0, concurrency=4)
         output.render_reconcile(con, [], summary, dry_run=False)
 
     return DemoReport(

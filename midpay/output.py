@@ -12,8 +12,9 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from midpay.db import Payment, Refund, WebhookEvent
+    from midpay.intake import NotificationResult
     from midpay.migrate import MigrationStatus
-    from midpay.payments import NotificationResult, ReconcileResult, ReconcileSummary
+    from midpay.reconcile import ReconcileResult, ReconcileSummary
 
 _STATUS_STYLE = {
     "created": "yellow",

@@ -343,12 +343,12 @@ def test_reconcile_while_notifications_land(cli: Any, db_url: str, sandbox: Any,
     outcome: dict[str, Any] = {}
 
     def replay() -> None:
-        from midpay import payments
+        from midpay import bodies, intake
 
         with psycopg.connect(db_url) as conn:
             outcome["results"] = [
-                payments.process_notification(conn, body, SERVER_KEY)
-                for body in payments.iter_bodies([str(folder)], lambda: "")
+                intake.process_notification(conn, body, SERVER_KEY)
+                for body in bodies.iter_bodies([str(folder)], lambda: "")
             ]
 
     thread = threading.Thread(target=replay)
@@ -406,7 +406,7 @@ def test_charge_wait_polls_until_final(cli: Any, sandbox: Any) -> None:
 def test_a_body_that_breaks_the_decision_is_still_stored(
     cli: Any, db_url: str, sandbox: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    from midpay import payments
+    from midpay import intake
 
     order_id = cli("charge", "--amount", "13000", "--json").json()["order_id"]
     path = _write(tmp_path / "s.json", sandbox.pay(order_id, "settlement"))
@@ -414,7 +414,7 @@ def test_a_body_that_breaks_the_decision_is_still_stored(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("decision exploded")
 
-    monkeypatch.setattr(payments, "_apply_to", broken)
+    monkeypatch.setattr(intake, "apply_to", broken)
     result = cli("replay-webhook", str(path), "--json")
     assert result.exit_code == 1, result
     assert result.json()["results"][0]["error"] == "not processed: RuntimeError: decision exploded"

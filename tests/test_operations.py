@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from midpay import operations
+from midpay import intake, operations, refunds
 from midpay.errors import UsageError
 from midpay.notifications import compute_signature
 
@@ -276,10 +276,10 @@ def test_reprocess_rejected_only_skips_rows_never_decided(conn: psycopg.Connecti
         ("legacy-1", json.dumps(body)),
     )
     conn.commit()
-    assert operations.reprocess_events(conn, SERVER_KEY, rejected_only=True) == []
-    [result] = operations.reprocess_events(conn, SERVER_KEY)
+    assert intake.reprocess_events(conn, SERVER_KEY, rejected_only=True) == []
+    [result] = intake.reprocess_events(conn, SERVER_KEY)
     assert (result.outcome, result.status_before, result.status_after) == ("applied", "pending", "settlement")
-    assert operations.reprocess_events(conn, SERVER_KEY) == []
+    assert intake.reprocess_events(conn, SERVER_KEY) == []
 
 
 # --- cancel and expire -----------------------------------------------------------------
@@ -320,9 +320,9 @@ def test_destructive_actions_need_yes_without_a_terminal(cli: Any, db_url: str, 
 
 
 def test_confirmation_prompt_on_a_terminal(cli: Any, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import midpay.cli
+    import midpay.cli.operator
 
-    monkeypatch.setattr(midpay.cli, "_must_ask", lambda action, yes: not yes)  # as if stdin were a terminal
+    monkeypatch.setattr(midpay.cli.operator, "_must_ask", lambda action, yes: not yes)  # as if stdin were a terminal
     order_id = _charge(cli, 44000)
     declined = cli("cancel", order_id, input="n\n")
     assert declined.exit_code == 1 and "Aborted: nothing was changed." in declined.stderr
@@ -445,8 +445,8 @@ def test_refund_whose_answer_was_garbled_is_not_paid_again(cli: Any, db_url: str
 
 
 def test_refund_keys_are_midtrans_safe_and_distinct() -> None:
-    assert operations.refund_key("mp-20261126101500-0a1b2c3d4e", 1) == "mp-20261126101500-0a1b2c3d4e-rf-1"
-    odd = [operations.refund_key(order_id, 12) for order_id in ("a.b", "a~b", "a_b", "x" * 50, "x" * 49 + "y")]
+    assert refunds.refund_key("mp-20261126101500-0a1b2c3d4e", 1) == "mp-20261126101500-0a1b2c3d4e-rf-1"
+    odd = [refunds.refund_key(order_id, 12) for order_id in ("a.b", "a~b", "a_b", "x" * 50, "x" * 49 + "y")]
     assert len(set(odd)) == len(odd)
     for key in odd:
         assert len(key) <= 46 and all(c.isascii() and (c.isalnum() or c in "-_") for c in key)
@@ -475,7 +475,7 @@ def test_refund_called_a_duplicate_but_listed_at_midtrans_is_done(
         raise MidtransRejected("refund of order 'dup-1': Midtrans refused it (406 Duplicate refund ID)", "406")
 
     monkeypatch.setattr(gateway, "refund", paid_but_refused)
-    outcome = operations.refund(conn, gateway, "dup-1", amount=30000)
+    outcome = refunds.refund(conn, gateway, "dup-1", amount=30000)
     assert (outcome.refund.status, outcome.refund.refund_key, outcome.payment.status) == (
         "done", "dup-1-rf-1", "partial_refund",
     )
@@ -491,9 +491,9 @@ def test_retried_refund_that_midtrans_never_made_is_rejected(
     _settled_here(conn, gateway, sandbox, "gone-1", 90000)
     sandbox.set_faults(stall_rate=1.0)
     with Gateway(base_url=sandbox.url, server_key=SERVER_KEY, timeout=0.5) as impatient, pytest.raises(OutcomeUnknown):
-        operations.refund(conn, impatient, "gone-1")
+        refunds.refund(conn, impatient, "gone-1")
     sandbox.set_faults(stall_rate=0.0)
     gateway.refund("gone-1", refund_key="from-the-dashboard")  # refunded in full another way meanwhile
     with pytest.raises(MidtransRejected, match="412"):
-        operations.refund(conn, gateway, "gone-1")
+        refunds.refund(conn, gateway, "gone-1")
     assert _refunds(db_url, "gone-1") == [("gone-1-rf-1", 90000, "rejected")]

@@ -32,7 +32,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from midpay import payments
+from midpay import charges, refresh
 from midpay.errors import MidpayError
 from midpay.gateway import Gateway
 
@@ -152,7 +152,7 @@ def test_charge_killed_at_each_step_recovers_and_never_charges_twice(
         psycopg.connect(db_url) as conn,
         Gateway(base_url=sandbox.url, server_key=SERVER_KEY, timeout=5.0) as gateway,
     ):
-        early = payments.refresh(conn, gateway, "crash-c")
+        early = refresh.refresh(conn, gateway, "crash-c")
     assert sandbox.stats()["charges"].get("crash-c") is None, "the stall ended before the check: raise it"
     assert early.error is None and early.payment.status == "created", early
     _wait_for(lambda: sandbox.stats()["charges"].get("crash-c") == 1, "the sandbox to process crash-c", timeout=10)
@@ -207,7 +207,7 @@ def test_charges_under_random_faults_end_in_midtrans_state(
     ):
         for i in range(count):
             try:
-                payments.charge(conn, gateway, amount=20000 + i, order_id=f"fc-{i:04d}")
+                charges.charge(conn, gateway, amount=20000 + i, order_id=f"fc-{i:04d}")
                 errors["ok"] += 1
             except MidpayError as exc:
                 errors[type(exc).__name__] += 1
@@ -222,7 +222,7 @@ def test_charges_under_random_faults_end_in_midtrans_state(
     )
     truth = sandbox_states(sandbox)
     final = rows(db_url)
-    charges = sandbox.stats()["charges"]
+    charged = sandbox.stats()["charges"]
     wrong = [
         o for o, r in final.items()
         if r["status"] != (truth[o]["transaction_status"] if o in truth else "failure")
@@ -232,7 +232,7 @@ def test_charges_under_random_faults_end_in_midtrans_state(
     figures.processes = 1
     figures.faults_injected = faults
     figures.lost = sum(1 for r in final.values() if r["status"] == "created")
-    figures.wrongly_applied = len(wrong) + sum(1 for n in charges.values() if n > 1)
+    figures.wrongly_applied = len(wrong) + sum(1 for n in charged.values() if n > 1)
     figures.notes = {
         "charge_outcomes": dict(errors),
         "left_created_before_reconcile": left_created,
@@ -244,5 +244,5 @@ def test_charges_under_random_faults_end_in_midtrans_state(
     assert json.loads(recovered.stdout)["summary"]["errors"] == 0
     assert left_created > 0, "some charges were left with an unknown outcome"
     assert wrong == []
-    assert set(charges.values()) <= {1}
+    assert set(charged.values()) <= {1}
     assert figures.lost == 0

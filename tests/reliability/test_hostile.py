@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from midpay import payments, states
+from midpay import bodies, intake, states
 from midpay.errors import InvalidPayload
 from midpay.notifications import compute_signature, parse_amount, parse_notification
 from midpay.sandbox import NOTIFICATION_CODES
@@ -189,8 +189,8 @@ def _events_on(conn: Any) -> int:
 def _check_property(probe: Any, conn: Any, text: str) -> str:
     stored = _rows_on(probe)
     events = _events_on(probe)
-    decoded = payments.decode_body("hypothesis", text)
-    result = payments.process_notification(conn, decoded, SERVER_KEY)
+    decoded = bodies.decode_body("hypothesis", text)
+    result = intake.process_notification(conn, decoded, SERVER_KEY)
     after = _rows_on(probe)
     assert _events_on(probe) == events + 1, "exactly one stored event per body"
     if result.error is not None:
@@ -278,7 +278,7 @@ def test_deep_nesting_just_below_the_recursion_limit_is_stored_and_rejected(host
     with psycopg.connect(hostile_db, autocommit=True) as conn:
         for depth in range(850, 1001):
             try:
-                payments.process_notification(conn, payments.decode_body("deep", "[" * depth + "]" * depth), SERVER_KEY)
+                intake.process_notification(conn, bodies.decode_body("deep", "[" * depth + "]" * depth), SERVER_KEY)
             except RecursionError:
                 crashed.append(depth)
     assert crashed == []
@@ -289,7 +289,7 @@ def test_a_genuine_pending_signature_cannot_claim_settlement(hostile_db: str) ->
     forged = {**genuine, "transaction_status": "settlement", "settlement_time": "2026-11-26 10:01:02"}
     before = _snapshot(hostile_db)
     with psycopg.connect(hostile_db, autocommit=True) as conn:
-        result = payments.process_notification(conn, payments.decode_body("forged", json.dumps(forged)), SERVER_KEY)
+        result = intake.process_notification(conn, bodies.decode_body("forged", json.dumps(forged)), SERVER_KEY)
     assert not result.applied
     assert _snapshot(hostile_db) == before
 
@@ -297,7 +297,7 @@ def test_a_genuine_pending_signature_cannot_claim_settlement(hostile_db: str) ->
 def _assert_stored_and_rejected(url: str, text: str) -> None:
     before, events = _snapshot(url), _events(url)
     with psycopg.connect(url, autocommit=True) as conn:
-        result = payments.process_notification(conn, payments.decode_body("hostile", text), SERVER_KEY)
+        result = intake.process_notification(conn, bodies.decode_body("hostile", text), SERVER_KEY)
     assert result.outcome == "rejected" and result.error
     assert _events(url) == events + 1
     assert _snapshot(url) == before

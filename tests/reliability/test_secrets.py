@@ -25,7 +25,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from midpay import payments
+from midpay import charges, refresh
 from midpay.gateway import Gateway
 from midpay.sandbox import SandboxServer
 
@@ -104,9 +104,9 @@ def world(
         psycopg.connect(url) as conn,
     ):
         for order_id in ("sec-pending", "sec-cancel", "sec-expire", "sec-paid", "sec-pay-me", "sec-notify"):
-            payments.charge(conn, gateway, amount=25000, order_id=order_id)
+            charges.charge(conn, gateway, amount=25000, order_id=order_id)
         sandbox.pay("sec-paid", "settlement")
-        payments.refresh(conn, gateway, "sec-paid")
+        refresh.refresh(conn, gateway, "sec-paid")
         folder = tmp_path / "files"
         folder.mkdir()
         notification = sandbox.pay("sec-notify", "settlement")

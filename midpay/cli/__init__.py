@@ -1,0 +1,25 @@
+"""The command line: parse, call one use case, render.
+
+The app and the error boundary live in ``common``; each module registers its
+commands on import:
+
+    setup          migrate, demo, sandbox serve|pay
+    lifecycle      charge, status, payments
+    notifications  replay-webhook, events, events reprocess
+    reconcile      reconcile
+    operator       cancel, expire, refund
+"""
+
+from midpay.cli import lifecycle, notifications, operator, reconcile, setup
+from midpay.cli.common import app
+
+__all__ = ["app", "lifecycle", "main", "notifications", "operator", "reconcile", "setup"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,149 @@
+"""Commands of one payment's life: charge, status, and the payments listing."""
+
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from midpay.cli.common import (
+    JsonFlag,
+    LimitFlag,
+    app,
+    errors_to_exit,
+    fail,
+    open_connection,
+    open_gateway,
+)
+from midpay.errors import DependencyError
+
+if TYPE_CHECKING:
+    from midpay.db import Connection
+    from midpay.gateway import Gateway
+
+
+# --- charge ----------------------------------------------------------------------------
+
+
+@app.command()
+def charge(
+    amount: Annotated[int, typer.Option("--amount", help="Amount in whole rupiah (IDR).", show_default=False)],
+    order_id: Annotated[
+        str | None, typer.Option("--order-id", help="Your order id (default: a generated unique one).")
+    ] = None,
+    user_id: Annotated[int | None, typer.Option("--user-id", help="The paying user's id.")] = None,
+    qris: Annotated[bool, typer.Option("--qris", help="Charge QRIS (acquirer gopay) instead of GoPay.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Poll the status until the payment is final.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Create a GoPay or QRIS charge; show its QR code, deeplink and expiry."""
+    from midpay import charges, output
+
+    with errors_to_exit():
+        conn = open_connection()
+        gateway = open_gateway()
+        with conn, gateway:
+            outcome = charges.charge(conn, gateway, amount=amount, order_id=order_id, user_id=user_id, qris=qris)
+            payment = outcome.payment
+            con = output.console(sys.stderr if json_out else None)
+            if not json_out:
+                output.render_payment(con, payment, title="Charge created", show_qr=True)
+            if wait:
+                payment = _wait_final(conn, gateway, payment.order_id, con, quiet=json_out)
+                if not json_out:
+                    output.render_payment(con, payment, title="Final status")
+            if json_out:
+                output.write_json(output.payment_document(payment))
+
+
+def _wait_final(conn: "Connection", gateway: "Gateway", order_id: str, con: Any, *, quiet: bool) -> Any:
+    import time
+
+    from midpay import refresh, states
+
+    interval = 2.0
+    status = con.status(f"waiting for {order_id} to be paid…", spinner="dots") if not quiet else None
+    if status is not None:
+        status.start()
+    try:
+        while True:
+            outcome = refresh.refresh(conn, gateway, order_id)
+            if outcome.error is not None and isinstance(outcome.error, DependencyError):
+                raise outcome.error
+            if outcome.payment.status not in states.UNSETTLED_STATES:
+                return outcome.payment
+            if status is not None:
+                status.update(f"waiting for {order_id}: {outcome.payment.status} (Ctrl-C stops waiting)")
+            time.sleep(interval)
+    finally:
+        if status is not None:
+            status.stop()
+
+
+# --- status ----------------------------------------------------------------------------
+
+
+@app.command()
+def status(
+    order_id: Annotated[str, typer.Argument(help="The order id.", show_default=False)],
+    no_refresh: Annotated[bool, typer.Option("--no-refresh", help="Show the stored row; do not ask Midtrans.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Show one payment, asking Midtrans first when it is not final."""
+    from midpay import output, refresh, states
+
+    with errors_to_exit():
+        conn = open_connection()
+        with conn:
+            gateway = None
+            if not no_refresh:
+                from midpay.db import get_payment
+
+                current = get_payment(conn, order_id)
+                conn.commit()
+                if current is not None and current.status in states.UNSETTLED_STATES:
+                    gateway = open_gateway()
+            try:
+                outcome = refresh.refresh(conn, gateway, order_id)
+            finally:
+                if gateway is not None:
+                    gateway.close()
+            if json_out:
+                output.write_json(output.payment_document(outcome.payment))
+            else:
+                output.render_payment(output.console(), outcome.payment, show_qr=False)
+            if outcome.error is not None:
+                fail(outcome.error)
+
+
+
+
+@app.command("payments")
+def payments_list(
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only payments in this state (pending, settlement, refund, …).")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Only payments created since 2026-11-26, 2026-11-26T10:00:00+07:00, or 30m, 2h, 7d ago "
+            "(times without an offset are local time).",
+        ),
+    ] = None,
+    limit: LimitFlag = 50,
+    json_out: JsonFlag = False,
+) -> None:
+    """List recent payments, newest first."""
+    from midpay import operations, output
+
+    with errors_to_exit():
+        wanted = operations.status_filter(status)
+        moment = operations.parse_since(since) if since is not None else None
+        conn = open_connection()
+        with conn:
+            rows = operations.list_payments(conn, status=wanted, since=moment, limit=limit)
+        if json_out:
+            output.write_json({"payments": [output.payment_document(p) for p in rows]})
+        else:
+            output.render_payments(output.console(), rows)
+

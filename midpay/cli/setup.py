@@ -1,0 +1,133 @@
+"""Setting up and trying midpay: migrate, demo, and the local sandbox."""
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from midpay.cli.common import JsonFlag, app, errors_to_exit, exit_for, open_connection, settings, state, subapp
+from midpay.errors import UsageError
+
+# --- migrate ---------------------------------------------------------------------------
+
+
+@app.command()
+def migrate(
+    status: Annotated[bool, typer.Option("--status", help="List applied and pending files; change nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be applied; change nothing.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Apply the pending SQL migrations of sql/, in order, each in one transaction."""
+    from midpay import migrate as migrations
+    from midpay import output
+
+    with errors_to_exit():
+        conn = open_connection()
+        with conn:
+            if status:
+                st = migrations.status(conn)
+                if json_out:
+                    output.write_json(output.migration_document(st))
+                else:
+                    output.render_migration_status(output.console(), st)
+                return
+            con = output.console(sys.stderr if json_out else None)
+            on_apply = None if json_out else (lambda f: con.print(f"applying {f.name}"))
+            done = migrations.migrate(conn, dry_run=dry_run, on_apply=None if dry_run else on_apply)
+            if json_out:
+                key = "pending" if dry_run else "applied"
+                output.write_json({key: [{"version": f.version, "name": f.name, "checksum": f.checksum} for f in done]})
+            elif dry_run:
+                con.print(
+                    "would apply: " + ", ".join(f.name for f in done) if done else "nothing to apply: up to date"
+                )
+            else:
+                con.print(f"applied {len(done)} migration(s)" if done else "nothing to apply: up to date")
+
+
+
+
+sandbox_app = subapp(
+    help="A local Midtrans-compatible Core API for development, tests and demos.", no_args_is_help=True
+)
+app.add_typer(sandbox_app, name="sandbox")
+
+
+# --- sandbox ---------------------------------------------------------------------------
+
+
+@sandbox_app.command("serve")
+def sandbox_serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8765,
+    latency_ms: Annotated[int, typer.Option("--latency-ms", min=0, help="Added to every API answer.")] = 0,
+    fail_rate: Annotated[
+        float, typer.Option("--fail-rate", min=0.0, max=1.0, help="Share of API calls answered with a 5xx.")
+    ] = 0.0,
+    notify_url: Annotated[str | None, typer.Option("--notify-url", help="POST notifications here.")] = None,
+    notify_dir: Annotated[Path | None, typer.Option("--notify-dir", help="Write notifications here.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Make injected faults reproducible.")] = None,
+    stall_rate: Annotated[
+        float, typer.Option("--stall-rate", min=0.0, max=1.0, help="Share of API calls that never answer in time.")
+    ] = 0.0,
+    malformed_rate: Annotated[
+        float, typer.Option("--malformed-rate", min=0.0, max=1.0, help="Share of API calls answered with garbage.")
+    ] = 0.0,
+    expiry_seconds: Annotated[int, typer.Option("--expiry-seconds", min=1, help="Default charge expiry.")] = 900,
+) -> None:
+    """Run a local Midtrans-compatible Core API until interrupted."""
+    from midpay import sandbox
+
+    with errors_to_exit():
+        s = settings()
+        sandbox.serve(
+            host=host, port=port, server_key=s.server_key, latency_ms=latency_ms, fail_rate=fail_rate,
+            notify_url=notify_url, notify_dir=notify_dir, seed=seed, stall_rate=stall_rate,
+            malformed_rate=malformed_rate, expiry_seconds=expiry_seconds,
+        )
+
+
+@sandbox_app.command("pay")
+def sandbox_pay(
+    order_id: Annotated[str, typer.Argument(help="The order to move.", show_default=False)],
+    status: Annotated[
+        str, typer.Option("--status", help="settlement, expire, cancel or deny.")
+    ] = "settlement",
+) -> None:
+    """Move a sandbox order as a paying customer would; print the signed notification."""
+    from midpay import output, sandbox
+
+    with errors_to_exit():
+        if status not in ("settlement", "expire", "cancel", "deny"):
+            raise UsageError(f"--status must be settlement, expire, cancel or deny, not {status!r}")
+        s = settings()
+        body = sandbox.pay_remote(api_url=s.api_url, order_id=order_id, status=status, timeout=s.timeout)
+        output.write_json(body)
+
+
+# --- demo ------------------------------------------------------------------------------
+
+
+@app.command()
+def demo() -> None:
+    """Walk one payment end to end on an embedded PostgreSQL and a local sandbox; no setup needed."""
+    from midpay import demo as demo_mod
+    from midpay import output
+
+    with errors_to_exit():
+        from midpay.config import load_settings
+
+        # The demo needs no configuration: it ignores DATABASE_URL and Midtrans settings.
+        state.settings = load_settings(state.env_file)
+        con = output.console()
+        counter = iter(range(1, 100))
+
+        def step(text: str) -> None:
+            con.print(f"\n[bold cyan]{next(counter)}.[/] [bold]{text}[/]")
+
+        report = demo_mod.run(state.settings, con, step)
+        demo_mod.render_account(con, report)
+        exit_for(report.final_status != "settlement")
+
+

@@ -1,0 +1,72 @@
+"""PostgreSQL access, one module per table or concern; the names most callers need are here.
+
+    core      the URL, connections, the pool, psycopg errors mapped to midpay's
+    payments  payment_transactions rows
+    claims    which open rows are due for a check; claiming them for reconcile
+    events    payment_webhook_events rows (every notification body received)
+    refunds   payment_refunds rows
+"""
+
+from midpay.db.claims import claim_due, count_due, iter_due, select_due
+from midpay.db.core import (
+    CONNECT_TIMEOUT,
+    Connection,
+    connect,
+    database_now,
+    first_line,
+    map_error,
+    open_pool,
+    resolve_url,
+    translate_errors,
+)
+from midpay.db.events import (
+    WebhookEvent,
+    finish_event,
+    insert_event,
+    list_events,
+    lock_unprocessed_event,
+    select_unprocessed_event_ids,
+)
+from midpay.db.payments import (
+    PAYMENT_COLUMNS,
+    EventOutcome,
+    Payment,
+    get_payment,
+    insert_payment,
+    list_payments,
+    update_payment,
+)
+from midpay.db.refunds import Refund, finish_refund, insert_refund, list_refunds
+
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "PAYMENT_COLUMNS",
+    "Connection",
+    "EventOutcome",
+    "Payment",
+    "Refund",
+    "WebhookEvent",
+    "claim_due",
+    "connect",
+    "count_due",
+    "database_now",
+    "finish_event",
+    "finish_refund",
+    "first_line",
+    "get_payment",
+    "insert_event",
+    "insert_payment",
+    "insert_refund",
+    "iter_due",
+    "list_events",
+    "list_payments",
+    "list_refunds",
+    "lock_unprocessed_event",
+    "map_error",
+    "open_pool",
+    "resolve_url",
+    "select_due",
+    "select_unprocessed_event_ids",
+    "translate_errors",
+    "update_payment",
+]

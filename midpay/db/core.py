@@ -1,0 +1,115 @@
+"""PostgreSQL connections: the URL, single connections, the pool, and error mapping.
+
+With ``migrate``, the ``db`` package is the only psycopg user. Callers own transaction
+boundaries (``with conn.transaction():``); every query takes parameters as ``%s`` and
+returns dataclasses, never cursors.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from midpay.config import Settings
+from midpay.errors import DatabaseUnavailable, MidpayError, UsageError
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
+Connection = psycopg.Connection[Any]
+CONNECT_TIMEOUT = 10
+
+
+def resolve_url(settings: Settings, announce: Callable[[str], None] | None = None) -> str:
+    """The PostgreSQL URL to use; ``embedded`` starts the embedded server on demand."""
+    url = settings.require_database_url()
+    if url == "embedded":
+        from midpay import embedded
+
+        url = embedded.ensure_server(settings.home)
+        if announce is not None:
+            announce(f"midpay: embedded PostgreSQL in {embedded.data_dir(settings.home)}")
+    elif not url.startswith(("postgresql://", "postgres://")) and "=" not in url:
+        raise UsageError("DATABASE_URL must be a postgresql:// URL or the word embedded")
+    return url
+
+
+def connect(url: str, *, autocommit: bool = False) -> Connection:
+    """Open one connection; failures become ``DatabaseUnavailable`` without the password."""
+    try:
+        return psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT)
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {first_line(exc)}") from exc
+
+
+def open_pool(url: str, size: int) -> ConnectionPool[Connection]:
+    """A pool of ``size`` connections, opened and checked before it is returned."""
+    import logging
+
+    from psycopg_pool import ConnectionPool, PoolTimeout
+
+    # One plain connection first: an unreachable server fails at once, with libpq's
+    # reason, instead of after the pool's timeout.
+    connect(url).close()
+    # The pool logs every failed reconnection as a warning; midpay reports failures itself.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+    pool: ConnectionPool[Connection] = ConnectionPool(
+        url, min_size=1, max_size=max(1, size), open=False, kwargs={"connect_timeout": CONNECT_TIMEOUT}
+    )
+    try:
+        pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+    except PoolTimeout as exc:
+        pool.close()
+        raise DatabaseUnavailable("cannot connect to PostgreSQL: no connection within the timeout") from exc
+    return pool
+
+
+def map_error(exc: BaseException) -> MidpayError | None:
+    """The midpay error for a psycopg failure that escaped a use case, if it is one."""
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return DatabaseUnavailable(f"PostgreSQL connection failed: {first_line(exc)}")
+    try:
+        from psycopg_pool import PoolTimeout
+    except ImportError:  # pragma: no cover - psycopg_pool is a dependency
+        return None
+    if isinstance(exc, PoolTimeout):
+        return DatabaseUnavailable("PostgreSQL connection failed: no pooled connection within the timeout")
+    return None
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn connection-level psycopg failures raised inside the block into midpay errors."""
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        mapped = map_error(exc)
+        assert mapped is not None
+        raise mapped from exc
+
+
+_URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)(?:'[^']*'|\S+)", re.IGNORECASE)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a psycopg error, with any password in a quoted URL masked."""
+    text = str(exc).strip() or exc.__class__.__name__
+    line = text.splitlines()[0]
+    line = _URL_PASSWORD.sub(r"\1***@", line)
+    return _KEYWORD_PASSWORD.sub(r"\1***", line)
+
+
+
+def database_now(conn: Connection) -> datetime:
+    """The database server's clock (reconcile measures every age with it)."""
+    row = conn.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    now: datetime = row[0]
+    return now
+
