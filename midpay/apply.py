@@ -58,6 +58,7 @@ def apply_to(
             f"amount mismatch for {payment.order_id}: Midtrans says {view.gross_amount_raw}, "
             f"stored {payment.gross_amount}"
         )
+    db.sync_ledger(conn, payment, view.raw)  # every refund Midtrans reports gets its ledger row (refunds)
     decision = states.decide(payment.status, view.transaction_status)
     if decision is states.Decision.APPLY:
         paid_at = None

@@ -11,10 +11,11 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from midpay.db import Payment, Refund, WebhookEvent
+    from midpay.db import Payment, WebhookEvent
     from midpay.intake import NotificationResult
     from midpay.migrate import MigrationStatus
     from midpay.reconcile import ReconcileResult, ReconcileSummary
+    from midpay.refunds import Ledger
 
 _STATUS_STYLE = {
     "created": "yellow",
@@ -96,10 +97,11 @@ def payment_expiry(payment: Payment) -> datetime | None:
         return None
 
 
-def payment_document(payment: Payment) -> dict[str, Any]:
-    """The JSON shape of ``status --json`` and ``charge --json`` (CONTRACT.md)."""
+def payment_document(payment: Payment, *, ledger: Ledger | None = None) -> dict[str, Any]:
+    """The JSON shape of ``status --json`` and ``charge --json`` (CONTRACT.md); with ``ledger``,
+    also its refunds (``refunded_amount``, ``refundable_amount``, ``refunds``)."""
     qr = _response(payment).get("qr_string")
-    return {
+    doc = {
         "order_id": payment.order_id,
         "status": payment.status,
         "gross_amount": payment.gross_amount,
@@ -113,6 +115,11 @@ def payment_document(payment: Payment) -> dict[str, Any]:
         "qr_string": qr if isinstance(qr, str) else None,
         "expiry_time": iso(payment_expiry(payment)),
     }
+    if ledger is not None:
+        from midpay.render_refunds import ledger_fields
+
+        doc.update(ledger_fields(ledger))
+    return doc
 
 
 def rupiah(amount: int) -> str:
@@ -125,8 +132,10 @@ def status_text(status: str) -> str:
     return f"[{style}]{status}[/]"
 
 
-def render_payment(con: Console, payment: Payment, *, title: str = "Payment", show_qr: bool = False) -> None:
-    """A panel with one payment; optionally its QR code drawn in the terminal."""
+def render_payment(
+    con: Console, payment: Payment, *, title: str = "Payment", show_qr: bool = False, ledger: Ledger | None = None
+) -> None:
+    """A panel with one payment (and its refunds, given its ``ledger``); optionally its QR code."""
     from rich.panel import Panel
     from rich.table import Table
     from rich.text import Text
@@ -150,7 +159,13 @@ def render_payment(con: Console, payment: Payment, *, title: str = "Payment", sh
     for action in doc["actions"]:
         label = {"generate-qr-code": "QR image", "deeplink-redirect": "deeplink"}.get(action["name"], action["name"])
         grid.add_row(label, Text(action["url"], overflow="fold"))
+    if ledger is not None:
+        from midpay.render_refunds import add_ledger_rows, render_ledger
+
+        add_ledger_rows(grid, ledger)
     con.print(Panel(grid, title=title, expand=False))
+    if ledger is not None:
+        render_ledger(con, ledger)
     if show_qr and doc["qr_string"]:
         render_qr(con, doc["qr_string"])
 
@@ -174,19 +189,22 @@ def render_qr(con: Console, data: str) -> None:
     con.print("Scan with GoPay or any QRIS app.", style="dim")
 
 
-def render_payments(con: Console, payments: Iterable[Payment]) -> None:
-    """Recent payments in a table."""
+def render_payments(con: Console, payments: Iterable[Payment], ledgers: dict[Any, Ledger] | None = None) -> None:
+    """Recent payments in a table (with what was refunded of each, given ``ledgers`` by payment id)."""
     from rich.table import Table
 
+    from midpay.render_refunds import refunded_cell
+
     table = Table(title="Payments")
-    for name in ("order id", "status", "amount", "type", "created", "paid at"):
+    for name in ("order id", "status", "amount", "type", "created", "paid at", "refunded")[: 7 if ledgers else 6]:
         table.add_column(name, no_wrap=name in ("order id", "status"))
     count = 0
     for p in payments:
         count += 1
+        refunded = (refunded_cell(ledgers.get(p.id)),) if ledgers else ()
         table.add_row(
             p.order_id, status_text(p.status), rupiah(p.gross_amount), p.payment_type,
-            _short(p.created_at), _short(p.paid_at),
+            _short(p.created_at), _short(p.paid_at), *refunded,
         )
     if count:
         con.print(table)
@@ -341,26 +359,3 @@ def render_migration_status(con: Console, status: MigrationStatus) -> None:
     for f in status.pending:
         table.add_row(str(f.version), f.name, "[yellow]pending[/]", f.checksum[:12], "-")
     con.print(table)
-
-
-# --- operator actions ------------------------------------------------------------------
-
-
-def refund_document(refund: Refund) -> dict[str, Any]:
-    """One refund as JSON (``refund --json`` puts it beside the payment)."""
-    return {
-        "refund_key": refund.refund_key,
-        "order_id": refund.order_id,
-        "amount": refund.amount,
-        "reason": refund.reason,
-        "status": refund.status,
-        "created_at": iso(refund.created_at),
-        "updated_at": iso(refund.updated_at),
-    }
-
-
-def render_refund(con: Console, refund: Refund, payment: Payment, *, retried: bool) -> None:
-    """The payment after a refund, and one line about the refund itself."""
-    render_payment(con, payment, title="Refunded")
-    again = " (sent again: an earlier attempt's answer was lost)" if retried else ""
-    con.print(f"refunded {rupiah(refund.amount)} under refund_key {refund.refund_key}{again}")

@@ -17,6 +17,7 @@ from midpay.errors import (
     TransactionNotFound,
 )
 from midpay.notifications import TransactionView, parse_view
+from midpay.refunds import wants_refresh
 
 if TYPE_CHECKING:
     from midpay.gateway import Gateway
@@ -44,12 +45,14 @@ def refresh(
     *,
     grace: float = CREATED_GRACE_SECONDS,
 ) -> RefreshOutcome:
-    """Read one payment; when it is unsettled and a gateway is given, apply Midtrans' answer."""
+    """Read one payment; when it is unsettled (or its refunds are, ``refunds.wants_refresh``) and a
+    gateway is given, apply Midtrans' answer."""
     payment = db.get_payment(conn, order_id)
     conn.commit()
     if payment is None:
         raise NotFoundError(f"no such order: {order_id}")
-    if gateway is None or payment.status not in states.UNSETTLED_STATES:
+    if gateway is None or not wants_refresh(conn, payment):
+        conn.commit()
         return RefreshOutcome(payment)
     try:
         return _check(conn, gateway, payment, grace=grace)

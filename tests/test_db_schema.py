@@ -16,7 +16,7 @@ def test_layout_of_midpays_own_tables(db_url: str) -> None:
     assert order_id is not None and order_id.max_length == 255 and not order_id.nullable
     assert found.column("payment_transactions", "created_at").data_type == "timestamp with time zone"  # type: ignore[union-attr]
     assert found.max_length("payment_webhook_events", "signature_key") == 255
-    assert found.max_length("payment_refunds", "refund_key") == 46
+    assert found.max_length("payment_refunds", "refund_key") == 255
     assert found.column("payment_transactions", "no_such_column") is None
 
 

@@ -88,8 +88,12 @@ def status(
     no_refresh: Annotated[bool, typer.Option("--no-refresh", help="Show the stored row; do not ask Midtrans.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Show one payment, asking Midtrans first when it is not final."""
-    from midpay import output, refresh, states
+    """Show one payment and its refunds, asking Midtrans first when it is not final.
+
+    A payment is asked about while it is unsettled, partly refunded, or has a refund
+    whose outcome (or bank confirmation) midpay has not seen yet.
+    """
+    from midpay import output, refresh, refunds
 
     with errors_to_exit():
         conn = open_connection()
@@ -99,18 +103,21 @@ def status(
                 from midpay.db import get_payment
 
                 current = get_payment(conn, order_id)
+                wanted = current is not None and refunds.wants_refresh(conn, current)
                 conn.commit()
-                if current is not None and current.status in states.UNSETTLED_STATES:
+                if wanted:
                     gateway = open_gateway()
             try:
                 outcome = refresh.refresh(conn, gateway, order_id)
             finally:
                 if gateway is not None:
                     gateway.close()
+            ledger = refunds.ledger(conn, outcome.payment)
+            conn.commit()
             if json_out:
-                output.write_json(output.payment_document(outcome.payment))
+                output.write_json(output.payment_document(outcome.payment, ledger=ledger))
             else:
-                output.render_payment(output.console(), outcome.payment, show_qr=False)
+                output.render_payment(output.console(), outcome.payment, show_qr=False, ledger=ledger)
             if outcome.error is not None:
                 fail(outcome.error)
 
@@ -133,8 +140,8 @@ def payments_list(
     limit: LimitFlag = 50,
     json_out: JsonFlag = False,
 ) -> None:
-    """List recent payments, newest first."""
-    from midpay import operations, output
+    """List recent payments, newest first, with what was refunded of each."""
+    from midpay import operations, output, refunds
 
     with errors_to_exit():
         wanted = operations.status_filter(status)
@@ -142,8 +149,9 @@ def payments_list(
         conn = open_connection()
         with conn:
             rows = operations.list_payments(conn, status=wanted, since=moment, limit=limit)
+            ledgers = {found.payment.id: found for found in refunds.ledgers(conn, rows)}
         if json_out:
-            output.write_json({"payments": [output.payment_document(p) for p in rows]})
+            output.write_json({"payments": [output.payment_document(p, ledger=ledgers[p.id]) for p in rows]})
         else:
-            output.render_payments(output.console(), rows)
+            output.render_payments(output.console(), rows, ledgers)
 

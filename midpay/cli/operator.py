@@ -1,12 +1,15 @@
 """Operator actions that change a payment at Midtrans: cancel, expire, refund."""
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from midpay.cli.common import JsonFlag, OrderIdArg, YesFlag, app, errors_to_exit, open_connection, open_gateway
 from midpay.errors import UsageError
+
+if TYPE_CHECKING:
+    from midpay.refunds import RefundPlan
 
 
 def _must_ask(action: str, yes: bool) -> bool:
@@ -75,30 +78,41 @@ def refund_payment(
 ) -> None:
     """Refund a settled payment, fully or partly, through Midtrans (asks first).
 
-    The refund is recorded with its own refund_key before Midtrans is asked. When no
-    answer comes back (exit 3), run the same command again: the same refund_key is sent,
-    and Midtrans pays a refund_key out only once.
+    Midtrans' own figures decide what is left to refund, so refunds made elsewhere
+    (the Midtrans dashboard) count. The refund is recorded with its own refund_key
+    before Midtrans is asked. Whatever interrupts it (no answer, exit 3, a killed
+    process), run the same command again: it finishes that refund (the same
+    refund_key is sent, and Midtrans pays a refund_key out once) or reports it done.
+    The same amount and reason again within 24 hours is taken as that rerun.
     """
-    from midpay import output, refunds
+    from midpay import output, refunds, render_refunds
 
     with errors_to_exit():
         ask = _must_ask(f"refund order {order_id}", yes)
         conn = open_connection()
-        with conn:
+        with conn, open_gateway() as gateway:
             if ask:
-                plan = refunds.plan_refund(conn, order_id, amount)
-                _confirm(
-                    f"Refund {output.rupiah(plan.amount)} of order {order_id} "
-                    f"(paid {output.rupiah(plan.payment.gross_amount)}, {output.rupiah(plan.remainder)} left)?"
-                )
-                amount = plan.amount  # exactly what was confirmed
-            with open_gateway() as gateway:
-                outcome = refunds.refund(conn, gateway, order_id, amount=amount, reason=reason)
+                plan = refunds.plan_refund(conn, gateway, order_id, amount, reason)
+                if plan.already is None:
+                    _confirm(_question(plan))
+                    amount = plan.amount  # exactly what was confirmed
+            outcome = refunds.refund(conn, gateway, order_id, amount=amount, reason=reason)
         if json_out:
-            output.write_json(
-                {"refund": output.refund_document(outcome.refund), "payment": output.payment_document(outcome.payment)}
-            )
+            output.write_json(render_refunds.outcome_document(outcome))
         else:
-            output.render_refund(output.console(), outcome.refund, outcome.payment, retried=outcome.retried)
+            render_refunds.render_outcome(output.console(), outcome)
 
 
+def _question(plan: "RefundPlan") -> str:
+    from midpay.output import rupiah
+
+    order_id = plan.payment.order_id
+    if plan.retry is not None:
+        return (
+            f"Send again refund {plan.retry.refund_key} of {rupiah(plan.amount)} of order {order_id} "
+            "(its outcome is unknown; Midtrans pays a refund_key once)?"
+        )
+    return (
+        f"Refund {rupiah(plan.amount)} of order {order_id} (paid {rupiah(plan.payment.gross_amount)}, "
+        f"refunded {rupiah(plan.refunded)}, {rupiah(plan.remainder)} left)?"
+    )

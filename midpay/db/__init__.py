@@ -36,16 +36,32 @@ from midpay.db.payments import (
     list_payments,
     update_payment,
 )
-from midpay.db.refunds import Refund, finish_refund, insert_refund, list_refunds
+from midpay.db.refunds import (
+    LedgerSync,
+    Refund,
+    RefundReport,
+    ReportedRefund,
+    chargeback_id,
+    finish_refund,
+    insert_refund,
+    list_refunds,
+    read_report,
+    refunds_of,
+    sync_ledger,
+)
 
 __all__ = [
     "CONNECT_TIMEOUT",
     "PAYMENT_COLUMNS",
     "Connection",
     "EventOutcome",
+    "LedgerSync",
     "Payment",
     "Refund",
+    "RefundReport",
+    "ReportedRefund",
     "WebhookEvent",
+    "chargeback_id",
     "claim_due",
     "connect",
     "count_due",
@@ -64,9 +80,12 @@ __all__ = [
     "lock_unprocessed_event",
     "map_error",
     "open_pool",
+    "read_report",
+    "refunds_of",
     "resolve_url",
     "select_due",
     "select_unprocessed_event_ids",
+    "sync_ledger",
     "translate_errors",
     "update_payment",
 ]
