@@ -184,8 +184,8 @@ def plan_refund(
     _check_input(amount, reason)
     view = _midtrans_figures(conn, gateway, order_id)
     with _recording(order_id, "nothing was sent to Midtrans"), conn.transaction():
-        plan, _ = _lock_and_plan(conn, view, amount, reason)
-        return plan
+        decided, _ = _lock_and_plan(conn, view, amount, reason)
+    return _or_raise(decided)
 
 
 def refund(
@@ -196,12 +196,13 @@ def refund(
     view = _midtrans_figures(conn, gateway, order_id)
     reach("refund.checked", conn)
     with _recording(order_id, "nothing was sent to Midtrans"), conn.transaction():
-        plan, finished = _lock_and_plan(conn, view, amount, reason)
-        if plan.already is not None:
-            result = "recorded" if plan.already.id in finished else "already"
-            return RefundOutcome(plan.already, plan.ledger, result)
-        reach("refund.before_row", conn)
-        row = plan.retry or _new_refund(conn, plan, reason)
+        decided, finished = _lock_and_plan(conn, view, amount, reason)
+        if isinstance(decided, RefundPlan) and decided.already is None:
+            reach("refund.before_row", conn)
+            row = decided.retry or _new_refund(conn, decided, reason)
+    plan = _or_raise(decided)  # a refusal raises only now: Midtrans' figures were committed
+    if plan.already is not None:
+        return RefundOutcome(plan.already, plan.ledger, "recorded" if plan.already.id in finished else "already")
     reach("refund.row_committed", conn)
     return _send(conn, gateway, row, retried=plan.retry is not None)
 
@@ -242,10 +243,12 @@ def _not_refundable(payment: db.Payment) -> MidpayError:
 
 def _lock_and_plan(
     conn: db.Connection, view: TransactionView, amount: int | None, reason: str | None
-) -> tuple[RefundPlan, set[Any]]:
+) -> tuple[RefundPlan | MidpayError, set[Any]]:
     """Lock the payment, apply Midtrans' answer and its refunds, and decide (caller's transaction).
 
-    Also returns the ids of midpay's requested rows that this answer showed were paid.
+    The decision is a plan, or the error refusing the refund (returned, not raised, so
+    that the caller commits what Midtrans reported before raising it). Also returns the
+    ids of midpay's requested rows that this answer showed were paid.
     """
     payment = db.get_payment(conn, view.order_id, for_update=True)
     if payment is None:
@@ -257,7 +260,16 @@ def _lock_and_plan(
     db.sync_ledger(conn, payment, view.raw)  # apply_to merges it too; this makes the refund not depend on it
     current = ledger(conn, payment)
     finished = {r.id for r in current.rows if r.id in open_before and r.status == "done"}
-    return _plan(current, amount, reason), finished
+    try:
+        return _plan(current, amount, reason), finished
+    except MidpayError as exc:
+        return exc, finished
+
+
+def _or_raise(decided: RefundPlan | MidpayError) -> RefundPlan:
+    if isinstance(decided, MidpayError):
+        raise decided
+    return decided
 
 
 def _plan(current: Ledger, amount: int | None, reason: str | None) -> RefundPlan:

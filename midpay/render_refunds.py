@@ -20,6 +20,19 @@ _STATE_STYLE = {"requested": "yellow", "done": "green", "rejected": "red"}
 _ORIGIN = {"midpay": "midpay", "outside": "outside midpay", "unitemized": "Midtrans total"}
 
 
+def _plain(value: object) -> Text:
+    """``value`` as inert Rich text: never markup, control and format characters shown escaped."""
+    import unicodedata
+
+    from rich.text import Text
+
+    raw = "-" if value is None else str(value)
+    shown = "".join(
+        repr(ch)[1:-1] if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Cn", "Zl", "Zp") else ch for ch in raw
+    )
+    return Text(shown)
+
+
 def _iso(value: Any) -> str | None:
     from midpay.output import iso
 
@@ -90,9 +103,9 @@ def render_ledger(con: Console, ledger: Ledger) -> None:
         table.add_column(name, overflow="fold")
     for r in ledger.rows:
         table.add_row(
-            Text(r.refund_key or "-"),
+            _plain(r.refund_key),
             Text(rupiah(r.amount)),
-            Text(r.reason or "-"),
+            _plain(r.reason),
             Text(r.status, style=_STATE_STYLE.get(r.status, "")),
             Text(_ORIGIN.get(r.origin, r.origin)),
             Text(_iso(r.refunded_at) or "-"),
@@ -101,7 +114,7 @@ def render_ledger(con: Console, ledger: Ledger) -> None:
     con.print(table)
     for r in ledger.in_flight:
         con.print(
-            Text(
+            _plain(
                 f"refund {r.refund_key} of {rupiah(r.amount)}: outcome not seen yet; "
                 "rerun the same refund command to finish it (the same refund_key is sent, Midtrans pays it once)"
             )
@@ -124,8 +137,6 @@ def refunded_cell(ledger: Ledger | None) -> Text:
 
 def render_outcome(con: Console, outcome: RefundOutcome) -> None:
     """The payment after ``refund``, its refunds, and one line saying what was done."""
-    from rich.text import Text
-
     from midpay.output import render_payment, rupiah
 
     title = "Already refunded" if outcome.result == "already" else "Refunded"
@@ -141,4 +152,4 @@ def render_outcome(con: Console, outcome: RefundOutcome) -> None:
         "already": f"this refund was made already: {amount} under refund_key {key} at {_iso(r.created_at)}; "
         "nothing was sent (to refund the same amount again, give a different --reason)",
     }[outcome.result]
-    con.print(Text(line))
+    con.print(_plain(line))
