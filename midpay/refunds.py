@@ -183,7 +183,7 @@ def plan_refund(
     """What ``refund`` would do now, from Midtrans' current figures; sends no refund."""
     _check_input(amount, reason)
     view = _midtrans_figures(conn, gateway, order_id)
-    with _recording(order_id, "nothing was sent to Midtrans"), conn.transaction():
+    with _recording(order_id, "nothing was sent to Midtrans: rerun the same command"), conn.transaction():
         decided, _ = _lock_and_plan(conn, view, amount, reason)
     return _or_raise(decided)
 
@@ -195,7 +195,7 @@ def refund(
     _check_input(amount, reason)
     view = _midtrans_figures(conn, gateway, order_id)
     reach("refund.checked", conn)
-    with _recording(order_id, "nothing was sent to Midtrans"), conn.transaction():
+    with _recording(order_id, "nothing was sent to Midtrans: rerun the same command"), conn.transaction():
         decided, finished = _lock_and_plan(conn, view, amount, reason)
         if isinstance(decided, RefundPlan) and decided.already is None:
             reach("refund.before_row", conn)
@@ -216,7 +216,7 @@ def _check_input(amount: int | None, reason: str | None) -> None:
 
 def _midtrans_figures(conn: db.Connection, gateway: Gateway, order_id: str) -> TransactionView:
     """Midtrans' status answer, after checking that the stored payment can be refunded at all."""
-    with _recording(order_id, "nothing was sent to Midtrans"):
+    with _recording(order_id, "nothing was sent to Midtrans: rerun the same command"):
         payment = db.get_payment(conn, order_id)
         conn.commit()
     if payment is None:
