@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from midpay import db, states
 from midpay.apply import apply_view, synthetic_failure
+from midpay.db.claims import REFUND_RECHECK_SECONDS
 from midpay.errors import DependencyError, GatewayError, MidpayError, TransactionNotFound, UsageError
 from midpay.notifications import parse_view
 from midpay.refresh import CREATED_GRACE_SECONDS
@@ -87,10 +88,18 @@ class RateLimiter:
 
 
 def count_due(
-    conn: db.Connection, *, min_age: float, limit: int | None, recheck_after: float = RECHECK_AFTER_SECONDS
+    conn: db.Connection,
+    *,
+    min_age: float,
+    limit: int | None,
+    recheck_after: float = RECHECK_AFTER_SECONDS,
+    refund_recheck_after: float = REFUND_RECHECK_SECONDS,
 ) -> int:
     """How many rows a reconcile run would check now (for its progress bar)."""
-    count = db.count_due(conn, statuses=states.OPEN_STATES, min_age=min_age, recheck_after=recheck_after)
+    count = db.count_due(
+        conn, statuses=states.OPEN_STATES, min_age=min_age, recheck_after=recheck_after,
+        refund_recheck_after=refund_recheck_after,
+    )
     conn.commit()
     return min(count, limit) if limit is not None else count
 
@@ -106,6 +115,7 @@ def reconcile(
     dry_run: bool = False,
     grace: float = CREATED_GRACE_SECONDS,
     recheck_after: float = RECHECK_AFTER_SECONDS,
+    refund_recheck_after: float = REFUND_RECHECK_SECONDS,
     batch_size: int = 200,
     on_result: Callable[[ReconcileResult], None] | None = None,
 ) -> ReconcileSummary:
@@ -131,6 +141,7 @@ def reconcile(
                 pool,
                 min_age=min_age,
                 recheck_after=recheck_after,
+                refund_recheck_after=refund_recheck_after,
                 limit=limit,
                 dry_run=dry_run,
                 batch_size=batch_size,
@@ -181,6 +192,7 @@ def _due_rows(
     *,
     min_age: float,
     recheck_after: float,
+    refund_recheck_after: float,
     limit: int | None,
     dry_run: bool,
     batch_size: int,
@@ -189,7 +201,8 @@ def _due_rows(
     if dry_run:  # nothing is claimed: stream what would be, in claiming order
         with db.translate_errors(), pool.connection() as conn:
             yield from db.iter_due(
-                conn, statuses=states.OPEN_STATES, min_age=min_age, recheck_after=recheck_after, limit=limit
+                conn, statuses=states.OPEN_STATES, min_age=min_age, recheck_after=recheck_after, limit=limit,
+                refund_recheck_after=refund_recheck_after,
             )
         return
     remaining = limit
@@ -203,6 +216,7 @@ def _due_rows(
                 recheck_after=recheck_after,
                 limit=size,
                 run_started=run_started,
+                refund_recheck_after=refund_recheck_after,
             )
         if not rows:
             return
@@ -230,8 +244,10 @@ def _check_row(
             answer = None
         if answer is not None and not dry_run:
             early = parse_view(answer, what="status answer")
-            if (early.transaction_status, early.gross_amount) == (payment.status, payment.gross_amount):
-                # Nothing to write (apply_view would change nothing): no transaction at all.
+            unchanged = (early.transaction_status, early.gross_amount) == (payment.status, payment.gross_amount)
+            if unchanged and not ({"refunds", "refund_amount"} & answer.keys()):
+                # Nothing to write (apply_view would change nothing): no transaction at all. An
+                # answer reporting refunds may still bring the ledger news (refunds).
                 return ReconcileResult(payment.order_id, before, before, None)
         with db.translate_errors(), pool.connection() as conn:
             if answer is None:

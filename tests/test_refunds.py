@@ -415,3 +415,46 @@ def test_refund_keys_are_midtrans_safe_and_distinct() -> None:
     assert len(set(odd)) == len(odd)
     for key in odd:
         assert len(key) <= 46 and all(c.isascii() and (c.isalnum() or c in "-_") for c in key)
+
+
+# --- reconcile ---------------------------------------------------------------------------
+
+
+def _reconcile(cli: Any, *extra: str) -> dict[str, Any]:
+    result = cli("reconcile", "--min-age", "0", "--recheck-after", "0", "--json", *extra)
+    assert result.exit_code == 0, result
+    doc: dict[str, Any] = result.json()
+    return doc
+
+
+def test_reconcile_finishes_a_refund_whose_answer_was_lost(
+    cli: Any, db_url: str, sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order_id = _settled(cli, sandbox, 64000)
+    quiet = _settled(cli, sandbox, 10000)  # settled, no refund: reconcile leaves it alone
+    _at(monkeypatch, "refund.row_committed", lambda: sandbox.set_faults(malformed_rate=1.0))
+    assert cli("refund", order_id, "--amount", "4000", "--yes").exit_code == 3
+    sandbox.set_faults(malformed_rate=0.0)
+    doc = _reconcile(cli)
+    assert [(r["order_id"], r["status_before"], r["status_after"]) for r in doc["results"]] == [
+        (order_id, "settlement", "partial_refund")
+    ]
+    assert quiet not in {r["order_id"] for r in doc["results"]}
+    assert _ledger(db_url, order_id) == [(f"{order_id}-rf-1", 4000, "done", "midpay")]
+    assert paid_out(sandbox, order_id) == 4000
+
+
+def test_reconcile_rechecks_partly_refunded_payments_at_their_own_pace(
+    cli: Any, db_url: str, sandbox: Any, gateway: Any
+) -> None:
+    order_id = _settled(cli, sandbox, 50000)
+    assert cli("refund", order_id, "--amount", "5000", "--yes").exit_code == 0
+    first = _reconcile(cli)  # partial_refund: due once
+    assert [r["order_id"] for r in first["results"]] == [order_id]
+    dashboard_refund(sandbox, gateway, order_id, 7000)  # its notification never arrives
+    assert _reconcile(cli)["results"] == []  # checked less than --refund-recheck-after (3600 s) ago
+    caught = _reconcile(cli, "--refund-recheck-after", "0")
+    assert [r["order_id"] for r in caught["results"]] == [order_id]
+    assert [r[1:] for r in _ledger(db_url, order_id)] == [(5000, "done", "midpay"), (7000, "done", "outside")]
+    shown = cli("status", order_id, "--no-refresh", "--json").json()
+    assert (shown["refunded_amount"], shown["refundable_amount"]) == (12000, 38000)

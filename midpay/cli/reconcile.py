@@ -31,6 +31,14 @@ def reconcile(
             "--recheck-after", min=0, help="Skip rows checked less than this many seconds ago (by any run)."
         ),
     ] = 30.0,
+    refund_recheck_after: Annotated[
+        float,
+        typer.Option(
+            "--refund-recheck-after", min=0,
+            help="Re-check partial_refund payments and refunds the bank has not confirmed at most this often "
+            "(seconds).",
+        ),
+    ] = 3600.0,
     json_out: JsonFlag = False,
 ) -> None:
     """Bring every open payment in line with Midtrans (the cron job)."""
@@ -52,7 +60,10 @@ def reconcile(
                 from midpay.db import connect
 
                 with connect(url) as conn:
-                    total = reconciling.count_due(conn, min_age=min_age, limit=limit, recheck_after=recheck_after)
+                    total = reconciling.count_due(
+                        conn, min_age=min_age, limit=limit, recheck_after=recheck_after,
+                        refund_recheck_after=refund_recheck_after,
+                    )
                 progress = Progress(
                     TextColumn("reconcile"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=output.console(),
@@ -71,7 +82,8 @@ def reconcile(
             try:
                 summary = reconciling.reconcile(
                     url, gateway, min_age=min_age, limit=limit, concurrency=concurrency, max_rps=max_rps,
-                    dry_run=dry_run, grace=grace, recheck_after=recheck_after, on_result=on_result,
+                    dry_run=dry_run, grace=grace, recheck_after=recheck_after,
+                    refund_recheck_after=refund_recheck_after, on_result=on_result,
                 )
             finally:
                 if progress is not None:

@@ -13,20 +13,37 @@ from midpay.db.payments import PAYMENT_COLUMNS, Payment
 
 # Which open rows are due for a check, and in which order: one predicate for claiming,
 # listing and counting. LEAST ignores a NULL %(started)s (no run to exclude).
-_DUE_ROWS = (
-    "status = ANY(%(statuses)s) "
-    "AND created_at < now() - make_interval(secs => %(min_age)s) "
-    "AND (last_checked_at IS NULL "
-    "OR last_checked_at < LEAST(now() - make_interval(secs => %(recheck)s), %(started)s))"
+# Refunds keep a settled payment due too (refunds, issue 11): one with a refund whose
+# outcome midpay has not seen, at the usual pace; partial_refund payments and refunds
+# the bank has not confirmed, at their own low pace (%(refund_recheck)s).
+_NOT_CHECKED_FOR = (
+    "(last_checked_at IS NULL "
+    "OR last_checked_at < LEAST(now() - make_interval(secs => %({0})s), %(started)s))"
 )
+_DUE_ROWS = (
+    "created_at < now() - make_interval(secs => %(min_age)s) AND ("
+    f"((status = ANY(%(statuses)s) OR id = ANY(ARRAY("
+    "SELECT payment_id FROM payment_refunds WHERE status = 'requested'))) "
+    f"AND {_NOT_CHECKED_FOR.format('recheck')}) "
+    "OR ((status = 'partial_refund' OR id = ANY(ARRAY("
+    "SELECT payment_id FROM payment_refunds WHERE status = 'done' AND bank_confirmed_at IS NULL "
+    "AND origin <> 'unitemized'))) "
+    f"AND {_NOT_CHECKED_FOR.format('refund_recheck')}))"
+)
+REFUND_RECHECK_SECONDS = 3600.0
 _DUE_ORDER = "ORDER BY last_checked_at NULLS FIRST, created_at"
 
 
 def _due_params(
-    statuses: tuple[str, ...], min_age: float, recheck_after: float, started: datetime | None, limit: int | None
+    statuses: tuple[str, ...],
+    min_age: float,
+    recheck_after: float,
+    started: datetime | None,
+    limit: int | None,
+    refund_recheck_after: float = REFUND_RECHECK_SECONDS,
 ) -> dict[str, Any]:
     return {"statuses": list(statuses), "min_age": min_age, "recheck": recheck_after, "started": started,
-            "limit": limit}
+            "limit": limit, "refund_recheck": refund_recheck_after}
 
 
 def claim_due(
@@ -37,6 +54,7 @@ def claim_due(
     recheck_after: float,
     limit: int,
     run_started: datetime,
+    refund_recheck_after: float = REFUND_RECHECK_SECONDS,
 ) -> list[Payment]:
     """Claim up to ``limit`` open rows for checking, least recently checked first.
 
@@ -57,7 +75,7 @@ def claim_due(
              WHERE p.id = due.id
             RETURNING {", ".join("p." + c.strip() for c in PAYMENT_COLUMNS.split(","))}
             """,
-            _due_params(statuses, min_age, recheck_after, run_started, limit),
+            _due_params(statuses, min_age, recheck_after, run_started, limit, refund_recheck_after),
         )
         rows = cur.fetchall()
     rows.sort(key=lambda p: (p.created_at,))
@@ -65,19 +83,31 @@ def claim_due(
 
 
 def select_due(
-    conn: Connection, *, statuses: tuple[str, ...], min_age: float, recheck_after: float, limit: int | None
+    conn: Connection,
+    *,
+    statuses: tuple[str, ...],
+    min_age: float,
+    recheck_after: float,
+    limit: int | None,
+    refund_recheck_after: float = REFUND_RECHECK_SECONDS,
 ) -> list[Payment]:
     """The first ``limit`` rows ``claim_due`` would claim, without claiming them."""
     with conn.cursor(row_factory=class_row(Payment)) as cur:
         cur.execute(
             f"SELECT {PAYMENT_COLUMNS} FROM payment_transactions WHERE {_DUE_ROWS} {_DUE_ORDER} LIMIT %(limit)s",
-            _due_params(statuses, min_age, recheck_after, None, limit),
+            _due_params(statuses, min_age, recheck_after, None, limit, refund_recheck_after),
         )
         return cur.fetchall()
 
 
 def iter_due(
-    conn: Connection, *, statuses: tuple[str, ...], min_age: float, recheck_after: float, limit: int | None
+    conn: Connection,
+    *,
+    statuses: tuple[str, ...],
+    min_age: float,
+    recheck_after: float,
+    limit: int | None,
+    refund_recheck_after: float = REFUND_RECHECK_SECONDS,
 ) -> Iterator[Payment]:
     """Every row ``claim_due`` would claim (for --dry-run), streamed through a server-side
     cursor so that memory stays flat however many are due; claims nothing."""
@@ -85,16 +115,23 @@ def iter_due(
         cur.itersize = 500
         cur.execute(
             f"SELECT {PAYMENT_COLUMNS} FROM payment_transactions WHERE {_DUE_ROWS} {_DUE_ORDER} LIMIT %(limit)s",
-            _due_params(statuses, min_age, recheck_after, None, limit),
+            _due_params(statuses, min_age, recheck_after, None, limit, refund_recheck_after),
         )
         yield from cur
 
 
-def count_due(conn: Connection, *, statuses: tuple[str, ...], min_age: float, recheck_after: float) -> int:
+def count_due(
+    conn: Connection,
+    *,
+    statuses: tuple[str, ...],
+    min_age: float,
+    recheck_after: float,
+    refund_recheck_after: float = REFUND_RECHECK_SECONDS,
+) -> int:
     """How many open rows are due for a check now."""
     row = conn.execute(
         f"SELECT count(*) FROM payment_transactions WHERE {_DUE_ROWS}",
-        _due_params(statuses, min_age, recheck_after, None, None),
+        _due_params(statuses, min_age, recheck_after, None, None, refund_recheck_after),
     ).fetchone()
     return int(row[0]) if row else 0
 
