@@ -261,7 +261,7 @@ def _lock_and_plan(
     current = ledger(conn, payment)
     finished = {r.id for r in current.rows if r.id in open_before and r.status == "done"}
     try:
-        return _plan(current, amount, reason), finished
+        return _plan(current, amount, reason, finished), finished
     except MidpayError as exc:
         return exc, finished
 
@@ -272,7 +272,7 @@ def _or_raise(decided: RefundPlan | MidpayError) -> RefundPlan:
     return decided
 
 
-def _plan(current: Ledger, amount: int | None, reason: str | None) -> RefundPlan:
+def _plan(current: Ledger, amount: int | None, reason: str | None, finished: set[Any]) -> RefundPlan:
     payment = current.payment
     order_id = payment.order_id
     open_row = next(iter(current.in_flight), None)
@@ -286,7 +286,7 @@ def _plan(current: Ledger, amount: int | None, reason: str | None) -> RefundPlan
             f"order {order_id} has a refund of {open_row.amount} whose outcome is unknown "
             f"(refund_key {open_row.refund_key}); finish it first: {again}"
         )
-    repeat = _repeat_of(current, amount, reason)
+    repeat = _repeat_of(current, amount, reason, finished)
     if repeat is not None:
         return RefundPlan(current, repeat.amount, already=repeat)
     if payment.status not in REFUNDABLE_STATES:
@@ -310,12 +310,14 @@ def _plan(current: Ledger, amount: int | None, reason: str | None) -> RefundPlan
     return RefundPlan(current, amount)
 
 
-def _repeat_of(current: Ledger, amount: int | None, reason: str | None) -> db.Refund | None:
-    """A refund midpay made recently that this command repeats (same amount and reason)."""
+def _repeat_of(current: Ledger, amount: int | None, reason: str | None, finished: set[Any]) -> db.Refund | None:
+    """A refund midpay made that this command repeats (same amount and reason): one made
+    recently, or one whose outcome this very check has just found (however old)."""
     since = datetime.now(UTC) - REPEAT_WINDOW
     made = [
         r for r in current.rows
-        if r.origin == "midpay" and r.status == "done" and r.reason == reason and r.created_at >= since
+        if r.origin == "midpay" and r.status == "done" and r.reason == reason
+        and (r.created_at >= since or r.id in finished)
     ]
     if amount is not None:
         return next((r for r in reversed(made) if r.amount == amount), None)

@@ -458,3 +458,24 @@ def test_reconcile_rechecks_partly_refunded_payments_at_their_own_pace(
     assert [r[1:] for r in _ledger(db_url, order_id)] == [(5000, "done", "midpay"), (7000, "done", "outside")]
     shown = cli("status", order_id, "--no-refresh", "--json").json()
     assert (shown["refunded_amount"], shown["refundable_amount"]) == (12000, 38000)
+
+
+def test_the_rerun_window_is_a_day_but_an_outcome_found_late_is_still_this_refund(
+    cli: Any, db_url: str, sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order_id = _settled(cli, sandbox, 90000)
+    assert cli("refund", order_id, "--amount", "10000", "--yes").exit_code == 0
+    _at(monkeypatch, "refund.row_committed", lambda: sandbox.set_faults(malformed_rate=1.0))
+    assert cli("refund", order_id, "--amount", "20000", "--yes").exit_code == 3  # made, answer lost
+    sandbox.set_faults(malformed_rate=0.0)
+    with psycopg.connect(db_url) as conn:  # both asked for two days ago
+        conn.execute("UPDATE payment_refunds SET created_at = created_at - interval '2 days' WHERE order_id = %s",
+                     (order_id,))
+    late = cli("refund", order_id, "--amount", "20000", "--yes", "--json")
+    assert late.exit_code == 0 and late.json()["result"] == "recorded", late
+    assert paid_out(sandbox, order_id) == 30000
+    # Two days after a refund that finished, the same amount again is a new refund.
+    again = cli("refund", order_id, "--amount", "10000", "--yes", "--json")
+    assert again.exit_code == 0 and again.json()["result"] == "refunded"
+    assert again.json()["refund"]["refund_key"] == f"{order_id}-rf-3"
+    assert paid_out(sandbox, order_id) == 40000
