@@ -479,3 +479,24 @@ def test_the_rerun_window_is_a_day_but_an_outcome_found_late_is_still_this_refun
     assert again.exit_code == 0 and again.json()["result"] == "refunded"
     assert again.json()["refund"]["refund_key"] == f"{order_id}-rf-3"
     assert paid_out(sandbox, order_id) == 40000
+
+
+def test_the_two_refund_notifications_record_the_bank_confirmation(
+    cli: Any, db_url: str, sandbox: Any, notes: Path
+) -> None:
+    if not hasattr(sandbox, "confirm_refunds"):
+        pytest.skip("needs the sandbox's two refund notifications (the sandbox engineer's branch)")
+    sandbox.auto_confirm_refunds = False
+    order_id = _settled(cli, sandbox, 55000)
+    assert cli("refund", order_id, "--amount", "25000", "--yes").exit_code == 0
+    made = _refund_notifications(notes)
+    assert cli("replay-webhook", *map(str, made)).exit_code == 0
+    [row] = cli("status", order_id, "--no-refresh", "--json").json()["refunds"]
+    assert (row["status"], row["bank_confirmed_at"]) == ("done", None)
+    sandbox.confirm_refunds(order_id)
+    confirmed = [p for p in _refund_notifications(notes) if p not in made]
+    assert len(confirmed) == 1
+    assert cli("replay-webhook", str(confirmed[0])).exit_code == 0
+    [row] = cli("status", order_id, "--no-refresh", "--json").json()["refunds"]
+    assert row["status"] == "done" and row["bank_confirmed_at"] and row["refund_method"]
+    assert paid_out(sandbox, order_id) == 25000
