@@ -13,9 +13,9 @@ if TYPE_CHECKING:
 
     from midpay.db import Payment, WebhookEvent
     from midpay.intake import NotificationResult
+    from midpay.ledger import Ledger
     from midpay.migrate import MigrationStatus
     from midpay.reconcile import ReconcileResult, ReconcileSummary
-    from midpay.refunds import Ledger
 
 _STATUS_STYLE = {
     "created": "yellow",

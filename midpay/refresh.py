@@ -16,8 +16,8 @@ from midpay.errors import (
     NotFoundError,
     TransactionNotFound,
 )
+from midpay.ledger import wants_refresh
 from midpay.notifications import TransactionView, parse_view
-from midpay.refunds import wants_refresh
 
 if TYPE_CHECKING:
     from midpay.gateway import Gateway
@@ -45,7 +45,7 @@ def refresh(
     *,
     grace: float = CREATED_GRACE_SECONDS,
 ) -> RefreshOutcome:
-    """Read one payment; when it is unsettled (or its refunds are, ``refunds.wants_refresh``) and a
+    """Read one payment; when it is unsettled (or its refunds are, ``ledger.wants_refresh``) and a
     gateway is given, apply Midtrans' answer."""
     payment = db.get_payment(conn, order_id)
     conn.commit()

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from midpay.db import Refund
-    from midpay.refunds import Ledger, RefundOutcome
+    from midpay.ledger import Ledger
+    from midpay.refunds import RefundOutcome
 
 _STATE_STYLE = {"requested": "yellow", "done": "green", "rejected": "red"}
 _ORIGIN = {"midpay": "midpay", "outside": "outside midpay", "unitemized": "Midtrans total"}

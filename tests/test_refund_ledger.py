@@ -17,8 +17,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from midpay import db, refunds
+from midpay import db
 from midpay.apply import apply_view
+from midpay.ledger import ledger as read_ledger
+from midpay.ledger import unsettled
 from midpay.notifications import JAKARTA, parse_view
 
 FIXTURES = Path(__file__).parent / "fixtures" / "midtrans"
@@ -143,7 +145,7 @@ def test_midpays_refund_is_finished_and_a_dashboard_refund_gets_its_row(conn: ps
         ("led-1-rf-1", 1, 30000, "done", "midpay"),
         ("8f3c-dashboard-uuid", 2, 20000, "done", "outside"),
     ]
-    assert refunds.ledger(conn, payment).refunded == 50000
+    assert read_ledger(conn, payment).refunded == 50000
 
 
 def test_the_same_answer_twice_and_an_older_one_change_nothing(conn: psycopg.Connection[Any]) -> None:
@@ -166,13 +168,13 @@ def test_the_second_refund_notification_adds_the_bank_confirmation(conn: psycopg
     payment = _payment(conn, "led-3", 40000)
     _requested(conn, payment, "led-3-rf-1", 40000)
     _sync(conn, "led-3", _status("led-3", 40000, [_item(4, 40000, "led-3-rf-1")]))
-    assert refunds.unsettled(db.list_refunds(conn, payment.id))  # done, but the bank has not confirmed it
+    assert unsettled(db.list_refunds(conn, payment.id))  # done, but the bank has not confirmed it
     _sync(conn, "led-3", _status("led-3", 40000, [_item(4, 40000, "led-3-rf-1", confirmed=True)]))
     [row] = db.list_refunds(conn, payment.id)
     assert (row.status, row.refund_method, row.bank_confirmed_at) == (
         "done", "online", datetime(2026, 11, 26, 10, 14, tzinfo=JAKARTA),
     )
-    assert not refunds.unsettled([row])
+    assert not unsettled([row])
 
 
 def test_a_keyless_refund_is_matched_by_midtrans_id(conn: psycopg.Connection[Any]) -> None:
@@ -186,16 +188,16 @@ def test_a_total_beyond_the_listed_refunds_is_kept_until_the_items_explain_it(co
     payment = _payment(conn, "led-5", 90000)
     _sync(conn, "led-5", _status("led-5", 90000, [], total=30000))
     assert _rows(conn, "led-5") == [(None, None, 30000, "done", "unitemized")]
-    assert refunds.ledger(conn, payment).refunded == 30000
+    assert read_ledger(conn, payment).refunded == 30000
     _sync(conn, "led-5", _status("led-5", 90000, [], total=10000))  # older: the total never goes back
-    assert refunds.ledger(conn, payment).refunded == 30000
+    assert read_ledger(conn, payment).refunded == 30000
     _sync(conn, "led-5", _status("led-5", 90000, [_item(1, 20000, "x")], total=30000))
     assert sorted(_rows(conn, "led-5"), key=str) == sorted(
         [(None, None, 10000, "done", "unitemized"), ("x", 1, 20000, "done", "outside")], key=str
     )
     _sync(conn, "led-5", _status("led-5", 90000, [_item(1, 20000, "x"), _item(2, 10000, "y")]))
     assert [r[4] for r in _rows(conn, "led-5")] == ["outside", "outside"]
-    assert refunds.ledger(conn, payment).refunded == 30000
+    assert read_ledger(conn, payment).refunded == 30000
 
 
 def test_a_fully_refunded_payment_abandons_a_requested_refund_it_does_not_list(conn: psycopg.Connection[Any]) -> None:
@@ -222,13 +224,13 @@ def test_the_apply_path_merges_refunds_from_any_answer(conn: psycopg.Connection[
     payment = _payment(conn, "led-9", 80000)
     result = apply_view(conn, parse_view(_status("led-9", 80000, [_item(3, 80000, "dash")]), what="status answer"))
     assert result.status_after == "refund"
-    assert refunds.ledger(conn, payment).refunded == 80000
+    assert read_ledger(conn, payment).refunded == 80000
     # An older partial_refund answer after it: refused, and the ledger keeps its total.
     older = apply_view(conn, parse_view(_status("led-9", 80000, [], total=5000), what="status answer"))
-    assert not older.applied and refunds.ledger(conn, payment).refunded == 80000
+    assert not older.applied and read_ledger(conn, payment).refunded == 80000
 
 
 @pytest.mark.parametrize("status", ["pending", "settlement", "expire"])
 def test_a_payment_with_nothing_to_refund_shows_nothing_refundable(conn: psycopg.Connection[Any], status: str) -> None:
     payment = _payment(conn, f"led-s-{status}", 10000, status)
-    assert refunds.ledger(conn, payment).refundable == (10000 if status == "settlement" else 0)
+    assert read_ledger(conn, payment).refundable == (10000 if status == "settlement" else 0)

@@ -93,7 +93,8 @@ def status(
     A payment is asked about while it is unsettled, partly refunded, or has a refund
     whose outcome (or bank confirmation) midpay has not seen yet.
     """
-    from midpay import output, refresh, refunds
+    from midpay import ledger as refund_ledger
+    from midpay import output, refresh
 
     with errors_to_exit():
         conn = open_connection()
@@ -103,7 +104,7 @@ def status(
                 from midpay.db import get_payment
 
                 current = get_payment(conn, order_id)
-                wanted = current is not None and refunds.wants_refresh(conn, current)
+                wanted = current is not None and refund_ledger.wants_refresh(conn, current)
                 conn.commit()
                 if wanted:
                     gateway = open_gateway()
@@ -112,7 +113,7 @@ def status(
             finally:
                 if gateway is not None:
                     gateway.close()
-            ledger = refunds.ledger(conn, outcome.payment)
+            ledger = refund_ledger.ledger(conn, outcome.payment)
             conn.commit()
             if json_out:
                 output.write_json(output.payment_document(outcome.payment, ledger=ledger))
@@ -141,7 +142,8 @@ def payments_list(
     json_out: JsonFlag = False,
 ) -> None:
     """List recent payments, newest first, with what was refunded of each."""
-    from midpay import operations, output, refunds
+    from midpay import ledger as refund_ledger
+    from midpay import operations, output
 
     with errors_to_exit():
         wanted = operations.status_filter(status)
@@ -149,7 +151,7 @@ def payments_list(
         conn = open_connection()
         with conn:
             rows = operations.list_payments(conn, status=wanted, since=moment, limit=limit)
-            ledgers = {found.payment.id: found for found in refunds.ledgers(conn, rows)}
+            ledgers = {found.payment.id: found for found in refund_ledger.ledgers(conn, rows)}
         if json_out:
             output.write_json({"payments": [output.payment_document(p, ledger=ledgers[p.id]) for p in rows]})
         else:

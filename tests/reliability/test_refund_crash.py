@@ -30,6 +30,7 @@ import psycopg
 import pytest
 
 from ..conftest import SERVER_KEY
+from ..refund_support import dashboard_refund, noting_sandbox, paid_out
 from .conftest import Figures, Proc, assert_clean_failure, process_env, run, spawn
 
 POINTS = (
@@ -48,10 +49,7 @@ def notes(tmp_path: Path) -> Path:
 @pytest.fixture
 def sandbox(notes: Path) -> Iterator[Any]:
     """The sandbox, writing every notification it sends into ``notes``."""
-    from midpay.sandbox import SandboxServer
-
-    with SandboxServer(server_key=SERVER_KEY, seed=1, notify_dir=notes) as server:
-        yield server
+    yield from noting_sandbox(notes)
 
 
 @pytest.fixture
@@ -60,23 +58,6 @@ def gw(sandbox: Any) -> Iterator[Any]:
 
     with Gateway(base_url=sandbox.url, server_key=SERVER_KEY, timeout=10.0, backoff=0.01) as gateway:
         yield gateway
-
-
-def paid_out(sandbox: Any, order_id: str) -> int:
-    """What the sandbox has refunded to the customer of ``order_id``, however it was asked."""
-    if hasattr(sandbox, "paid_out"):
-        return int(sandbox.paid_out(order_id))
-    return int(sandbox.get_order(order_id)["refunded_amount"])
-
-
-def dashboard_refund(sandbox: Any, gateway: Any, order_id: str, amount: int) -> None:
-    """A refund made on the Midtrans dashboard: midpay never asked for it."""
-    if hasattr(sandbox, "refund_outside"):
-        sandbox.refund_outside(order_id, amount=amount, reason="refunded by the shop owner")
-    else:
-        import uuid
-
-        gateway.refund(order_id, refund_key=str(uuid.uuid4()), amount=amount, reason="refunded by the shop owner")
 
 
 def settle(url: str, gateway: Any, sandbox: Any, orders: dict[str, int]) -> None:

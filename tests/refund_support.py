@@ -1,0 +1,86 @@
+"""Shared by the refund tests: the sandbox writing its notifications, payouts, dashboard refunds.
+
+A module that wants this sandbox instead of the shared one of conftest.py defines its
+own ``sandbox`` fixture over ``noting_sandbox``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from midpay import refunds
+
+from .conftest import SERVER_KEY
+
+
+def noting_sandbox(notes: Path) -> Iterator[Any]:
+    """The sandbox, writing every notification it sends into ``notes`` (for a module's own fixture)."""
+    from midpay.sandbox import SandboxServer
+
+    with SandboxServer(server_key=SERVER_KEY, seed=1, notify_dir=notes) as server:
+        yield server
+
+
+def paid_out(sandbox: Any, order_id: str) -> int:
+    """What the sandbox has refunded to the customer of ``order_id``, however it was asked."""
+    if hasattr(sandbox, "paid_out"):
+        return int(sandbox.paid_out(order_id))
+    return int(sandbox.get_order(order_id)["refunded_amount"])
+
+
+def dashboard_refund(sandbox: Any, gateway: Any, order_id: str, amount: int) -> None:
+    """A refund made on the Midtrans dashboard: midpay never asked for it."""
+    if hasattr(sandbox, "refund_outside"):
+        sandbox.refund_outside(order_id, amount=amount, reason="refunded by the shop owner")
+    else:
+        gateway.refund(order_id, refund_key=str(uuid.uuid4()), amount=amount, reason="refunded by the shop owner")
+
+
+def refund_notifications(notes: Path) -> list[Path]:
+    found = [p for p in notes.glob("*.json") if "refund" in p.name]
+    return sorted(found, key=lambda p: int(p.stem.rsplit("-", 1)[-1]))
+
+
+def ledger_rows(url: str, order_id: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT refund_key, amount, status, origin FROM payment_refunds WHERE order_id = %s "
+            "ORDER BY created_at, id",
+            (order_id,),
+        ).fetchall()
+
+
+def stored_status(url: str, order_id: str) -> str:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT status FROM payment_transactions WHERE order_id = %s", (order_id,)).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def settled(cli: Any, sandbox: Any, amount: int) -> str:
+    charged = cli("charge", "--amount", str(amount), "--json")
+    assert charged.exit_code == 0, charged
+    order_id = str(charged.json()["order_id"])
+    sandbox.pay(order_id, "settlement")
+    assert cli("status", order_id, "--json").json()["status"] == "settlement"
+    return order_id
+
+
+def at_point(monkeypatch: pytest.MonkeyPatch, point: str, action: Any) -> None:
+    """Run ``action`` once when a refund reaches ``point`` (the crash-point seam)."""
+    fired: list[str] = []
+
+    def reach(name: str, conn: Any = None) -> None:
+        if name == point and not fired:
+            fired.append(name)
+            action()
+
+    monkeypatch.setattr(refunds, "reach", reach)
+
+
