@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
+import unicodedata
 from collections.abc import Iterable
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.text import Text
 
     from midpay.db import Payment, Refund, WebhookEvent
     from midpay.intake import NotificationResult
@@ -29,6 +32,76 @@ _STATUS_STYLE = {
     "expire": "red",
     "failure": "bold red",
 }
+
+
+# --- data as text ----------------------------------------------------------------------
+#
+# Every value that comes from outside (a notification body, a Midtrans answer, a
+# database row, a path) reaches the terminal through ``text`` or ``visible``: never as
+# Rich markup, and never with a character the terminal would act on. Control
+# characters (C0, DEL, C1: ESC sequences, OSC-8 links, BEL, backspace, carriage
+# return), format characters (bidi overrides and isolates, zero-width joiners),
+# line and paragraph separators, lone surrogates and unassigned code points are
+# shown as escapes (``\x1b``, ``\u202e``, ``\n``), so the value stays one inert line.
+
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_INERT_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Cn", "Zl", "Zp"})
+_PLAIN_ASCII = re.compile(r"[ -~]*", re.ASCII)
+ESCAPE_STYLE = "reverse"
+
+
+def _escape_char(ch: str) -> str | None:
+    """The visible escape of one character, or None when it may be printed as it is."""
+    if unicodedata.category(ch) not in _INERT_CATEGORIES:
+        return None
+    named = _NAMED_ESCAPES.get(ch)
+    if named is not None:
+        return named
+    point = ord(ch)
+    return f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}" if point < 0x10000 else f"\\U{point:08x}"
+
+
+def _pieces(value: object, missing: str) -> list[tuple[str, bool]]:
+    """``value`` as (chunk, is_escape) pieces; most values are one plain chunk."""
+    raw = missing if value is None else value if isinstance(value, str) else str(value)
+    if _PLAIN_ASCII.fullmatch(raw):
+        return [(raw, False)]
+    pieces: list[tuple[str, bool]] = []
+    plain: list[str] = []
+    for ch in raw:
+        escaped = _escape_char(ch)
+        if escaped is None:
+            plain.append(ch)
+            continue
+        if plain:
+            pieces.append(("".join(plain), False))
+            plain = []
+        pieces.append((escaped, True))
+    if plain:
+        pieces.append(("".join(plain), False))
+    return pieces
+
+
+def visible(value: object, missing: str = "-") -> str:
+    """``value`` as one line of plain, inert text (for stderr, prompts and plain writes).
+
+    None becomes ``missing``. Markup characters stay as they are: this is for
+    writing without Rich; anything printed through Rich takes ``text`` instead.
+    """
+    return "".join(chunk for chunk, _ in _pieces(value, missing))
+
+
+def text(value: object, style: str = "", *, missing: str = "-") -> Text:
+    """``value`` as a Rich ``Text``: shown literally, never parsed as markup, escapes marked.
+
+    ``style`` is for the caller's own choice (a column's colour): never derive it from data.
+    """
+    from rich.text import Text
+
+    out = Text(style=style, end="")
+    for chunk, escaped in _pieces(value, missing):
+        out.append(chunk, style=ESCAPE_STYLE if escaped else None)
+    return out
 
 
 def console(file: IO[str] | None = None) -> Console:
