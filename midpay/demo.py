@@ -70,12 +70,12 @@ def run(settings: Settings, con: Console, step: Callable[[str], None]) -> DemoRe
 
     step("Starting the embedded PostgreSQL and a fresh demo database")
     url = _fresh_database(home)
-    con.print(f"  database: embedded PostgreSQL in {home / 'pgdata'}")
+    con.print(output.join("  database: embedded PostgreSQL in ", output.text(home / "pgdata")))
 
     step("midpay migrate")
     with db.connect(url) as conn:
         applied = migrate.migrate(conn)
-    con.print(f"  applied {len(applied)} migration(s): " + ", ".join(f.name for f in applied))
+    con.print(output.text(f"  applied {len(applied)} migration(s): " + ", ".join(f.name for f in applied)))
 
     with SandboxServer(server_key=DEV_SERVER_KEY, notify_dir=notify_dir) as sandbox:
         con.print(f"  Midtrans sandbox listening on {sandbox.url} (development key, in-process)")
@@ -88,13 +88,14 @@ def run(settings: Settings, con: Console, step: Callable[[str], None]) -> DemoRe
 
             step(f"midpay status {order_id}")
             outcome = refresh.refresh(conn, gateway, order_id)
-            con.print(f"  Midtrans says: {output.status_text(outcome.payment.status)} (the customer has not paid yet)")
+            says = output.status_text(outcome.payment.status)
+            con.print(output.join("  Midtrans says: ", says, " (the customer has not paid yet)"))
 
             step("The customer scans the QR and pays (midpay sandbox pay)")
             sandbox.pay(order_id, "settlement")
             files = sorted(notify_dir.glob("*.json"), key=lambda p: p.stat().st_mtime)
             notification = next(p for p in reversed(files) if "settlement" in p.name)
-            con.print(f"  Midtrans sent a signed notification; saved as {notification}")
+            con.print(output.join("  Midtrans sent a signed notification; saved as ", output.text(notification)))
 
             step(f"midpay replay-webhook {notification.name}")
             received = list(bodies.iter_bodies([str(notification)], lambda: ""))

@@ -28,7 +28,8 @@ _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     """A moment from ``2026-11-26``, ``2026-11-26T10:00:00+07:00`` or a duration ago (``30m``, ``2h``, ``7d``).
 
-    Durations take s, m, h, d or w. A date or time without an offset is local time.
+    Durations take s, m, h, d or w. A date or time without an offset is Jakarta time (WIB),
+    the zone every table shows, whatever the machine's own zone.
     """
     raw = text.strip()
     moment: datetime | None = None
@@ -40,7 +41,9 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
         elif raw:
             moment = datetime.fromisoformat(raw)
             if moment.tzinfo is None:
-                moment = moment.astimezone()
+                from midpay.notifications import JAKARTA
+
+                moment = moment.replace(tzinfo=JAKARTA)
     except (ValueError, OverflowError):
         moment = None
     if moment is None:

@@ -61,7 +61,10 @@ def _wait_final(conn: "Connection", gateway: "Gateway", order_id: str, con: Any,
     from midpay import refresh, states
 
     interval = 2.0
-    status = con.status(f"waiting for {order_id} to be paid…", spinner="dots") if not quiet else None
+    from midpay.output import join, text
+
+    waiting = join("waiting for ", text(order_id), " to be paid…")
+    status = con.status(waiting, spinner="dots") if not quiet else None
     if status is not None:
         status.start()
     try:
@@ -72,7 +75,9 @@ def _wait_final(conn: "Connection", gateway: "Gateway", order_id: str, con: Any,
             if outcome.payment.status not in states.UNSETTLED_STATES:
                 return outcome.payment
             if status is not None:
-                status.update(f"waiting for {order_id}: {outcome.payment.status} (Ctrl-C stops waiting)")
+                status.update(
+                    join("waiting for ", text(order_id), ": ", text(outcome.payment.status), " (Ctrl-C stops waiting)")
+                )
             time.sleep(interval)
     finally:
         if status is not None:
@@ -127,10 +132,13 @@ def payments_list(
         typer.Option(
             "--since",
             help="Only payments created since 2026-11-26, 2026-11-26T10:00:00+07:00, or 30m, 2h, 7d ago "
-            "(times without an offset are local time).",
+            "(times without an offset are Jakarta time, WIB).",
         ),
     ] = None,
     limit: LimitFlag = 50,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Always a table, however narrow the terminal (lines may then wrap).")
+    ] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """List recent payments, newest first."""
@@ -145,5 +153,5 @@ def payments_list(
         if json_out:
             output.write_json({"payments": [output.payment_document(p) for p in rows]})
         else:
-            output.render_payments(output.console(), rows)
+            output.render_payments(output.console(), rows, wide=wide)
 

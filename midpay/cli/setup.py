@@ -33,17 +33,16 @@ def migrate(
                     output.render_migration_status(output.console(), st)
                 return
             con = output.console(sys.stderr if json_out else None)
-            on_apply = None if json_out else (lambda f: con.print(f"applying {f.name}"))
+            on_apply = None if json_out else (lambda f: con.print(output.join("applying ", output.text(f.name))))
             done = migrations.migrate(conn, dry_run=dry_run, on_apply=None if dry_run else on_apply)
             if json_out:
                 key = "pending" if dry_run else "applied"
                 output.write_json({key: [{"version": f.version, "name": f.name, "checksum": f.checksum} for f in done]})
             elif dry_run:
-                con.print(
-                    "would apply: " + ", ".join(f.name for f in done) if done else "nothing to apply: up to date"
-                )
+                names = output.text(", ".join(f.name for f in done))
+                con.print(output.join("would apply: ", names) if done else output.text("nothing to apply: up to date"))
             else:
-                con.print(f"applied {len(done)} migration(s)" if done else "nothing to apply: up to date")
+                con.print(output.text(f"applied {len(done)} migration(s)" if done else "nothing to apply: up to date"))
 
 
 
@@ -124,7 +123,8 @@ def demo() -> None:
         counter = iter(range(1, 100))
 
         def step(text: str) -> None:
-            con.print(f"\n[bold cyan]{next(counter)}.[/] [bold]{text}[/]")
+            con.print()
+            con.print(output.join(output.text(f"{next(counter)}. ", "bold cyan"), output.text(text, "bold")))
 
         report = demo_mod.run(state.settings, con, step)
         demo_mod.render_account(con, report)
