@@ -64,6 +64,17 @@ def _root(
     """GoPay and QRIS payment operations over Midtrans and PostgreSQL."""
     state.env_file = env_file
     state.settings = None
+    _redact_streams()
+
+
+def _redact_streams() -> None:
+    """The last line of defence: whatever reaches stdout or stderr is redacted (redaction.py)."""
+    from midpay.redaction import RedactingStream
+
+    if not isinstance(sys.stdout, RedactingStream):
+        sys.stdout = RedactingStream(sys.stdout, _secrets)  # type: ignore[assignment]
+    if not isinstance(sys.stderr, RedactingStream):
+        sys.stderr = RedactingStream(sys.stderr, _secrets)  # type: ignore[assignment]
 
 
 # --- the one error boundary ------------------------------------------------------------
