@@ -29,10 +29,19 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+ROOT_HOME = Path("/var/lib/midpay")
+
+
 def default_home() -> Path:
-    """The per-user data directory, e.g. ``~/.local/share/midpay``."""
+    """The per-user data directory, e.g. ``~/.local/share/midpay``; for root, ``/var/lib/midpay``.
+
+    Root's own home is normally closed to other users, and the embedded PostgreSQL
+    runs as an unprivileged user that must reach its data (see ``embedded_access``).
+    """
     import platformdirs
 
+    if os.name == "posix" and os.geteuid() == 0:
+        return ROOT_HOME
     return Path(platformdirs.user_data_dir("midpay", appauthor=False))
 
 

@@ -189,6 +189,7 @@ class Gateway:
             session.mount("https://", adapter)
             session.mount("http://", adapter)
         self.session = session
+        self.last_date: str | None = None  # the Date header of the last answer (``midpay doctor``'s clock check)
 
     def __repr__(self) -> str:
         return f"Gateway(base_url={self.base_url!r}, timeout={self.timeout:g})"
@@ -335,6 +336,7 @@ class Gateway:
             ) from exc
         except requests.RequestException as exc:  # ChunkedEncodingError, ContentDecodingError, ...
             raise OutcomeUnknown(self._unknown(what, method, f"the answer was cut off ({type(exc).__name__})")) from exc
+        self.last_date = response.headers.get("Date")
         log.debug(
             "%s %s -> HTTP %s in %.0f ms", method, path, response.status_code, (time.monotonic() - started) * 1000
         )
