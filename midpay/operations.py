@@ -54,6 +54,23 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     return moment
 
 
+_GROUPED = re.compile(r"[1-9][0-9]{0,2}(?:([.,])[0-9]{3})(?:\1[0-9]{3})*", re.ASCII)
+
+
+def parse_amount(text: str, option: str = "--amount") -> int:
+    """Whole rupiah from ``25000``; ``25.000`` or ``25,000`` (digits grouped) get a hint instead of a guess."""
+    raw = text.strip()
+    if raw.isascii() and raw.isdigit():
+        return int(raw)
+    if _GROUPED.fullmatch(raw):
+        digits = re.sub(r"[.,]", "", raw)
+        raise UsageError(
+            f"{option} takes whole rupiah without separators: write {option} {digits} for Rp {raw.replace(',', '.')}"
+        )
+    shown = raw[:40]
+    raise UsageError(f"{option} must be a whole number of rupiah, e.g. {option} 25000; not {shown!r}")
+
+
 def status_filter(status: str | None) -> str | None:
     """A ``--status`` value as stored (lower case), or a usage error naming the known states."""
     if status is None:

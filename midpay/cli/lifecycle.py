@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
 @app.command()
 def charge(
-    amount: Annotated[int, typer.Option("--amount", help="Amount in whole rupiah (IDR).", show_default=False)],
+    amount: Annotated[
+        str, typer.Option("--amount", help="Amount in whole rupiah (IDR), e.g. 25000.", show_default=False)
+    ],
     order_id: Annotated[
         str | None, typer.Option("--order-id", help="Your order id (default: a generated unique one).")
     ] = None,
@@ -36,13 +38,14 @@ def charge(
     json_out: JsonFlag = False,
 ) -> None:
     """Create a GoPay or QRIS charge; show its QR code, deeplink and expiry."""
-    from midpay import charges, output
+    from midpay import charges, operations, output
 
     with errors_to_exit():
+        whole = operations.parse_amount(amount)
         conn = open_connection()
         gateway = open_gateway()
         with conn, gateway:
-            outcome = charges.charge(conn, gateway, amount=amount, order_id=order_id, user_id=user_id, qris=qris)
+            outcome = charges.charge(conn, gateway, amount=whole, order_id=order_id, user_id=user_id, qris=qris)
             payment = outcome.payment
             con = output.console(sys.stderr if json_out else None)
             if not json_out:
