@@ -80,8 +80,13 @@ def _table(con: Console, columns: Sequence[Column], rows: Sequence[Sequence[Text
     for row in rows:
         table.add_row(*row)
     if wide:
-        width = max(_table_width(columns, rows, whole=True), con.width)
-        con.print(table, width=width, crop=False, soft_wrap=True)
+        # Console.print never renders wider than the console: widen it for this table only.
+        narrow = con.width
+        con.width = max(_table_width(columns, rows, whole=True), narrow)
+        try:
+            con.print(table, crop=False)
+        finally:
+            con.width = narrow
     else:
         con.print(table)
 
