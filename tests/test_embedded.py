@@ -9,7 +9,6 @@ stopped before the test ends.
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import shutil
