@@ -5,7 +5,7 @@ times, states) never wrap and are never cut; only the columns marked ``fold`` (f
 text: error messages, file names) may wrap inside their cell. When the fixed columns
 do not fit beside a readable share of the folding ones, every record is printed as a
 short block instead: its first value on a line of its own, then ``label value`` pairs
-flowed onto indented lines, a pair never split. ``wide`` keeps the table whatever the
+flowed onto indented lines, a pair never split; free-text pairs get a line each. ``wide`` keeps the table whatever the
 width (the terminal then wraps long lines itself).
 """
 
@@ -120,5 +120,5 @@ def _stacked(con: Console, columns: Sequence[Column], rows: Sequence[Sequence[Te
         if cell_len(line.plain) > len(INDENT):
             con.print(line, soft_wrap=True)
         for pair in folded:
-            # Free text may wrap, at word boundaries, under its own indent.
-            con.print(Text(INDENT, end="") + pair, overflow="fold")
+            # Free text on a line of its own; long ones are wrapped by the terminal, not cut by Rich.
+            con.print(Text(INDENT, end="") + pair, soft_wrap=True)
