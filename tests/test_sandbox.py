@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -454,3 +455,97 @@ def test_serve_announces_only_the_development_key() -> None:
     secret = "SB-Mid-server-do-not-print-me"
     mine = run_serve(secret)
     assert secret not in mine and "using the server key from MIDTRANS_SERVER_KEY" in mine
+
+
+def _serve_to_file(tmp_path: Path, log: Path, *args: str, key: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIDTRANS_", "MIDPAY_", "DATABASE_URL"))}
+    env.update({"PYTHONPATH": str(ROOT), "MIDTRANS_SERVER_KEY": key})
+    with log.open("wb") as out:  # a file, not a terminal: Python would block-buffer it
+        return subprocess.Popen(
+            [sys.executable, "-m", "midpay", "sandbox", "serve", "--port", "0", *args],
+            stdout=out, stderr=subprocess.DEVNULL, env=env, cwd=tmp_path,
+        )
+
+
+def _wait_for_text(log: Path, pattern: str, process: subprocess.Popen[bytes], count: int = 1) -> list[str]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        found = re.findall(pattern, log.read_text(), re.MULTILINE)
+        if len(found) >= count:
+            return found
+        assert process.poll() is None, log.read_text()
+        time.sleep(0.02)
+    raise AssertionError(f"{pattern!r} x{count} never appeared in the log:\n{log.read_text()}")
+
+
+def test_serve_logs_each_request_while_it_runs(tmp_path: Path) -> None:
+    secret = "SB-Mid-server-never-log-me"
+    log = tmp_path / "sandbox.log"
+    process = _serve_to_file(tmp_path, log, key=secret)
+    try:
+        url = _wait_for_text(log, r"listening on (http://\S+)", process)[0]
+        session = requests.Session()
+        session.headers["Authorization"] = "Basic " + base64.b64encode(f"{secret}:".encode()).decode()
+        body = {"payment_type": "gopay", "transaction_details": {"order_id": "a/b c#1", "gross_amount": 1000}}
+        assert session.post(f"{url}/v2/charge", json=body, timeout=5).json()["status_code"] == "201"
+        assert session.get(f"{url}/v2/a%2Fb%20c%231/status", timeout=5).json()["status_code"] == "201"
+        assert session.get(f"{url}/v2/ghost/status?x=1", timeout=5).json()["status_code"] == "404"
+        with requests.get(f"{url}/v2/ghost/status", timeout=5, auth=("SB-Mid-server-wrong", "")) as denied:
+            assert denied.status_code == 401
+        with requests.get(f"{url}/_sandbox/health", timeout=5) as health:
+            assert health.status_code == 200
+        line = r"^\d\d:\d\d:\d\d\.\d{3} (\S+) (\S+) (\S+) (\S+) (\d+\.\d)ms$"
+        lines = _wait_for_text(log, line, process, count=5)  # read while the server still runs
+        session.close()
+        assert [entry[:4] for entry in lines] == [
+            ("POST", "/v2/charge", "200", "201"),
+            ("GET", "/v2/a%2Fb%20c%231/status", "200", "201"),  # the path as sent, query left out
+            ("GET", "/v2/ghost/status", "200", "404"),
+            ("GET", "/v2/ghost/status", "401", "401"),
+            ("GET", "/_sandbox/health", "200", "-"),
+        ]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    text = log.read_text()
+    assert secret not in text and "using the server key from MIDTRANS_SERVER_KEY" in text
+    assert text.rstrip().endswith("sandbox stopped")
+
+
+def test_serve_quiet_logs_no_requests(tmp_path: Path) -> None:
+    log = tmp_path / "quiet.log"
+    process = _serve_to_file(tmp_path, log, "--quiet", key="SB-Mid-server-q")
+    try:
+        url = _wait_for_text(log, r"listening on (http://\S+)", process)[0]
+        with requests.get(f"{url}/_sandbox/health", timeout=5) as health:
+            assert health.status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    assert "/_sandbox/health" not in log.read_text() and "sandbox stopped" in log.read_text()
+
+
+def test_request_log_escapes_and_never_blocks() -> None:
+    from midpay.sandbox.reqlog import QUEUE_SIZE, RequestLog, shown_path
+
+    assert shown_path("/v2/a%2Fb/status?key=1") == "/v2/a%2Fb/status"
+    assert shown_path("/v2/\x1b[31mx\x00/status") == "/v2/\\x1b[31mx\\x00/status"
+    gate = threading.Event()
+    written: list[str] = []
+
+    def slow_write(line: str) -> None:  # a reader that does not read
+        gate.wait(10)
+        written.append(line)
+
+    journal = RequestLog(slow_write)
+    journal.start()
+    for _ in range(QUEUE_SIZE + 50):  # never blocks, however full
+        journal.record("GET", "/v2/x/status", 200, "201", 0.001)
+    gate.set()
+    deadline = time.monotonic() + 10
+    while len(written) < QUEUE_SIZE and time.monotonic() < deadline:
+        time.sleep(0.01)
+    journal.record("GET", "/v2/last/status", None, None, 0.5)
+    journal.stop()
+    assert any("request log lines dropped" in line for line in written)
+    assert written[-1].endswith("GET /v2/last/status - - 500.0ms")

@@ -75,8 +75,9 @@ def sandbox_serve(
         float, typer.Option("--malformed-rate", min=0.0, max=1.0, help="Share of API calls answered with garbage.")
     ] = 0.0,
     expiry_seconds: Annotated[int, typer.Option("--expiry-seconds", min=1, help="Default charge expiry.")] = 900,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not log each request to stdout.")] = False,
 ) -> None:
-    """Run a local Midtrans-compatible Core API until interrupted."""
+    """Run a local Midtrans-compatible Core API until interrupted; logs one line per request."""
     from midpay import sandbox
 
     with errors_to_exit():
@@ -84,7 +85,7 @@ def sandbox_serve(
         sandbox.serve(
             host=host, port=port, server_key=s.server_key, latency_ms=latency_ms, fail_rate=fail_rate,
             notify_url=notify_url, notify_dir=notify_dir, seed=seed, stall_rate=stall_rate,
-            malformed_rate=malformed_rate, expiry_seconds=expiry_seconds,
+            malformed_rate=malformed_rate, expiry_seconds=expiry_seconds, quiet=quiet,
         )
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from midpay.errors import (
     GatewayProtocolError,
@@ -18,6 +17,7 @@ from midpay.errors import (
     UsageError,
 )
 
+from .reqlog import LineWriter
 from .server import SandboxServer
 from .shapes import DEV_SERVER_KEY, cannot_modify
 from .state import PAY_STATUSES
@@ -25,35 +25,23 @@ from .state import PAY_STATUSES
 
 def serve(
     *,
-    host: str,
-    port: int,
-    server_key: str | None,
-    latency_ms: int,
-    fail_rate: float,
-    notify_url: str | None,
-    notify_dir: Path | None,
-    seed: int | None = None,
-    stall_rate: float = 0.0,
-    malformed_rate: float = 0.0,
-    expiry_seconds: int = 900,
-    announce: Callable[[str], None] = print,
+    quiet: bool = False,
+    announce: Callable[[str], None] | None = None,
+    **options: Any,
 ) -> None:
-    """Run the sandbox until Ctrl-C or SIGTERM (``midpay sandbox serve``)."""
+    """Run the sandbox until Ctrl-C or SIGTERM (``midpay sandbox serve``).
+
+    ``options`` are SandboxServer's keyword arguments. Every line (the banner, then one
+    per request unless ``quiet``) is written and flushed at once, so ``serve > log &``
+    can be followed while it runs.
+    """
+    writer = LineWriter()
+    say = announce or writer
+    notify_url = options.get("notify_url")
+    notify_dir = options.get("notify_dir")
     try:
-        sandbox = SandboxServer(
-            host=host,
-            port=port,
-            server_key=server_key,
-            latency_ms=latency_ms,
-            fail_rate=fail_rate,
-            stall_rate=stall_rate,
-            malformed_rate=malformed_rate,
-            seed=seed,
-            expiry_seconds=expiry_seconds,
-            notify_url=notify_url,
-            notify_dir=notify_dir,
-        )
-    except ValueError as exc:
+        sandbox = SandboxServer(request_log=None if quiet else say, **options)
+    except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     sandbox.start()
     done = threading.Event()
@@ -62,16 +50,16 @@ def serve(
     if in_main_thread:
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: done.set())
     try:
-        announce(f"midpay sandbox listening on {sandbox.url} (Ctrl-C to stop)")
+        say(f"midpay sandbox listening on {sandbox.url} (Ctrl-C to stop)")
         if sandbox.using_dev_key:
-            announce(f"using the development server key {DEV_SERVER_KEY}")
+            say(f"using the development server key {DEV_SERVER_KEY}")
         else:
-            announce("using the server key from MIDTRANS_SERVER_KEY")
-        announce(f"point midpay at it with MIDTRANS_API_URL={sandbox.url}")
+            say("using the server key from MIDTRANS_SERVER_KEY")
+        say(f"point midpay at it with MIDTRANS_API_URL={sandbox.url}")
         if notify_url:
-            announce(f"notifications are POSTed to {notify_url}")
+            say(f"notifications are POSTed to {_without_password(str(notify_url))}")
         if notify_dir:
-            announce(f"notifications are written to {notify_dir}")
+            say(f"notifications are written to {notify_dir}")
         while not done.wait(0.5):
             pass
     except KeyboardInterrupt:
@@ -80,7 +68,7 @@ def serve(
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
         sandbox.stop()
-        announce("sandbox stopped")
+        say("sandbox stopped")
 
 
 def pay_remote(*, api_url: str, order_id: str, status: str, timeout: float = 10.0) -> dict[str, Any]:
@@ -119,3 +107,13 @@ def pay_remote(*, api_url: str, order_id: str, status: str, timeout: float = 10.
     if response.status_code == 409:
         raise MidtransRejected(message, "412", cannot_modify())
     raise GatewayProtocolError(f"the sandbox at {base} answered HTTP {response.status_code}: {message}")
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host += f":{parts.port}"
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()

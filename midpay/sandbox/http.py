@@ -15,6 +15,7 @@ import logging
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +26,7 @@ from midpay.notifications import JAKARTA
 
 from .api import CoreApi
 from .faults import FaultPolicy, garble, refusal
+from .reqlog import RequestLog
 from .shapes import AUTH_FAILED, Reply, json_reply, midtrans_error
 from .state import SandboxState, Stats
 
@@ -100,30 +102,37 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve("DELETE")
 
     def _serve(self, method: str) -> None:
+        started = time.perf_counter()
+        reply = self._answer(method)
+        sent = False
+        if reply is None:  # stopped while stalling: hang up without an answer
+            self.close_connection = True
+        else:
+            sent = self._send(reply)
+        journal = self.front.request_log
+        if journal is not None:
+            status, code = (reply.status, reply.code) if reply is not None and sent else (None, None)
+            journal.record(method, self.path, status, code, time.perf_counter() - started)
+
+    def _answer(self, method: str) -> Reply | None:
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
-            self._send(json_reply(411, {"sandbox_error": "send a Content-Length, not chunks"}))
-            return
+            return json_reply(411, {"sandbox_error": "send a Content-Length, not chunks"})
         try:
             length = int(self.headers.get("Content-Length") or 0)
             if not 0 <= length <= MAX_BODY:
                 raise ValueError
         except ValueError:
             self.close_connection = True
-            self._send(json_reply(413, {"sandbox_error": "bad or too large Content-Length"}))
-            return
+            return json_reply(413, {"sandbox_error": "bad or too large Content-Length"})
         data = self.rfile.read(length) if length else b""
         try:
-            reply = self.front.dispatch(method, self.path, self.headers, data)
+            return self.front.dispatch(method, self.path, self.headers, data)
         except Exception:  # a sandbox bug must answer 500, not kill the connection thread
             log.exception("sandbox failed on %s %s", method, self.path)
-            reply = json_reply(500, midtrans_error("500", "sandbox internal error"))
-        if reply is None:  # stopped while stalling: hang up without an answer
-            self.close_connection = True
-            return
-        self._send(reply)
+            return json_reply(500, midtrans_error("500", "sandbox internal error"))
 
-    def _send(self, reply: Reply) -> None:
+    def _send(self, reply: Reply) -> bool:
         try:
             self.send_response(reply.status)
             self.send_header("Content-Type", reply.content_type)
@@ -132,8 +141,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(reply.body)
+            self.wfile.flush()
         except OSError:  # the client gave up (read timeout) or stop() cut the socket
             self.close_connection = True
+            return False
+        return True
 
 
 def spring_404(raw_path: str) -> Reply:
@@ -178,6 +190,7 @@ class HttpFront:
         faults: FaultPolicy,
         stats: Stats,
         control: Control,
+        request_log: RequestLog | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -188,6 +201,7 @@ class HttpFront:
         self.faults = faults
         self.stats = stats
         self.control = control
+        self.request_log = request_log
         self.stopping = threading.Event()
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
@@ -201,6 +215,8 @@ class HttpFront:
         if self._httpd is not None:
             return
         httpd = _HTTPServer((self.host, self.port), self)
+        if self.request_log is not None:
+            self.request_log.start()
         self.stopping.clear()
         self._httpd = httpd
         self.port = int(httpd.server_address[1])
@@ -229,6 +245,8 @@ class HttpFront:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if self.request_log is not None:
+            self.request_log.stop()
 
     def track(self, conn: socket.socket, *, add: bool) -> None:
         with self._conns_lock:

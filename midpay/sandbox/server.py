@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -13,6 +14,7 @@ from .control import ControlEndpoints
 from .faults import FaultPolicy
 from .http import HttpFront
 from .notify import Notifier
+from .reqlog import RequestLog
 from .shapes import DEV_SERVER_KEY
 from .state import SandboxState, Stats
 
@@ -36,6 +38,7 @@ class SandboxServer:
         expiry_seconds: int = 900,
         notify_url: str | None = None,
         notify_dir: Path | None = None,
+        request_log: Callable[[str], None] | None = None,
     ) -> None:
         if expiry_seconds <= 0:
             raise ValueError("expiry_seconds must be positive")
@@ -68,6 +71,7 @@ class SandboxServer:
             faults=self.faults,
             stats=self._stats,
             control=ControlEndpoints(self),
+            request_log=RequestLog(request_log) if request_log is not None else None,
         )
 
     def __repr__(self) -> str:

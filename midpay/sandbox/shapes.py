@@ -53,16 +53,19 @@ _UNSAFE_NAME_RE = re.compile(r"[^A-Za-z0-9._-]", re.ASCII)
 
 @dataclass(frozen=True)
 class Reply:
-    """One HTTP answer: status, body bytes, content type, extra headers."""
+    """One HTTP answer: status, body bytes, content type, extra headers, the body's status_code."""
 
     status: int
     body: bytes
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
+    code: str | None = None
 
 
 def json_reply(status: int, payload: object, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
-    return Reply(status, json.dumps(payload).encode(), "application/json", headers)
+    code = payload.get("status_code") if isinstance(payload, dict) else None
+    shown = code if isinstance(code, str) else None
+    return Reply(status, json.dumps(payload).encode(), "application/json", headers, shown)
 
 
 def midtrans_error(code: str, message: str, **extra: object) -> dict[str, Any]:
