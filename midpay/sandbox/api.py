@@ -3,27 +3,25 @@
 Each endpoint answers as Midtrans does: HTTP 200 with the outcome in the body's
 ``status_code`` (201 created, 404 unknown, 406 duplicate, 412 cannot modify, 414 bad
 refund amount, ...). ``Idempotency-Key`` (up to 46 characters) replays the saved
-successful answer for 300 s, whatever the body of the retry.
+successful answer for 300 s, whatever the body of the retry. A charge may name its own
+notification URLs in ``X-Override-Notification`` or ``X-Append-Notification`` (up to 3,
+comma-separated; override wins when both are given). Refunds are in ``refunds``.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import re
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
 
-from midpay.notifications import compute_signature, format_time
-
+from .refunds import RefundDesk
 from .shapes import (
-    ANSWER_CODES,
-    CANNOT_MODIFY,
     DUPLICATE_ORDER,
     INVALID,
-    INVALID_REFUND_AMOUNT,
     MERCHANT_ID,
     NOT_FOUND,
     SYNTAX_ERROR,
@@ -31,7 +29,6 @@ from .shapes import (
     cannot_modify,
     json_reply,
     midtrans_error,
-    money,
 )
 from .state import Notice, SandboxState, Transaction
 
@@ -39,10 +36,23 @@ IDEMPOTENCY_TTL = 300.0
 IDEMPOTENCY_KEY_MAX = 46
 ORDER_ID_MAX = 50
 MAX_EXPIRY = timedelta(days=7)
-_REUSABLE = frozenset({"expire", "cancel"})  # Midtrans frees the order id after these
-_REFUNDABLE = frozenset({"settlement", "partial_refund"})
-_REFUND_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,100}", re.ASCII)
+MAX_NOTIFY_URLS = 3
 _EXPIRY_UNITS: Final = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One authorized /v2 request, reduced to what the endpoints read."""
+
+    endpoint: str
+    ident: str = ""
+    data: bytes = b""
+    base: str = ""  # the base URL the answer's links use
+    idempotency_key: str | None = None
+    override: str | None = None  # X-Override-Notification
+    append: str | None = None  # X-Append-Notification
+    direct: bool = False  # /refund/online/direct
+
 
 Answer = tuple[int, dict[str, Any]]
 
@@ -50,17 +60,29 @@ Answer = tuple[int, dict[str, Any]]
 class CoreApi:
     """Midtrans' /v2 behaviour over a SandboxState."""
 
-    def __init__(self, state: SandboxState) -> None:
+    def __init__(self, state: SandboxState, refunds: RefundDesk) -> None:
         self.state = state
+        self.refunds = refunds
         self._idempotent: OrderedDict[str, tuple[float, Reply]] = OrderedDict()
 
-    def handle(self, endpoint: str, ident: str, idempotency_key: str | None, host: str, data: bytes) -> Reply:
-        """Answer one authorized request; ``host`` is the base URL the answer's links use."""
-        key = idempotency_key if endpoint != "status" else None  # POSTs only
+    def handle(self, call: Call) -> Reply:
+        """Answer one authorized request."""
+        state = self.state
+        if call.endpoint == "status":  # the hot path: no idempotency, a cached answer
+            notices: list[Notice] = []
+            with state.lock:
+                txn = state.find(call.ident)
+                if txn is not None:
+                    state.expire_if_due(txn, notices)
+                    body, code = state.status_answer(txn)
+            state.emit(notices)
+            if txn is None:
+                return json_reply(200, midtrans_error("404", NOT_FOUND))
+            return Reply(200, body, code=code)
+        key = call.idempotency_key
         if key is not None and not 0 < len(key) <= IDEMPOTENCY_KEY_MAX:
             key = None  # Midtrans ignores over-long keys
-        notices: list[Notice] = []
-        state = self.state
+        notices = []
         with state.lock:
             now = time.monotonic()
             while self._idempotent:
@@ -70,14 +92,12 @@ class CoreApi:
                 self._idempotent.popitem(last=False)
             if key is not None and key in self._idempotent:
                 return self._idempotent[key][1]
-            if endpoint == "charge":
-                status, payload = self._charge(data, host, notices)
-            elif endpoint == "status":
-                status, payload = self._status(ident, notices)
-            elif endpoint == "refund":
-                status, payload = self._refund(ident, data, notices)
+            if call.endpoint == "charge":
+                status, payload = self._charge(call, notices)
+            elif call.endpoint == "refund":
+                status, payload = self.refunds.request(call.ident, call.data, call.direct, notices)
             else:
-                status, payload = self._end(ident, endpoint, notices)
+                status, payload = self._end(call.ident, call.endpoint, notices)
             reply = json_reply(status, payload)
             if key is not None and payload.get("status_code") in ("200", "201", "202", "407"):
                 self._idempotent[key] = (now + IDEMPOTENCY_TTL, reply)
@@ -99,9 +119,9 @@ class CoreApi:
 
     # -- the endpoints (self.state.lock held) --
 
-    def _charge(self, data: bytes, base: str, notices: list[Notice]) -> Answer:
+    def _charge(self, call: Call, notices: list[Notice]) -> Answer:
         try:
-            request = json.loads(data or b"null")
+            request = json.loads(call.data or b"null")
         except ValueError:
             return 200, midtrans_error("413", SYNTAX_ERROR)
         if not isinstance(request, dict):
@@ -149,44 +169,16 @@ class CoreApi:
         if payment_type not in ("gopay", "qris") or (payment_type == "qris" and acquirer != "gopay"):
             return 200, midtrans_error("402", "Merchant does not have access for this payment type")
 
-        existing = self.state.find_order(order_id)
-        if existing is not None:
-            self.state.expire_if_due(existing, notices)
-            if existing.status not in _REUSABLE:
-                return 200, midtrans_error("406", DUPLICATE_ORDER)
+        override, append = _notify_urls(call.override), _notify_urls(call.append)
+        if self.state.taken(order_id, notices):
+            return 200, midtrans_error("406", DUPLICATE_ORDER)
         txn = self.state.add(order_id, payment_type, amount, lifetime)
+        if override:
+            txn.notify_override = override
+        else:
+            txn.notify_append = append
         self.state.stats.bump("charges", order_id)
-        return 200, _charge_answer(txn, base)
-
-    def _status(self, ident: str, notices: list[Notice]) -> Answer:
-        txn = self.state.find(ident)
-        if txn is None:
-            return 200, midtrans_error("404", NOT_FOUND)
-        self.state.expire_if_due(txn, notices)
-        code = ANSWER_CODES[txn.status]
-        body: dict[str, Any] = {
-            "transaction_time": format_time(txn.created),
-            "gross_amount": txn.amount,
-            "currency": "IDR",
-            "order_id": txn.order_id,
-            "payment_type": txn.payment_type,
-            "signature_key": compute_signature(txn.order_id, code, txn.amount, self.state.server_key),
-            "status_code": code,
-            "transaction_id": txn.transaction_id,
-            "transaction_status": txn.status,
-            "fraud_status": "accept",
-            "status_message": "Success, transaction is found",
-            "merchant_id": MERCHANT_ID,
-            "expiry_time": format_time(txn.expires),
-        }
-        if txn.settled is not None:
-            body["settlement_time"] = format_time(txn.settled)
-        if txn.payment_type == "qris":
-            body["acquirer"] = "gopay"
-        if txn.refunds:
-            body["refund_amount"] = money(txn.refunded)
-            body["refunds"] = [dict(refund) for refund in txn.refunds]
-        return 200, body
+        return 200, _charge_answer(txn, call.base)
 
     def _end(self, ident: str, action: str, notices: list[Notice]) -> Answer:
         txn = self.state.find(ident)
@@ -203,63 +195,6 @@ class CoreApi:
             head = {"status_code": "407", "status_message": "Success, transaction has expired"}
         return 200, head | _transaction_fields(txn)
 
-    def _refund(self, ident: str, data: bytes, notices: list[Notice]) -> Answer:
-        txn = self.state.find(ident)
-        if txn is None:
-            return 200, midtrans_error("404", NOT_FOUND)
-        self.state.expire_if_due(txn, notices)
-        try:
-            request = json.loads(data) if data.strip() else {}
-        except ValueError:
-            return 200, midtrans_error("413", SYNTAX_ERROR)
-        if not isinstance(request, dict):
-            return 200, midtrans_error("400", INVALID)
-        refund_key = request.get("refund_key")
-        if refund_key is not None and not (isinstance(refund_key, str) and _REFUND_KEY_RE.fullmatch(refund_key)):
-            return 200, midtrans_error(
-                "400", INVALID, validation_messages=["refund_key may hold only letters, digits, '-' and '_'"]
-            )
-        if refund_key is not None and refund_key in txn.refund_answers:
-            return 200, dict(txn.refund_answers[refund_key])  # the same refund again pays nothing
-        if txn.status not in _REFUNDABLE:
-            return 200, {"status_code": "412", "status_message": CANNOT_MODIFY}
-        remaining = txn.gross_amount - txn.refunded
-        amount = request.get("amount", remaining)
-        if isinstance(amount, float) and amount.is_integer():
-            amount = int(amount)
-        if isinstance(amount, bool) or not isinstance(amount, int):
-            return 200, midtrans_error("400", INVALID, validation_messages=["amount must be a whole number"])
-        if amount <= 0 or amount > remaining:
-            return 200, {"status_code": "414", "status_message": INVALID_REFUND_AMOUNT}
-        reason = request.get("reason")
-        txn.refunded += amount
-        refund = {
-            "refund_chargeback_id": len(txn.refunds) + 1,
-            "refund_amount": money(amount),
-            "created_at": format_time(self.state.now()),
-            "reason": reason if isinstance(reason, str) else None,
-            "refund_key": refund_key,
-        }
-        txn.refunds.append(refund)
-        self.state.move(txn, "refund" if txn.refunded == txn.gross_amount else "partial_refund", notices)
-        answer = {
-            "status_code": "200",
-            "status_message": "Success, refund request is approved",
-            "transaction_id": txn.transaction_id,
-            "order_id": txn.order_id,
-            "payment_type": txn.payment_type,
-            "transaction_time": format_time(txn.created),
-            "transaction_status": txn.status,
-            "gross_amount": txn.amount,
-            "refund_chargeback_id": refund["refund_chargeback_id"],
-            "refund_amount": money(amount),
-            "refund_key": refund_key,
-        }
-        if refund_key is not None:
-            txn.refund_answers[refund_key] = answer
-        self.state.stats.bump("refunds", txn.order_id)
-        return 200, dict(answer)
-
 
 def _transaction_fields(txn: Transaction) -> dict[str, Any]:
     return {
@@ -269,10 +204,18 @@ def _transaction_fields(txn: Transaction) -> dict[str, Any]:
         "gross_amount": txn.amount,
         "currency": "IDR",
         "payment_type": txn.payment_type,
-        "transaction_time": format_time(txn.created),
+        "transaction_time": txn.created_text,
         "transaction_status": txn.status,
-        "fraud_status": "accept",
+        "fraud_status": txn.fraud_status,
     }
+
+
+def _notify_urls(header: str | None) -> tuple[str, ...]:
+    """The http(s) URLs of an X-*-Notification header, at most 3."""
+    if not header:
+        return ()
+    urls = [part.strip() for part in header.split(",")]
+    return tuple(url for url in urls if url.startswith(("http://", "https://")))[:MAX_NOTIFY_URLS]
 
 
 def _charge_answer(txn: Transaction, base: str) -> dict[str, Any]:
@@ -281,7 +224,7 @@ def _charge_answer(txn: Transaction, base: str) -> dict[str, Any]:
         "gross_amount": txn.amount,
         "currency": "IDR",
         "payment_type": txn.payment_type,
-        "transaction_time": format_time(txn.created),
+        "transaction_time": txn.created_text,
         "transaction_status": "pending",
         "fraud_status": "accept",
     }
@@ -298,7 +241,7 @@ def _charge_answer(txn: Transaction, base: str) -> dict[str, Any]:
                 {"name": "get-status", "method": "GET", "url": f"{base}/v2/{tid}/status"},
                 {"name": "cancel", "method": "POST", "url": f"{base}/v2/{tid}/cancel"},
             ],
-            "expiry_time": format_time(txn.expires),
+            "expiry_time": txn.expires_text,
         }
     return {
         "status_code": "201",
@@ -310,5 +253,5 @@ def _charge_answer(txn: Transaction, base: str) -> dict[str, Any]:
         "actions": [{"name": "generate-qr-code", "method": "GET", "url": f"{base}/v2/qris/{tid}/qr-code"}],
         "qr_string": txn.qr_string,
         "acquirer": "gopay",
-        "expire_time": format_time(txn.expires),
+        "expire_time": txn.expires_text,
     }

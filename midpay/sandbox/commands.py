@@ -71,7 +71,15 @@ def serve(
         say("sandbox stopped")
 
 
-def pay_remote(*, api_url: str, order_id: str, status: str, timeout: float = 10.0) -> dict[str, Any]:
+def pay_remote(
+    *,
+    api_url: str,
+    order_id: str,
+    status: str,
+    payment_type: str | None = None,
+    fraud_status: str | None = None,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
     """Ask a running sandbox to move ``order_id`` (``midpay sandbox pay``); returns the notification."""
     import requests
 
@@ -80,7 +88,12 @@ def pay_remote(*, api_url: str, order_id: str, status: str, timeout: float = 10.
     base = api_url.rstrip("/")
     url = f"{base}/_sandbox/pay/{quote(order_id, safe='')}"
     try:
-        response = requests.post(url, json={"status": status}, timeout=(timeout, timeout))
+        request: dict[str, str] = {"status": status}
+        if payment_type is not None:
+            request["payment_type"] = payment_type
+        if fraud_status is not None:
+            request["fraud_status"] = fraud_status
+        response = requests.post(url, json=request, timeout=(timeout, timeout))
     except requests.ReadTimeout as exc:
         raise OutcomeUnknown(f"the sandbox at {base} did not answer within {timeout:g} s") from exc
     except requests.RequestException as exc:

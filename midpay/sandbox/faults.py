@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 
 from .shapes import Reply, json_reply, midtrans_error
-from .state import FAULT_KINDS
+from .stats import FAULT_KINDS
 
 SETTINGS = ("fail_rate", "rate_limit_rate", "stall_rate", "malformed_rate", "latency_ms", "stall_seconds")
 

@@ -1,7 +1,6 @@
 """The sandbox's HTTP front: a threaded HTTP/1.1 server, routing, auth, faults.
 
-Keep-alive is on (every answer carries Content-Length); each connection has its own
-thread. ``/v2/...`` goes through latency, faults and Basic auth to the Core API;
+The wire protocol is in ``wire``. ``/v2/...`` goes through latency, faults and Basic auth to the Core API;
 ``/_sandbox/...`` goes to the control endpoints (no auth, never faulted); anything else
 gets the Spring-style 404 Midtrans' own front answers for a path it has no route for.
 """
@@ -11,141 +10,29 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import logging
+import json
 import socket
-import socketserver
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from midpay.notifications import JAKARTA
 
-from .api import CoreApi
+from . import tamper
+from .api import Call, CoreApi
 from .faults import FaultPolicy, garble, refusal
 from .reqlog import RequestLog
 from .shapes import AUTH_FAILED, Reply, json_reply, midtrans_error
-from .state import SandboxState, Stats
-
-log = logging.getLogger(__name__)
-
-MAX_BODY = 1 << 20
+from .state import SandboxState
+from .stats import Stats
+from .tamper import ANSWERS, OrderRules, Rule
+from .tamper import refusal as order_refusal
+from .wire import WireServer
 
 Control = Callable[[str, list[str], bytes], Reply]
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # stop() cuts open keep-alive connections itself
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], front: HttpFront) -> None:
-        self.front = front
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind would do a reverse DNS lookup of the host; not needed.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("sandbox connection from %s failed", client_address, exc_info=True)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive; every answer carries Content-Length
-    server_version = "midpay-sandbox"
-    sys_version = ""
-    disable_nagle_algorithm = True
-    wbufsize = -1  # headers and body leave in one write (flushed after each request)
-    timeout = 120  # idle keep-alive connections are closed after this
-
-    @property
-    def front(self) -> HttpFront:
-        server = self.server
-        assert isinstance(server, _HTTPServer)
-        return server.front
-
-    def setup(self) -> None:
-        super().setup()
-        self.front.track(self.connection, add=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.front.track(self.connection, add=False)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("sandbox: " + format, *args)
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    def do_PATCH(self) -> None:
-        self._serve("PATCH")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
-
-    def _serve(self, method: str) -> None:
-        started = time.perf_counter()
-        reply = self._answer(method)
-        sent = False
-        if reply is None:  # stopped while stalling: hang up without an answer
-            self.close_connection = True
-        else:
-            sent = self._send(reply)
-        journal = self.front.request_log
-        if journal is not None:
-            status, code = (reply.status, reply.code) if reply is not None and sent else (None, None)
-            journal.record(method, self.path, status, code, time.perf_counter() - started)
-
-    def _answer(self, method: str) -> Reply | None:
-        if self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-            return json_reply(411, {"sandbox_error": "send a Content-Length, not chunks"})
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-            if not 0 <= length <= MAX_BODY:
-                raise ValueError
-        except ValueError:
-            self.close_connection = True
-            return json_reply(413, {"sandbox_error": "bad or too large Content-Length"})
-        data = self.rfile.read(length) if length else b""
-        try:
-            return self.front.dispatch(method, self.path, self.headers, data)
-        except Exception:  # a sandbox bug must answer 500, not kill the connection thread
-            log.exception("sandbox failed on %s %s", method, self.path)
-            return json_reply(500, midtrans_error("500", "sandbox internal error"))
-
-    def _send(self, reply: Reply) -> bool:
-        try:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", reply.content_type)
-            self.send_header("Content-Length", str(len(reply.body)))
-            for name, value in reply.headers:
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(reply.body)
-            self.wfile.flush()
-        except OSError:  # the client gave up (read timeout) or stop() cut the socket
-            self.close_connection = True
-            return False
-        return True
 
 
 def spring_404(raw_path: str) -> Reply:
@@ -162,18 +49,31 @@ def spring_404(raw_path: str) -> Reply:
     )
 
 
-def classify(method: str, parts: list[str]) -> tuple[str, str]:
-    """(endpoint, id) of a /v2 path (its segments after 'v2', already percent-decoded)."""
+def classify(method: str, parts: list[str]) -> tuple[str, str, bool]:
+    """(endpoint, id, direct refund?) of a /v2 path (its segments after 'v2', percent-decoded)."""
     if method == "POST" and parts == ["charge"]:
-        return "charge", ""
+        return "charge", "", False
     if len(parts) == 2 and parts[0]:
         if method == "GET" and parts[1] == "status":
-            return "status", parts[0]
+            return "status", parts[0], False
         if method == "POST" and parts[1] in ("cancel", "expire", "refund"):
-            return parts[1], parts[0]
+            return parts[1], parts[0], False
+    if method == "POST" and len(parts) == 4 and parts[0] and parts[1:] == ["refund", "online", "direct"]:
+        return "refund", parts[0], True
     if method == "GET" and len(parts) == 3 and parts[0] in ("gopay", "qris") and parts[2] == "qr-code":
-        return "qr-code", parts[1]
-    return "other", ""
+        return "qr-code", parts[1], False
+    return "other", "", False
+
+
+def _charged_order(data: bytes) -> str:
+    """The order id a charge request names, for per-order rules ("" when there is none)."""
+    try:
+        request = json.loads(data)
+    except ValueError:
+        return ""
+    details = request.get("transaction_details") if isinstance(request, dict) else None
+    order_id = details.get("order_id") if isinstance(details, dict) else None
+    return order_id if isinstance(order_id, str) else ""
 
 
 class HttpFront:
@@ -190,22 +90,26 @@ class HttpFront:
         faults: FaultPolicy,
         stats: Stats,
         control: Control,
+        rules: OrderRules,
         request_log: RequestLog | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.url = ""
         self._key = server_key.encode()
+        self._expected = ("Basic " + base64.b64encode(self._key + b":").decode()).encode()
+        self._server_key = server_key
         self.state = state
         self.api = api
         self.faults = faults
         self.stats = stats
         self.control = control
+        self.rules = rules
         self.request_log = request_log
         self.stopping = threading.Event()
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
-        self._httpd: _HTTPServer | None = None
+        self._httpd: WireServer | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle --
@@ -214,7 +118,8 @@ class HttpFront:
         """Bind (OSError when the address is taken) and serve in a daemon thread."""
         if self._httpd is not None:
             return
-        httpd = _HTTPServer((self.host, self.port), self)
+        recorder = self.request_log.record if self.request_log is not None else None
+        httpd = WireServer((self.host, self.port), self.dispatch, recorder, self.track)
         if self.request_log is not None:
             self.request_log.start()
         self.stopping.clear()
@@ -258,8 +163,10 @@ class HttpFront:
     # -- routing --
 
     def dispatch(self, method: str, target: str, headers: Any, data: bytes) -> Reply | None:
-        raw_path = urlsplit(target).path
-        segments = [unquote(part) for part in raw_path.split("/")[1:]]
+        raw_path = target.partition("?")[0].partition("#")[0]
+        if raw_path.startswith(("http://", "https://")):  # an absolute-form target
+            raw_path = urlsplit(raw_path).path
+        segments = [unquote(part) if "%" in part else part for part in raw_path.split("/")[1:]]
         if segments and segments[0] == "_sandbox":
             return self.control(method, segments[1:], data)
         if segments and segments[0] == "v2":
@@ -267,18 +174,38 @@ class HttpFront:
         return spring_404(raw_path)
 
     def _v2(self, method: str, parts: list[str], raw_path: str, headers: Any, data: bytes) -> Reply | None:
-        endpoint, ident = classify(method, parts)
-        self.stats.request(endpoint, self.state.order_key(ident) if endpoint == "status" else None)
+        endpoint, ident, direct = classify(method, parts)
+        about: str | None = None  # the order this answer is about, when rules or counting need it
+        if endpoint == "status" or (self.rules and endpoint in ANSWERS):
+            about = _charged_order(data) if endpoint == "charge" else self.state.order_key(ident)
+        self.stats.request(endpoint, about if endpoint == "status" else None)
+        fault_rule, tamper_rule = self.rules.take(about, endpoint) if about and self.rules else (None, None)
+
         draw = self.faults.draw()
         settings = draw.settings
-        if settings.latency_ms and self.stopping.wait(settings.latency_ms / 1000):
-            return None
-        if draw.kind is not None:
-            self.stats.bump("faults", draw.kind)
-            refused = refusal(draw.kind, draw.variant)
+        if settings.latency_ms:
+            time.sleep(settings.latency_ms / 1000)  # cheaper than Event.wait; stop() need not cut it short
+            if self.stopping.is_set():
+                return None
+        kind = draw.kind
+        if fault_rule is not None:  # the order's own fault comes instead of a random one
+            assert fault_rule.fault is not None
+            kind = fault_rule.fault
+            self.stats.bump("order_faults", kind)
+            refused = order_refusal(fault_rule)
+            if refused is not None:
+                return self._tampered(tamper_rule, refused, headers)
+            if kind == "hangup":
+                return None
+            seconds = fault_rule.seconds if fault_rule.seconds is not None else settings.stall_seconds
+            if kind == "stall" and self.stopping.wait(seconds):
+                return None
+        elif kind is not None:
+            self.stats.bump("faults", kind)
+            refused = refusal(kind, draw.variant)
             if refused is not None:
                 return refused
-            if draw.kind == "stall" and self.stopping.wait(settings.stall_seconds):
+            if kind == "stall" and self.stopping.wait(settings.stall_seconds):
                 return None
 
         if endpoint == "qr-code":  # hotlinked from <img>: no auth, like Midtrans
@@ -290,16 +217,35 @@ class HttpFront:
             reply = spring_404(raw_path)
         else:
             host = headers.get("Host")
-            base = f"http://{host}" if host else self.url
-            reply = self.api.handle(endpoint, ident, headers.get("Idempotency-Key"), base, data)
+            call = Call(
+                endpoint,
+                ident,
+                data,
+                f"http://{host}" if host else self.url,
+                headers.get("Idempotency-Key"),
+                headers.get("X-Override-Notification"),
+                headers.get("X-Append-Notification"),
+                direct,
+            )
+            reply = self.api.handle(call)
 
-        if draw.kind == "malformed":
-            return garble(reply, draw.variant)
-        return reply
+        if kind == "lost-answer":
+            return None
+        if kind == "malformed":
+            return garble(reply, draw.variant if fault_rule is None else 0.0)
+        return self._tampered(tamper_rule, reply, headers)
+
+    def _tampered(self, rule: Rule | None, reply: Reply, headers: Any) -> Reply:
+        if rule is None:
+            return reply
+        self.stats.bump("tampered")
+        return tamper.apply(rule, reply, headers.get("Authorization"), self._server_key)
 
     def _authorized(self, header: str | None) -> bool:
         if not header or not header.startswith("Basic "):
             return False
+        if hmac.compare_digest(header.encode("latin-1", "replace"), self._expected):
+            return True  # the usual spelling: no need to decode it
         try:
             decoded = base64.b64decode(header[6:].strip(), validate=True)
         except (binascii.Error, ValueError):
