@@ -334,7 +334,7 @@ class SandboxProcess:
         env = clean_environ()
         env.update({"MIDTRANS_SERVER_KEY": SERVER_KEY, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"})
         stderr = (self.lab.work / "sandbox.stderr").open("ab")
-        args = ("sandbox", "serve", "--port", "0", "--latency-ms", str(self.latency_ms))
+        args = ("sandbox", "serve", "--quiet", "--port", "0", "--latency-ms", str(self.latency_ms))
         args += ("--expiry-seconds", str(self.expiry_seconds))
         self._proc = subprocess.Popen(
             (*MIDPAY, *args), stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=self.lab.work
