@@ -1,16 +1,18 @@
-"""Rendering of the refund ledger: JSON fields and Rich rows. No decisions here.
+"""Rendering of the refund ledger: JSON fields and what people read. No decisions here.
 
-Every value from the ledger (keys, reasons made on the Midtrans dashboard, ...) is
-rendered as plain ``Text``, never parsed as Rich markup.
+Every value from the ledger (keys, reasons typed on the Midtrans dashboard, ...) goes
+through ``output.text``: never Rich markup, never a character a terminal acts on.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from midpay.output.layout import Column, records
+from midpay.output.text import iso, join, rupiah, text, when
+
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.table import Table
     from rich.text import Text
 
     from midpay.db import Refund
@@ -19,25 +21,16 @@ if TYPE_CHECKING:
 
 _STATE_STYLE = {"requested": "yellow", "done": "green", "rejected": "red"}
 _ORIGIN = {"midpay": "midpay", "outside": "outside midpay", "unitemized": "Midtrans total"}
-
-
-def _plain(value: object) -> Text:
-    """``value`` as inert Rich text: never markup, control and format characters shown escaped."""
-    import unicodedata
-
-    from rich.text import Text
-
-    raw = "-" if value is None else str(value)
-    shown = "".join(
-        repr(ch)[1:-1] if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Cn", "Zl", "Zp") else ch for ch in raw
-    )
-    return Text(shown)
-
-
-def _iso(value: Any) -> str | None:
-    from midpay.output import iso
-
-    return iso(value)
+REFUNDED_COLUMN = Column("refunded", justify="right")
+REFUND_COLUMNS = (
+    Column("refund key"),
+    Column("amount", justify="right"),
+    Column("state"),
+    Column("made by"),
+    Column("refunded at"),
+    Column("bank confirmed"),
+    Column("reason", fold=True),
+)
 
 
 def refund_item(refund: Refund) -> dict[str, Any]:
@@ -49,11 +42,11 @@ def refund_item(refund: Refund) -> dict[str, Any]:
         "reason": refund.reason,
         "status": refund.status,
         "origin": refund.origin,
-        "created_at": _iso(refund.created_at),
-        "refunded_at": _iso(refund.refunded_at),
-        "bank_confirmed_at": _iso(refund.bank_confirmed_at),
+        "created_at": iso(refund.created_at),
+        "refunded_at": iso(refund.refunded_at),
+        "bank_confirmed_at": iso(refund.bank_confirmed_at),
         "refund_method": refund.refund_method,
-        "updated_at": _iso(refund.updated_at),
+        "updated_at": iso(refund.updated_at),
     }
 
 
@@ -68,7 +61,7 @@ def ledger_fields(ledger: Ledger) -> dict[str, Any]:
 
 def outcome_document(outcome: RefundOutcome) -> dict[str, Any]:
     """The JSON of ``refund --json``: what happened, the refund, and the payment with its ledger."""
-    from midpay.output import payment_document
+    from midpay.output.documents import payment_document
 
     return {
         "result": outcome.result,
@@ -77,80 +70,66 @@ def outcome_document(outcome: RefundOutcome) -> dict[str, Any]:
     }
 
 
-def add_ledger_rows(grid: Table, ledger: Ledger) -> None:
-    """The refunded total and the refundable remainder, as rows of a payment's panel."""
-    from midpay.output import rupiah
-
+def ledger_rows(ledger: Ledger) -> list[tuple[str, Text]]:
+    """The refunded total and the refundable remainder, as fields of a payment's panel."""
     if not ledger.rows and ledger.refundable == 0:
-        return
-    grid.add_row("refunded", rupiah(ledger.refunded))
-    grid.add_row("refundable", rupiah(ledger.refundable))
+        return []
+    fields = [("refunded", text(rupiah(ledger.refunded))), ("refundable", text(rupiah(ledger.refundable)))]
     waiting = sum(r.amount for r in ledger.in_flight)
     if waiting:
-        grid.add_row("outcome unknown", rupiah(waiting))
+        fields.append(("outcome unknown", text(rupiah(waiting), "yellow")))
+    return fields
 
 
 def render_ledger(con: Console, ledger: Ledger) -> None:
-    """A table of the payment's refunds (nothing when it has none)."""
-    from rich.table import Table
-    from rich.text import Text
-
-    from midpay.output import rupiah
-
+    """The payment's refunds, oldest first (nothing when it has none)."""
     if not ledger.rows:
         return
-    table = Table(title="Refunds", title_justify="left")
-    for name in ("refund key", "amount", "reason", "state", "made by", "refunded at", "bank confirmed"):
-        table.add_column(name, overflow="fold")
-    for r in ledger.rows:
-        table.add_row(
-            _plain(r.refund_key),
-            Text(rupiah(r.amount)),
-            _plain(r.reason),
-            Text(r.status, style=_STATE_STYLE.get(r.status, "")),
-            Text(_ORIGIN.get(r.origin, r.origin)),
-            Text(_iso(r.refunded_at) or "-"),
-            Text(_iso(r.bank_confirmed_at) or "-"),
-        )
-    con.print(table)
+    rows = [
+        [
+            text(r.refund_key), text(rupiah(r.amount)), text(r.status, _STATE_STYLE.get(r.status, "")),
+            text(_ORIGIN.get(r.origin, r.origin)), text(when(r.refunded_at)), text(when(r.bank_confirmed_at)),
+            text(r.reason),
+        ]
+        for r in ledger.rows
+    ]
+    records(con, REFUND_COLUMNS, rows, title="Refunds (times in WIB)", empty="")
     for r in ledger.in_flight:
-        con.print(
-            _plain(
-                f"refund {r.refund_key} of {rupiah(r.amount)}: outcome not seen yet; "
-                "rerun the same refund command to finish it (the same refund_key is sent, Midtrans pays it once)"
-            )
-        )
+        con.print(join(
+            "refund ", text(r.refund_key), f" of {rupiah(r.amount)}: outcome not seen yet; rerun the same refund "
+            "command to finish it (the same refund_key is sent, and Midtrans pays it once)",
+        ))
 
 
 def refunded_cell(ledger: Ledger | None) -> Text:
     """The ``refunded`` column of the payments listing."""
-    from rich.text import Text
-
-    from midpay.output import rupiah
-
     if ledger is None or not ledger.rows:
-        return Text("-")
-    cell = rupiah(ledger.refunded)
-    if ledger.in_flight:
-        cell += " (+ unknown)"
-    return Text(cell)
+        return text("-")
+    return text(rupiah(ledger.refunded) + (" + unknown" if ledger.in_flight else ""))
 
 
 def render_outcome(con: Console, outcome: RefundOutcome) -> None:
     """The payment after ``refund``, its refunds, and one line saying what was done."""
-    from midpay.output import render_payment, rupiah
+    from midpay.output.views import render_payment
 
     title = "Already refunded" if outcome.result == "already" else "Refunded"
     render_payment(con, outcome.payment, title=title, ledger=outcome.ledger)
     r = outcome.refund
-    amount, key = rupiah(r.amount), r.refund_key
+    amount, key = rupiah(r.amount), text(r.refund_key)
     line = {
-        "refunded": f"refunded {amount} under refund_key {key}",
-        "resent": f"refunded {amount} under refund_key {key} (sent again: an earlier attempt's answer was lost; "
-        "Midtrans pays a refund_key once)",
-        "recorded": f"refund {key} of {amount} had been made already (an earlier attempt's answer was lost); "
-        "recorded now, nothing sent",
-        "already": f"this refund was made already: {amount} under refund_key {key} at {_iso(r.created_at)}; "
-        "nothing was sent (to refund the same amount again, give a different --reason)",
+        "refunded": join(f"refunded {amount} under refund_key ", key),
+        "resent": join(
+            f"refunded {amount} under refund_key ", key,
+            " (sent again: an earlier attempt's answer was lost; Midtrans pays a refund_key once)",
+        ),
+        "recorded": join(
+            "refund ", key, f" of {amount} had been made already (an earlier attempt's answer was lost); "
+            "recorded now, nothing sent",
+        ),
+        "already": join(
+            f"this refund was made already: {amount} under refund_key ", key,
+            f" at {when(r.created_at, zone=True)}; nothing was sent (to refund the same amount again, "
+            "give a different --reason)",
+        ),
     }[outcome.result]
-    con.print(_plain(line))
+    con.print(line)

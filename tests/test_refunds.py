@@ -142,7 +142,7 @@ def test_refund_refused_by_midtrans_is_recorded_and_a_new_key_follows(cli: Any, 
 def test_the_confirmation_prompt_shows_midtrans_figures(cli: Any, monkeypatch: pytest.MonkeyPatch, sandbox: Any,
                                                        gateway: Any) -> None:
     order_id = settled(cli, sandbox, 80000)
-    dashboard_refund(sandbox, gateway, order_id, 30000)
+    dashboard_refund(sandbox, order_id, 30000)
     import midpay.cli.operator
 
     monkeypatch.setattr(midpay.cli.operator, "_must_ask", lambda action, yes: not yes)  # as if on a terminal
@@ -264,7 +264,7 @@ def test_a_lost_refund_abandoned_once_midtrans_reports_the_payment_fully_refunde
             "VALUES (%s, 'gone-1', 'gone-1-rf-1', 90000, 'requested')",
             payment_id,
         )
-    dashboard_refund(sandbox, gateway, "gone-1", 90000)  # refunded in full another way meanwhile
+    dashboard_refund(sandbox, "gone-1", 90000)  # refunded in full another way meanwhile
     with pytest.raises(MidpayError, match="is refund: all 90000 of it has been refunded"):
         refunds.refund(conn, gateway, "gone-1")
     assert [r[2:] for r in ledger_rows(db_url, "gone-1")] == [("rejected", "midpay"), ("done", "outside")]

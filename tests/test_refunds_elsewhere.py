@@ -41,7 +41,7 @@ def test_a_dashboard_refund_arriving_as_a_notification_then_the_rest(
     cli: Any, db_url: str, sandbox: Any, gateway: Any, notes: Path
 ) -> None:
     order_id = settled(cli, sandbox, 120000)
-    dashboard_refund(sandbox, gateway, order_id, 45000)
+    dashboard_refund(sandbox, order_id, 45000)
     bodies = refund_notifications(notes)
     assert bodies, "the sandbox sends refund notifications"
     replayed = cli("replay-webhook", *map(str, bodies), "--json")
@@ -64,7 +64,7 @@ def test_a_dashboard_refund_arriving_as_a_notification_then_the_rest(
 
 def test_a_dashboard_refund_never_notified_still_counts(cli: Any, db_url: str, sandbox: Any, gateway: Any) -> None:
     order_id = settled(cli, sandbox, 30000)
-    dashboard_refund(sandbox, gateway, order_id, 10000)  # its notification never reached midpay
+    dashboard_refund(sandbox, order_id, 10000)  # its notification never reached midpay
     too_much = cli("refund", order_id, "--amount", "25000", "--yes")
     assert too_much.exit_code == 2 and "more than the 20000 rupiah left" in too_much.stderr
     assert paid_out(sandbox, order_id) == 10000
@@ -143,7 +143,7 @@ def test_reconcile_rechecks_partly_refunded_payments_at_their_own_pace(
     assert cli("refund", order_id, "--amount", "5000", "--yes").exit_code == 0
     first = _reconcile(cli)  # partial_refund: due once
     assert [r["order_id"] for r in first["results"]] == [order_id]
-    dashboard_refund(sandbox, gateway, order_id, 7000)  # its notification never arrives
+    dashboard_refund(sandbox, order_id, 7000)  # its notification never arrives
     assert _reconcile(cli)["results"] == []  # checked less than --refund-recheck-after (3600 s) ago
     caught = _reconcile(cli, "--refund-recheck-after", "0")
     assert [r["order_id"] for r in caught["results"]] == [order_id]
@@ -155,8 +155,6 @@ def test_reconcile_rechecks_partly_refunded_payments_at_their_own_pace(
 def test_the_two_refund_notifications_record_the_bank_confirmation(
     cli: Any, db_url: str, sandbox: Any, notes: Path
 ) -> None:
-    if not hasattr(sandbox, "confirm_refunds"):
-        pytest.skip("needs the sandbox's two refund notifications (the sandbox engineer's branch)")
     sandbox.auto_confirm_refunds = False
     order_id = settled(cli, sandbox, 55000)
     assert cli("refund", order_id, "--amount", "25000", "--yes").exit_code == 0

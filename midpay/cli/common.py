@@ -64,6 +64,17 @@ def _root(
     """GoPay and QRIS payment operations over Midtrans and PostgreSQL."""
     state.env_file = env_file
     state.settings = None
+    _redact_streams()
+
+
+def _redact_streams() -> None:
+    """The last line of defence: whatever reaches stdout or stderr is redacted (redaction.py)."""
+    from midpay.redaction import RedactingStream
+
+    if not isinstance(sys.stdout, RedactingStream):
+        sys.stdout = RedactingStream(sys.stdout, _secrets)  # type: ignore[assignment]
+    if not isinstance(sys.stderr, RedactingStream):
+        sys.stderr = RedactingStream(sys.stderr, _secrets)  # type: ignore[assignment]
 
 
 # --- the one error boundary ------------------------------------------------------------
@@ -76,8 +87,11 @@ def _secrets() -> list[str]:
 def fail(exc: MidpayError) -> NoReturn:
     """Print ``Error: …`` (secrets redacted) and exit with the error's code."""
     from midpay.config import redact
+    from midpay.output import visible
 
-    message = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__, _secrets())
+    raw = str(exc).strip()
+    # The first line only (errors are one line); anything a terminal would act on, shown as an escape.
+    message = visible(redact(raw.split("\n", 1)[0] if raw else exc.__class__.__name__, _secrets()))
     sys.stderr.write(f"Error: {message}\n")
     raise typer.Exit(exc.exit_code)
 
@@ -119,7 +133,9 @@ def settings() -> "Settings":
 
 
 def _announce(line: str) -> None:
-    sys.stderr.write(line + "\n")
+    from midpay.output import visible
+
+    sys.stderr.write(visible(line) + "\n")
 
 
 def database_url() -> str:

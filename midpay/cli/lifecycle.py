@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
 @app.command()
 def charge(
-    amount: Annotated[int, typer.Option("--amount", help="Amount in whole rupiah (IDR).", show_default=False)],
+    amount: Annotated[
+        str, typer.Option("--amount", help="Amount in whole rupiah (IDR), e.g. 25000.", show_default=False)
+    ],
     order_id: Annotated[
         str | None, typer.Option("--order-id", help="Your order id (default: a generated unique one).")
     ] = None,
@@ -36,13 +38,14 @@ def charge(
     json_out: JsonFlag = False,
 ) -> None:
     """Create a GoPay or QRIS charge; show its QR code, deeplink and expiry."""
-    from midpay import charges, output
+    from midpay import charges, operations, output
 
     with errors_to_exit():
+        whole = operations.parse_amount(amount)
         conn = open_connection()
         gateway = open_gateway()
         with conn, gateway:
-            outcome = charges.charge(conn, gateway, amount=amount, order_id=order_id, user_id=user_id, qris=qris)
+            outcome = charges.charge(conn, gateway, amount=whole, order_id=order_id, user_id=user_id, qris=qris)
             payment = outcome.payment
             con = output.console(sys.stderr if json_out else None)
             if not json_out:
@@ -61,7 +64,10 @@ def _wait_final(conn: "Connection", gateway: "Gateway", order_id: str, con: Any,
     from midpay import refresh, states
 
     interval = 2.0
-    status = con.status(f"waiting for {order_id} to be paid…", spinner="dots") if not quiet else None
+    from midpay.output import join, text
+
+    waiting = join("waiting for ", text(order_id), " to be paid…")
+    status = con.status(waiting, spinner="dots") if not quiet else None
     if status is not None:
         status.start()
     try:
@@ -72,7 +78,9 @@ def _wait_final(conn: "Connection", gateway: "Gateway", order_id: str, con: Any,
             if outcome.payment.status not in states.UNSETTLED_STATES:
                 return outcome.payment
             if status is not None:
-                status.update(f"waiting for {order_id}: {outcome.payment.status} (Ctrl-C stops waiting)")
+                status.update(
+                    join("waiting for ", text(order_id), ": ", text(outcome.payment.status), " (Ctrl-C stops waiting)")
+                )
             time.sleep(interval)
     finally:
         if status is not None:
@@ -135,10 +143,13 @@ def payments_list(
         typer.Option(
             "--since",
             help="Only payments created since 2026-11-26, 2026-11-26T10:00:00+07:00, or 30m, 2h, 7d ago "
-            "(times without an offset are local time).",
+            "(times without an offset are Jakarta time, WIB).",
         ),
     ] = None,
     limit: LimitFlag = 50,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Always a table, however narrow the terminal (lines may then wrap).")
+    ] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """List recent payments, newest first, with what was refunded of each."""
@@ -155,5 +166,5 @@ def payments_list(
         if json_out:
             output.write_json({"payments": [output.payment_document(p, ledger=ledgers[p.id]) for p in rows]})
         else:
-            output.render_payments(output.console(), rows, ledgers)
+            output.render_payments(output.console(), rows, wide=wide, ledgers=ledgers)
 

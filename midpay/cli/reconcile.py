@@ -105,9 +105,9 @@ class _JsonResultStream:
         sys.stdout.write('{"results": [')
 
     def add(self, item: dict[str, Any]) -> None:
-        import json
+        from midpay.output import json_text
 
-        sys.stdout.write(("\n  " if self._first else ",\n  ") + json.dumps(item, ensure_ascii=False))
+        sys.stdout.write(("\n  " if self._first else ",\n  ") + json_text(item, compact=True))
         self._first = False
 
     def close(self, summary: dict[str, int]) -> None:

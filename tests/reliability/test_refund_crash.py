@@ -296,7 +296,7 @@ def test_dashboard_refund_arriving_only_as_a_notification_then_the_rest(
 ) -> None:
     settle(db_url, gw, sandbox, {"dash-1": 150000})
     work = tmp_path / "work"
-    dashboard_refund(sandbox, gw, "dash-1", 60000)
+    dashboard_refund(sandbox, "dash-1", 60000)
     bodies = sorted(p for p in notes.glob("*.json") if "refund" in p.name)
     assert bodies
     replay = run(["replay-webhook", *map(str, bodies), "--json"], crash_env(env, None), work)
@@ -398,7 +398,7 @@ def test_randomized_kills_and_dropped_connections_pay_out_exactly_what_was_asked
     settle(db_url, gw, sandbox, {t.order_id: t.gross for t in trials})
     for t in trials:
         if t.outside:
-            dashboard_refund(sandbox, gw, t.order_id, t.outside)
+            dashboard_refund(sandbox, t.order_id, t.outside)
     work = tmp_path / "work"
     seeds = [rng.randrange(2**32) for _ in trials]
 
