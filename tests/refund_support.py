@@ -11,9 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
-
-from midpay import refunds
 
 from .conftest import SERVER_KEY
 
@@ -64,17 +61,3 @@ def settled(cli: Any, sandbox: Any, amount: int) -> str:
     sandbox.pay(order_id, "settlement")
     assert cli("status", order_id, "--json").json()["status"] == "settlement"
     return order_id
-
-
-def at_point(monkeypatch: pytest.MonkeyPatch, point: str, action: Any) -> None:
-    """Run ``action`` once when a refund reaches ``point`` (the crash-point seam)."""
-    fired: list[str] = []
-
-    def reach(name: str, conn: Any = None) -> None:
-        if name == point and not fired:
-            fired.append(name)
-            action()
-
-    monkeypatch.setattr(refunds, "reach", reach)
-
-

@@ -1,8 +1,8 @@
 """`midpay refund`: library and command line (refunds made elsewhere and views: test_refunds_elsewhere).
 
-Against a real PostgreSQL and the sandbox over HTTP. Faults aimed at one step of a
-refund are switched on through the crash-point seam (``midpay.refunds.reach``), so
-the status check before the refund is answered normally and only the refund itself
+Against a real PostgreSQL and the sandbox over HTTP. Faults are the sandbox's
+per-order ones aimed at the refund endpoint (``fault_order(..., endpoints=["refund"])``),
+so the status check before the refund is answered normally and only the refund itself
 times out or loses its answer.
 """
 
@@ -21,7 +21,6 @@ from midpay.errors import MidpayError, MidtransRejected, OutcomeUnknown
 
 from .conftest import SERVER_KEY
 from .refund_support import (
-    at_point,
     dashboard_refund,
     ledger_rows,
     noting_sandbox,
@@ -161,16 +160,15 @@ def test_the_confirmation_prompt_shows_midtrans_figures(cli: Any, monkeypatch: p
 
 
 def test_refund_repeated_after_a_timeout_pays_out_once(
-    cli: Any, db_url: str, sandbox: Any, monkeypatch: pytest.MonkeyPatch
+    cli: Any, db_url: str, sandbox: Any
 ) -> None:
     order_id = settled(cli, sandbox, 50000)
     os.environ["MIDPAY_TIMEOUT"] = "1"
     # The refund request stalls past the timeout; the sandbox makes the refund only after that.
-    at_point(monkeypatch, "refund.row_committed", lambda: sandbox.set_faults(stall_rate=1.0, stall_seconds=3))
+    sandbox.fault_order(order_id, "stall", times=1, endpoints=["refund"], seconds=3)
     timed_out = cli("refund", order_id, "--yes")
     assert timed_out.exit_code == 3, timed_out
     assert "rerun the same command" in timed_out.stderr and f"{order_id}-rf-1" in timed_out.stderr
-    sandbox.set_faults(stall_rate=0.0)
     assert ledger_rows(db_url, order_id) == [(f"{order_id}-rf-1", 50000, "requested", "midpay")]
     assert stored_status(db_url, order_id) == "settlement"
 
@@ -190,13 +188,12 @@ def test_refund_repeated_after_a_timeout_pays_out_once(
 
 
 def test_refund_whose_answer_was_garbled_is_recorded_on_the_rerun_without_sending(
-    cli: Any, db_url: str, sandbox: Any, monkeypatch: pytest.MonkeyPatch
+    cli: Any, db_url: str, sandbox: Any
 ) -> None:
     order_id = settled(cli, sandbox, 70000)
-    at_point(monkeypatch, "refund.row_committed", lambda: sandbox.set_faults(malformed_rate=1.0))
+    sandbox.fault_order(order_id, "malformed", times=1, endpoints=["refund"])  # made, its answer garbled
     lost = cli("refund", order_id, "--amount", "20000", "--yes")
     assert lost.exit_code == 3 and "stays requested" in lost.stderr, lost
-    sandbox.set_faults(malformed_rate=0.0)
     assert paid_out(sandbox, order_id) == 20000  # Midtrans made it; midpay never heard
     sandbox.reset_stats()
     retried = cli("refund", order_id, "--amount", "20000", "--yes", "--json")
@@ -208,12 +205,11 @@ def test_refund_whose_answer_was_garbled_is_recorded_on_the_rerun_without_sendin
 
 
 def test_status_finishes_a_refund_whose_answer_was_lost(
-    cli: Any, db_url: str, sandbox: Any, monkeypatch: pytest.MonkeyPatch
+    cli: Any, db_url: str, sandbox: Any
 ) -> None:
     order_id = settled(cli, sandbox, 60000)
-    at_point(monkeypatch, "refund.row_committed", lambda: sandbox.set_faults(malformed_rate=1.0))
+    sandbox.fault_order(order_id, "malformed", times=1, endpoints=["refund"])  # made, its answer garbled
     assert cli("refund", order_id, "--amount", "15000", "--yes").exit_code == 3
-    sandbox.set_faults(malformed_rate=0.0)
     shown = cli("status", order_id, "--json")
     assert shown.exit_code == 0, shown
     doc = shown.json()
@@ -256,14 +252,10 @@ def test_a_lost_refund_abandoned_once_midtrans_reports_the_payment_fully_refunde
             refunds.refund(conn, impatient, "gone-1")
     sandbox.set_faults(stall_rate=0.0)
     assert ledger_rows(db_url, "gone-1") == []
-    with psycopg.connect(db_url) as other:  # an attempt whose outcome is unknown, as a crash leaves it
-        payment_id = other.execute("SELECT id FROM payment_transactions WHERE order_id = 'gone-1'").fetchone()
-        assert payment_id is not None
-        other.execute(
-            "INSERT INTO payment_refunds (payment_id, order_id, refund_key, amount, status) "
-            "VALUES (%s, 'gone-1', 'gone-1-rf-1', 90000, 'requested')",
-            payment_id,
-        )
+    sandbox.fault_order("gone-1", "hangup", times=1, endpoints=["refund"])  # the refund never reached Midtrans
+    with pytest.raises(OutcomeUnknown, match="stays requested"):
+        refunds.refund(conn, gateway, "gone-1")
+    assert ledger_rows(db_url, "gone-1") == [("gone-1-rf-1", 90000, "requested", "midpay")]
     dashboard_refund(sandbox, "gone-1", 90000)  # refunded in full another way meanwhile
     with pytest.raises(MidpayError, match="is refund: all 90000 of it has been refunded"):
         refunds.refund(conn, gateway, "gone-1")
@@ -282,13 +274,12 @@ def _settled_here(conn: psycopg.Connection[Any], gateway: Any, sandbox: Any, ord
 
 
 def test_the_rerun_window_is_a_day_but_an_outcome_found_late_is_still_this_refund(
-    cli: Any, db_url: str, sandbox: Any, monkeypatch: pytest.MonkeyPatch
+    cli: Any, db_url: str, sandbox: Any
 ) -> None:
     order_id = settled(cli, sandbox, 90000)
     assert cli("refund", order_id, "--amount", "10000", "--yes").exit_code == 0
-    at_point(monkeypatch, "refund.row_committed", lambda: sandbox.set_faults(malformed_rate=1.0))
+    sandbox.fault_order(order_id, "malformed", times=1, endpoints=["refund"])  # made, its answer garbled
     assert cli("refund", order_id, "--amount", "20000", "--yes").exit_code == 3  # made, answer lost
-    sandbox.set_faults(malformed_rate=0.0)
     with psycopg.connect(db_url) as conn:  # both asked for two days ago
         conn.execute("UPDATE payment_refunds SET created_at = created_at - interval '2 days' WHERE order_id = %s",
                      (order_id,))

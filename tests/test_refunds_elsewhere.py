@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from .refund_support import (
-    at_point,
     dashboard_refund,
     ledger_rows,
     noting_sandbox,
@@ -120,13 +119,12 @@ def _reconcile(cli: Any, *extra: str) -> dict[str, Any]:
 
 
 def test_reconcile_finishes_a_refund_whose_answer_was_lost(
-    cli: Any, db_url: str, sandbox: Any, monkeypatch: pytest.MonkeyPatch
+    cli: Any, db_url: str, sandbox: Any
 ) -> None:
     order_id = settled(cli, sandbox, 64000)
     quiet = settled(cli, sandbox, 10000)  # settled, no refund: reconcile leaves it alone
-    at_point(monkeypatch, "refund.row_committed", lambda: sandbox.set_faults(malformed_rate=1.0))
+    sandbox.fault_order(order_id, "malformed", times=1, endpoints=["refund"])  # made, its answer garbled
     assert cli("refund", order_id, "--amount", "4000", "--yes").exit_code == 3
-    sandbox.set_faults(malformed_rate=0.0)
     doc = _reconcile(cli)
     assert [(r["order_id"], r["status_before"], r["status_after"]) for r in doc["results"]] == [
         (order_id, "settlement", "partial_refund")
