@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from midpay import db, states
-from midpay.apply import apply_view, synthetic_failure
+from midpay.apply import apply_answer, needs_write, synthetic_failure
 from midpay.errors import DependencyError, GatewayError, MidpayError, TransactionNotFound, UsageError
 from midpay.notifications import parse_view
 from midpay.refresh import CREATED_GRACE_SECONDS
@@ -230,8 +230,8 @@ def _check_row(
             answer = None
         if answer is not None and not dry_run:
             early = parse_view(answer, what="status answer")
-            if (early.transaction_status, early.gross_amount) == (payment.status, payment.gross_amount):
-                # Nothing to write (apply_view would change nothing): no transaction at all.
+            if not needs_write(payment, early):
+                # Nothing to write (apply_answer would change nothing): no transaction at all.
                 return ReconcileResult(payment.order_id, before, before, None)
         with db.translate_errors(), pool.connection() as conn:
             if answer is None:
@@ -247,7 +247,7 @@ def _check_row(
                 decision = states.decide(now, view.transaction_status)
                 after = view.transaction_status if decision is states.Decision.APPLY else now
                 return ReconcileResult(payment.order_id, now, after, None)
-            result = apply_view(conn, view)
+            result = apply_answer(conn, payment.order_id, view)
         if result.note and not result.applied and result.status_before in states.OPEN_STATES:
             return ReconcileResult(payment.order_id, before, result.status_after, result.note)
         return ReconcileResult(payment.order_id, before, result.status_after, None)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from midpay import db, states
-from midpay.apply import ApplyResult, answer_view, apply_view
+from midpay.apply import ApplyResult, answer_view, apply_answer
 from midpay.errors import (
     GatewayError,
     MidpayError,
@@ -179,7 +179,7 @@ def refund(
     with conn.transaction():
         done = db.finish_refund(conn, row.id, status="done", response=answer)
     # Recorded as done first: the money has moved even if applying the answer fails.
-    result = apply_view(conn, view)
+    result = apply_answer(conn, order_id, view)
     assert result.payment is not None
     return RefundOutcome(done, result.payment, result, retried)
 

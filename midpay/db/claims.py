@@ -11,10 +11,13 @@ from psycopg.rows import class_row
 from midpay.db.core import Connection
 from midpay.db.payments import PAYMENT_COLUMNS, Payment
 
-# Which open rows are due for a check, and in which order: one predicate for claiming,
-# listing and counting. LEAST ignores a NULL %(started)s (no run to exclude).
+# Which rows are due for a check, and in which order: one predicate for claiming,
+# listing and counting. Open rows, and any row awaiting confirmation of a notification
+# or in a state that received money without paid_at (sql/004 indexes those). LEAST
+# ignores a NULL %(started)s (no run to exclude).
 _DUE_ROWS = (
-    "status = ANY(%(statuses)s) "
+    "(status = ANY(%(statuses)s) OR unconfirmed_since IS NOT NULL OR (paid_at IS NULL AND status IN "
+    "('settlement', 'capture', 'partial_refund', 'refund'))) "
     "AND created_at < now() - make_interval(secs => %(min_age)s) "
     "AND (last_checked_at IS NULL "
     "OR last_checked_at < LEAST(now() - make_interval(secs => %(recheck)s), %(started)s))"
