@@ -39,6 +39,7 @@ from midpay.errors import (
     InvalidPayload,
     MidpayError,
     MidtransRejected,
+    OutcomeUnknown,
     TransactionNotFound,
 )
 from midpay.notifications import TransactionView, parse_notification, parse_view, proof, verify_signature
@@ -276,8 +277,23 @@ def _screen(conn: db.Connection, items: Sequence[Item], server_key: str, *, onli
 # --- 3. confirm ---------------------------------------------------------------------------
 
 
+# Get Status only reads, so an answer that was cut off or garbled is asked for again
+# (the gateway retries refused connections and 5xx itself): twice, and a stall once.
+_REASK = {GatewayProtocolError: 2, OutcomeUnknown: 1}
+
+
 def confirm(gateway: Gateway, order_id: str) -> TransactionView | MidpayError:
     """Ask Midtrans about the order (Get Status); its answer as a view, or why there is none."""
+    tries = dict(_REASK)
+    while True:
+        found = _ask(gateway, order_id)
+        left = tries.get(type(found), 0)
+        if not left:
+            return found
+        tries[type(found)] = left - 1
+
+
+def _ask(gateway: Gateway, order_id: str) -> TransactionView | MidpayError:
     try:
         answer = gateway.status(order_id)
     except (GatewayError, ConfigError, MidtransRejected, TransactionNotFound) as exc:
