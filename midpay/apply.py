@@ -224,5 +224,7 @@ def answer_view(answer: dict[str, Any], order_id: str, what: str) -> Transaction
     except InvalidPayload as exc:
         raise GatewayProtocolError(f"order {order_id}: {exc}") from exc
     if view.order_id != order_id:
-        raise AnswerMismatch(f"order {order_id}: the {what} names order {view.order_id[:60]!r}; nothing applied")
+        raise AnswerMismatch(
+            f"order {order_id}: Midtrans' {what} is about order {view.order_id[:60]!r}; nothing applied"
+        )
     return view

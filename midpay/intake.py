@@ -279,12 +279,12 @@ def _screen(conn: db.Connection, items: Sequence[Item], server_key: str, *, onli
 
 # Get Status only reads, so an answer that was cut off or garbled is asked for again
 # (the gateway retries refused connections and 5xx itself): twice, and a stall once.
-_REASK = {GatewayProtocolError: 2, OutcomeUnknown: 1}
+_REASK: dict[type, int] = {GatewayProtocolError: 2, OutcomeUnknown: 1}
 
 
 def confirm(gateway: Gateway, order_id: str) -> TransactionView | MidpayError:
     """Ask Midtrans about the order (Get Status); its answer as a view, or why there is none."""
-    tries = dict(_REASK)
+    tries: dict[type, int] = dict(_REASK)
     while True:
         found = _ask(gateway, order_id)
         left = tries.get(type(found), 0)
@@ -419,6 +419,12 @@ def process_notification(
 
 def _one(conn: db.Connection, gateway: Gateway | None, item: Item, server_key: str, *, dry_run: bool
          ) -> NotificationResult:
+    with db.translate_errors():
+        return _one_step(conn, gateway, item, server_key, dry_run=dry_run)
+
+
+def _one_step(conn: db.Connection, gateway: Gateway | None, item: Item, server_key: str, *, dry_run: bool
+              ) -> NotificationResult:
     if not dry_run:
         store(conn, [item])
     screened = screen(conn, [item], server_key, online=gateway is not None, dry_run=dry_run)

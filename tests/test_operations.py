@@ -236,7 +236,9 @@ def test_reprocess_applies_a_body_whose_order_arrived_later(
 
     nothing = cli("events", "reprocess", "--json")
     assert nothing.exit_code == 0
-    assert nothing.json() == {"results": [], "summary": {"total": 0, "applied": 0, "unchanged": 0, "awaiting": 0, "rejected": 0}}
+    assert nothing.json() == {
+        "results": [], "summary": {"total": 0, "applied": 0, "unchanged": 0, "awaiting": 0, "rejected": 0},
+    }
 
 
 def test_reprocess_after_the_server_key_was_fixed(

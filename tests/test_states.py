@@ -29,7 +29,9 @@ FORWARD: dict[str, set[str]] = {
     "created": set(MIDTRANS),
     # ... and "Midtrans may report a created or pending row directly as partial_refund or
     # refund (paid, then refunded, while notifications were lost)"; authorize beside pending
-    "pending": {"settlement", "capture", "deny", "cancel", "expire", "failure", "authorize", "partial_refund", "refund"},
+    "pending": {
+        "settlement", "capture", "deny", "cancel", "expire", "failure", "authorize", "partial_refund", "refund",
+    },
     "authorize": {"settlement", "capture", "deny", "cancel", "expire", "failure", "partial_refund", "refund"},
     "capture": {"settlement", "partial_refund", "refund"},
     "settlement": {"partial_refund", "refund"},
