@@ -48,14 +48,14 @@ class AnswerProxy:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def edit(self, order_id: str, **fields: Any) -> None:
-        """Answers about ``order_id`` carry these fields instead (None removes one)."""
+    def edit(self, asked: str, **fields: Any) -> None:
+        """Answers about the order ``asked`` carry these fields instead (None removes one)."""
 
         def change(answer: dict[str, Any]) -> dict[str, Any]:
             edited = {**answer, **fields}
             return {k: v for k, v in edited.items() if v is not None}
 
-        self.rules[order_id] = change
+        self.rules[asked] = change
 
     def _forward(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
@@ -65,7 +65,9 @@ class AnswerProxy:
         body = upstream.content
         parts = [unquote(p) for p in urlsplit(handler.path).path.split("/")[1:]]
         order_id = parts[1] if len(parts) == 3 and parts[0] == "v2" else None
-        if order_id is not None and parts[2] == "status":
+        if parts == ["v2", "charge"] and data:
+            order_id = json.loads(data).get("transaction_details", {}).get("order_id")
+        elif order_id is not None and parts[2] == "status":
             self.asked[order_id] += 1
         rule = self.rules.get(order_id) if order_id is not None else None
         if rule is not None:
