@@ -127,6 +127,11 @@ class _Run:
                         work.running = False
                         return
                 self._apply(order_id, work.answer, batch)
+        except Exception as exc:  # noqa: BLE001 - a worker's failure must reach the run, never vanish
+            mapped = db.map_error(exc)
+            with self.lock:
+                work.running = False
+                self.fatal = self.fatal or mapped or MidpayError(f"unexpected {type(exc).__name__}: {exc}")
         finally:
             self.slots.release()
 

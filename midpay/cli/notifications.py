@@ -130,7 +130,8 @@ def events_list(
     ctx: typer.Context,
     order_id: Annotated[str | None, typer.Option("--order-id", help="Only notifications of this order.")] = None,
     rejected: Annotated[
-        bool, typer.Option("--rejected", help="Only those not processed (rejected, or never decided).")
+        bool,
+        typer.Option("--rejected", help="Only those not processed (rejected, awaiting confirmation, never decided)."),
     ] = False,
     limit: LimitFlag = 50,
     json_out: JsonFlag = False,
