@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from midpay import db, intake
+from midpay import db, intake, received
 from midpay.bodies import Body
 from midpay.db import intake as sql
 from midpay.errors import ConfigError, DependencyError, GatewayUnavailable, MidpayError
-from midpay.intake import Decided, Item, NotificationResult
+from midpay.intake import Decided, NotificationResult
 from midpay.notifications import TransactionView
+from midpay.received import Item
 
 if TYPE_CHECKING:
     from midpay.gateway import Gateway
@@ -190,7 +191,7 @@ def run(
                 if isinstance(state.fatal, DependencyError):
                     break  # PostgreSQL is gone; a refused key still lets every body be stored
                 if store and not dry_run:
-                    intake.store(conn, batch)
+                    received.store(conn, batch)
                 screened = intake.screen(conn, batch, server_key, online=gateway is not None, dry_run=dry_run)
                 state.add(screened.decided)
                 for order_id, found in screened.candidates.items():
@@ -212,7 +213,7 @@ def replay(
     dry_run: bool = False,
 ) -> RunReport:
     """``replay-webhook``: every body stored first, then decided; offline when ``gateway`` is None."""
-    return run(url, gateway, intake.items_of(bodies), server_key, store=True, concurrency=concurrency,
+    return run(url, gateway, received.items_of(bodies), server_key, store=True, concurrency=concurrency,
                dry_run=dry_run)
 
 
@@ -220,8 +221,8 @@ def store_only(url: str, bodies: Iterable[Body]) -> int:
     """Store every body, undecided (no server key to verify them with); how many were stored."""
     count = 0
     with db.translate_errors(), db.connect(url) as conn:
-        for batch in _batches(intake.items_of(bodies)):
-            intake.store(conn, batch)
+        for batch in _batches(received.items_of(bodies)):
+            received.store(conn, batch)
             count += len(batch)
     return count
 
@@ -248,5 +249,5 @@ def _stored(url: str, ids: list[uuid.UUID]) -> Iterator[Item]:
             with conn.transaction():
                 rows = sql.stored_bodies(conn, ids[start:start + BATCH])
             for row in rows:
-                yield intake.stored_item(seq, row)
+                yield received.stored_item(seq, row)
                 seq += 1

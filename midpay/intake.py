@@ -3,7 +3,7 @@
 ``replay-webhook`` (files, stdin), ``events reprocess`` (stored bodies) and ``listen``
 (HTTP) all come through here; nothing about a notification is decided anywhere else.
 
-    1. store    the exact bytes (raw_bytes) and the JSON (raw_body), undecided; committed
+    1. store    (``received``) the exact bytes (raw_bytes) and the JSON (raw_body), undecided; committed
     2. screen   signature over the raw strings; a known order; the stored amount. A body
                 that fails is recorded rejected. A body identical to one confirmed
                 before is recorded unchanged: nothing to ask. The rest are recorded
@@ -22,14 +22,13 @@ confirmation), and ``events reprocess`` takes it up again. ``confirm`` runs many
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from midpay import db
 from midpay.apply import AnswerMismatch, ApplyResult, apply_locked, apply_proven
-from midpay.bodies import Body, clean_text, decode_body
+from midpay.bodies import Body, decode_body
 from midpay.db import intake as sql
 from midpay.errors import (
     ConfigError,
@@ -43,6 +42,7 @@ from midpay.errors import (
     TransactionNotFound,
 )
 from midpay.notifications import TransactionView, parse_notification, parse_view, proof, verify_signature
+from midpay.received import Item, exact_bytes, field_text, store
 
 if TYPE_CHECKING:
     from midpay.gateway import Gateway
@@ -72,39 +72,7 @@ class NotificationResult:
     gateway_error: MidpayError | None = field(default=None, compare=False, repr=False)
 
 
-@dataclass
-class Item:
-    """One body on its way through the steps; ``seq`` keeps the order it came in."""
-
-    seq: int
-    body: Body
-    raw: bytes
-    event_id: uuid.UUID | None = None
-    view: TransactionView | None = None
-    verified: bool = False
-    stored_error: str | None = None  # storing it as JSON failed: kept as text, rejected with this
-
-
 Decided = list[tuple[int, NotificationResult]]
-
-
-def exact_bytes(body: Body) -> bytes:
-    """The bytes a body arrived as: kept by the reader, or its text encoded back."""
-    raw = getattr(body, "raw", None)
-    if isinstance(raw, bytes):
-        return raw
-    try:
-        return body.text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return body.text.encode("utf-8", "replace")
-
-
-def _field(parsed: Any, name: str) -> str | None:
-    if isinstance(parsed, dict):
-        value = parsed.get(name)
-        if isinstance(value, str):
-            return value
-    return None
 
 
 def make_result(item: Item, outcome: str, error: str | None = None, applied: ApplyResult | None = None, *,
@@ -112,7 +80,7 @@ def make_result(item: Item, outcome: str, error: str | None = None, applied: App
             gateway_error: MidpayError | None = None) -> NotificationResult:
     return NotificationResult(
         source=item.body.source,
-        order_id=_field(item.body.parsed, "order_id"),
+        order_id=field_text(item.body.parsed, "order_id"),
         verified=item.verified,
         applied=applied.applied if applied is not None and outcome != "rejected" else False,
         status_before=applied.status_before if applied is not None else before,
@@ -128,55 +96,6 @@ def make_result(item: Item, outcome: str, error: str | None = None, applied: App
 def outcome_row(item: Item, result: NotificationResult) -> sql.Outcome:
     assert item.event_id is not None
     return sql.Outcome(item.event_id, item.verified, result.outcome, result.error or result.note, result.confirmed)
-
-
-# --- 1. store ----------------------------------------------------------------------------
-
-
-def _storable(body: Body) -> Any:
-    """What goes into raw_body (jsonb): the JSON itself, or the raw text as a JSON string."""
-    return body.parsed if body.parse_error is None else clean_text(body.text)
-
-
-def _new_event(item: Item, *, as_text: bool = False) -> sql.NewEvent:
-    assert item.event_id is not None
-    parsed = item.body.parsed
-    return sql.NewEvent(
-        id=item.event_id,
-        raw_body=clean_text(item.body.text) if as_text else _storable(item.body),
-        raw_bytes=item.raw,
-        source=item.body.source,
-        order_id=_field(parsed, "order_id"),
-        transaction_id=_field(parsed, "transaction_id"),
-        signature_key=_field(parsed, "signature_key"),
-    )
-
-
-def store(conn: db.Connection, items: Sequence[Item]) -> None:
-    """Store every body, undecided, and commit: before anything is decided about any of them.
-
-    A batch PostgreSQL refuses is stored body by body; a body whose JSON it refuses is
-    kept as text (and later rejected with the reason), never dropped.
-    """
-    for item in items:
-        item.event_id = item.event_id or uuid.uuid4()
-    try:
-        with conn.transaction():
-            sql.store_events(conn, [_new_event(i) for i in items])
-        return
-    except Exception as exc:
-        if db.map_error(exc) is not None:
-            raise
-    for item in items:
-        try:
-            with conn.transaction():
-                sql.store_events(conn, [_new_event(item)])
-        except Exception as exc:
-            if db.map_error(exc) is not None:
-                raise
-            item.stored_error = f"not processed: {type(exc).__name__}: {db.first_line(exc)}"
-            with conn.transaction():
-                sql.store_events(conn, [_new_event(item, as_text=True)])
 
 
 # --- 2. screen ---------------------------------------------------------------------------
@@ -436,30 +355,3 @@ def _one_step(conn: db.Connection, gateway: Gateway | None, item: Item, server_k
                                                     dry_run=dry_run))
     [(_, result)] = screened.decided
     return result
-
-
-def items_of(bodies: Iterable[Body], start: int = 0) -> Iterable[Item]:
-    """Bodies as numbered items, keeping their exact bytes."""
-    for seq, body in enumerate(bodies, start=start):
-        yield Item(seq, body, exact_bytes(body))
-
-
-def stored_item(seq: int, stored: sql.StoredBody) -> Item:
-    """A stored notification as the item it was received as, named ``event:<id>``.
-
-    The exact bytes are read again when they were kept; else raw_body, which holds the
-    parsed JSON or, for a body that was not JSON, its text as a JSON string.
-    """
-    import json
-
-    source = f"event:{stored.id}"
-    if stored.raw_bytes is not None:
-        raw = bytes(stored.raw_bytes)
-        body = decode_body(source, raw.decode("utf-8", errors="replace").removeprefix("\ufeff"))
-    elif isinstance(stored.raw_body, str):
-        body = decode_body(source, stored.raw_body)
-        raw = exact_bytes(body)
-    else:
-        body = Body(source, json.dumps(stored.raw_body, ensure_ascii=False), parsed=stored.raw_body)
-        raw = exact_bytes(body)
-    return Item(seq, body, raw, event_id=stored.id)

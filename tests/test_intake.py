@@ -19,63 +19,10 @@ import pytest
 
 from midpay import charges, db, intake
 from midpay.gateway import Gateway
-from midpay.notifications import compute_signature, parse_time
 
 from .answer_proxy import answer_proxy
 from .conftest import SERVER_KEY
-
-
-def _write(path: Path, body: Any) -> Path:
-    path.write_text(json.dumps(body))
-    return path
-
-
-def _row(url: str, order_id: str) -> dict[str, Any]:
-    with psycopg.connect(url) as conn:
-        cur = conn.execute(
-            "SELECT status, paid_at, payment_type, midtrans_transaction_id, unconfirmed_since "
-            "FROM payment_transactions WHERE order_id = %s",
-            (order_id,),
-        )
-        names = [d.name for d in cur.description or []]
-        row = cur.fetchone()
-    assert row is not None, order_id
-    return dict(zip(names, row, strict=True))
-
-
-def _events(url: str, order_id: str | None = None) -> list[dict[str, Any]]:
-    with psycopg.connect(url) as conn:
-        cur = conn.execute(
-            "SELECT is_verified, processed, outcome, processing_error, confirmed_at, raw_bytes, source "
-            "FROM payment_webhook_events WHERE %s::text IS NULL OR order_id = %s ORDER BY received_at, id",
-            (order_id, order_id),
-        )
-        names = [d.name for d in cur.description or []]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-
-
-def _charge(cli: Any, amount: int) -> str:
-    result = cli("charge", "--amount", str(amount), "--json")
-    assert result.exit_code == 0, result
-    return str(result.json()["order_id"])
-
-
-def _midtrans(sandbox: Any, order_id: str) -> dict[str, Any]:
-    """What Midtrans says about the order: the row must end like this, whatever a body claimed."""
-    order = sandbox.get_order(order_id)
-    assert order is not None
-    settled = order["settlement_time"]
-    return {
-        "status": order["transaction_status"],
-        "paid_at": parse_time(settled, "settlement_time") if settled else None,
-        "payment_type": order["payment_type"],
-        "midtrans_transaction_id": order["transaction_id"],
-    }
-
-
-def _as_stored(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row[k] for k in ("status", "paid_at", "payment_type", "midtrans_transaction_id")}
-
+from .intake_helpers import as_stored, charge_order, midtrans_says, stored_events, stored_row, write_json
 
 # --- forgeries: a genuine body, its unsigned fields edited ------------------------------
 
@@ -104,7 +51,7 @@ FORGERIES: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def _forged(cli: Any, sandbox: Any, state: str, edits: dict[str, Any], amount: int) -> tuple[str, dict[str, Any]]:
-    order_id = _charge(cli, amount)
+    order_id = charge_order(cli, amount)
     genuine = sandbox.pay(order_id, state)
     return order_id, {**genuine, **edits}
 
@@ -115,13 +62,13 @@ def test_a_forged_body_online_leaves_the_row_as_midtrans_says(
 ) -> None:
     state, edits = FORGERIES[name]
     order_id, forged = _forged(cli, sandbox, state, edits, 15000)
-    result = cli("replay-webhook", str(_write(tmp_path / "forged.json", forged)), "--json")
+    result = cli("replay-webhook", str(write_json(tmp_path / "forged.json", forged)), "--json")
     assert result.exit_code == 0, result
     [item] = result.json()["results"]
     assert (item["verified"], item["confirmed"], item["error"]) == (True, True, None), item
-    assert _as_stored(_row(db_url, order_id)) == _midtrans(sandbox, order_id)
+    assert as_stored(stored_row(db_url, order_id)) == midtrans_says(sandbox, order_id)
     if forged.get("transaction_status") != state:
-        event = _events(db_url, order_id)[-1]
+        event = stored_events(db_url, order_id)[-1]
         assert f"Midtrans says {state}" in event["processing_error"], event
 
 
@@ -131,10 +78,10 @@ def test_a_forged_body_offline_moves_nothing_beyond_its_signed_code(
 ) -> None:
     state, edits = FORGERIES[name]
     order_id, forged = _forged(cli, sandbox, state, edits, 16000)
-    before = _row(db_url, order_id)
-    result = cli("replay-webhook", str(_write(tmp_path / "forged.json", forged)), "--offline", "--json")
+    before = stored_row(db_url, order_id)
+    result = cli("replay-webhook", str(write_json(tmp_path / "forged.json", forged)), "--offline", "--json")
     [item] = result.json()["results"]
-    after = _row(db_url, order_id)
+    after = stored_row(db_url, order_id)
     assert after["paid_at"] is None and after["payment_type"] == "gopay"
     assert after["midtrans_transaction_id"] == before["midtrans_transaction_id"]
     if forged["status_code"] == "201":  # proves pending, which the row is already
@@ -155,125 +102,17 @@ def test_another_orders_transaction_id_in_a_pending_body_is_never_stored(
             "VALUES ('victim-a', 17000, 'gopay', 'created')"
         )
     gateway.charge(order_id="victim-a", gross_amount=17000, idempotency_key="k-victim-a")
-    owner = _charge(cli, 18000)
-    owner_txn = _row(db_url, owner)["midtrans_transaction_id"]
+    owner = charge_order(cli, 18000)
+    owner_txn = stored_row(db_url, owner)["midtrans_transaction_id"]
     forged = {**sandbox.pay("victim-a", "pending"), "transaction_id": owner_txn}
     for flag in ("--offline", None):
-        args = ["replay-webhook", str(_write(tmp_path / "a.json", forged)), "--json"] + ([flag] if flag else [])
+        args = ["replay-webhook", str(write_json(tmp_path / "a.json", forged)), "--json"] + ([flag] if flag else [])
         assert cli(*args).exit_code == 0
-        assert _row(db_url, "victim-a")["midtrans_transaction_id"] != owner_txn
-    assert _row(db_url, "victim-a")["midtrans_transaction_id"] == sandbox.get_order("victim-a")["transaction_id"]
-    settle = cli("replay-webhook", str(_write(tmp_path / "b.json", sandbox.pay(owner, "settlement"))), "--json")
+        assert stored_row(db_url, "victim-a")["midtrans_transaction_id"] != owner_txn
+    assert stored_row(db_url, "victim-a")["midtrans_transaction_id"] == sandbox.get_order("victim-a")["transaction_id"]
+    settle = cli("replay-webhook", str(write_json(tmp_path / "b.json", sandbox.pay(owner, "settlement"))), "--json")
     assert settle.exit_code == 0, settle
-    assert _row(db_url, owner)["status"] == "settlement" and _row(db_url, owner)["paid_at"] is not None
-
-
-# --- the offline rule, row by row ---------------------------------------------------------
-
-# (signed status_code, stored status) -> (status after, outcome, exit code)
-OFFLINE_RULE: dict[tuple[str, str], tuple[str, str, int]] = {
-    ("201", "created"): ("pending", "applied", 0),
-    ("201", "pending"): ("pending", "unchanged", 0),
-    ("201", "settlement"): ("settlement", "unchanged", 0),
-    ("407", "created"): ("expire", "applied", 0),
-    ("407", "pending"): ("expire", "applied", 0),
-    ("407", "settlement"): ("settlement", "unchanged", 0),
-    ("200", "created"): ("pending", "awaiting", 1),
-    ("200", "pending"): ("pending", "awaiting", 1),
-    ("200", "settlement"): ("settlement", "awaiting", 1),
-    ("202", "created"): ("pending", "awaiting", 1),
-    ("202", "pending"): ("pending", "awaiting", 1),
-    ("202", "settlement"): ("settlement", "awaiting", 1),
-    ("300", "created"): ("created", "awaiting", 1),
-    ("300", "pending"): ("pending", "awaiting", 1),
-    ("301", "settlement"): ("settlement", "awaiting", 1),
-}
-
-
-@pytest.mark.parametrize(("code", "stored"), sorted(OFFLINE_RULE), ids=[f"{c}-{s}" for c, s in sorted(OFFLINE_RULE)])
-def test_offline_rule(cli: Any, db_url: str, tmp_path: Path, code: str, stored: str) -> None:
-    paid = "2026-11-26 09:00:00+07" if stored == "settlement" else None
-    with psycopg.connect(db_url) as conn:
-        conn.execute(
-            "INSERT INTO payment_transactions (order_id, gross_amount, payment_type, status, paid_at) "
-            "VALUES ('off-1', 21000, 'gopay', %s, %s)",
-            (stored, paid),
-        )
-    claims = {"201": "pending", "407": "expire", "200": "settlement", "202": "cancel"}.get(code, "settlement")
-    body = {
-        "order_id": "off-1", "status_code": code, "gross_amount": "21000.00", "transaction_status": claims,
-        "transaction_id": "cccccccc-0000-4000-8000-000000000000", "settlement_time": "2026-11-26 10:00:00",
-        "signature_key": compute_signature("off-1", code, "21000.00", SERVER_KEY),
-    }
-    before = _row(db_url, "off-1")
-    result = cli("replay-webhook", str(_write(tmp_path / "b.json", body)), "--offline", "--json")
-    status, outcome, code_exit = OFFLINE_RULE[(code, stored)]
-    [item] = result.json()["results"]
-    after = _row(db_url, "off-1")
-    assert (result.exit_code, item["outcome"], after["status"]) == (code_exit, outcome, status), result
-    assert item["confirmed"] is False and item["verified"] is True
-    assert after["paid_at"] == before["paid_at"], "no paid_at from an unsigned time"
-    assert after["midtrans_transaction_id"] is None, "no unsigned transaction id"
-    assert (after["unconfirmed_since"] is not None) is (outcome == "awaiting")
-    event = _events(db_url)[-1]
-    assert event["processed"] is (outcome != "awaiting") and event["outcome"] == outcome
-
-
-# --- awaiting confirmation, settled later ---------------------------------------------------
-
-
-def test_offline_then_events_reprocess_online_applies_midtrans_answer(
-    cli: Any, db_url: str, sandbox: Any, tmp_path: Path
-) -> None:
-    order_id = _charge(cli, 22000)
-    path = _write(tmp_path / "s.json", sandbox.pay(order_id, "settlement"))
-    offline = cli("replay-webhook", str(path), "--offline", "--json")
-    assert offline.exit_code == 1 and offline.json()["summary"]["awaiting"] == 1
-    assert _row(db_url, order_id)["status"] == "pending"
-    still = cli("events", "reprocess", "--offline", "--json")
-    assert still.exit_code == 1 and still.json()["summary"]["awaiting"] == 1
-    online = cli("events", "reprocess", "--json")
-    assert online.exit_code == 0, online
-    assert online.json()["results"][0]["status_after"] == "settlement"
-    row = _row(db_url, order_id)
-    assert _as_stored(row) == _midtrans(sandbox, order_id) and row["unconfirmed_since"] is None
-    [event] = _events(db_url, order_id)
-    assert (event["processed"], event["outcome"]) == (True, "applied") and event["confirmed_at"] is not None
-
-
-def test_reconcile_settles_an_awaiting_refund_of_a_settled_row(
-    cli: Any, db_url: str, sandbox: Any, gateway: Any, tmp_path: Path
-) -> None:
-    order_id = _charge(cli, 23000)
-    assert cli("replay-webhook", str(_write(tmp_path / "s.json", sandbox.pay(order_id, "settlement")))).exit_code == 0
-    paid_at = _row(db_url, order_id)["paid_at"]
-    gateway.refund(order_id, refund_key="outside-1")  # refunded in the dashboard, say
-    assert sandbox.get_order(order_id)["transaction_status"] == "refund"
-    notice = {  # its notification, signed as Midtrans signs it
-        "order_id": order_id, "status_code": "200", "gross_amount": "23000.00", "transaction_status": "refund",
-        "signature_key": compute_signature(order_id, "200", "23000.00", SERVER_KEY),
-    }
-    offline = cli("replay-webhook", str(_write(tmp_path / "r.json", notice)), "--offline", "--json")
-    assert offline.exit_code == 1 and offline.json()["results"][0]["outcome"] == "awaiting"
-    assert _row(db_url, order_id)["status"] == "settlement"  # a refund inside a 200 is not proven
-    rec = cli("reconcile", "--min-age", "0", "--json")
-    assert rec.exit_code == 0, rec
-    assert [r["order_id"] for r in rec.json()["results"]] == [order_id], "a settled row awaiting is due"
-    row = _row(db_url, order_id)
-    assert (row["status"], row["paid_at"], row["unconfirmed_since"]) == ("refund", paid_at, None)
-    assert [e["outcome"] for e in _events(db_url, order_id)] == ["applied", "applied"]
-    assert all(e["processed"] for e in _events(db_url, order_id))
-    assert cli("reconcile", "--min-age", "0", "--recheck-after", "0", "--json").json()["summary"]["checked"] == 0
-
-
-def test_a_paid_row_without_paid_at_is_due_for_reconcile(cli: Any, db_url: str, sandbox: Any) -> None:
-    order_id = _charge(cli, 24000)
-    sandbox.pay(order_id, "settlement")
-    with psycopg.connect(db_url) as conn:  # what an older backend's webhook handler leaves
-        conn.execute("UPDATE payment_transactions SET status = 'settlement' WHERE order_id = %s", (order_id,))
-    rec = cli("reconcile", "--min-age", "0", "--json")
-    assert rec.exit_code == 0 and [r["order_id"] for r in rec.json()["results"]] == [order_id], rec
-    assert _row(db_url, order_id)["paid_at"] == _midtrans(sandbox, order_id)["paid_at"]
+    assert stored_row(db_url, owner)["status"] == "settlement" and stored_row(db_url, owner)["paid_at"] is not None
 
 
 # --- answers that do not fit the row asked about ---------------------------------------------
@@ -292,66 +131,66 @@ def test_a_tampered_confirmation_changes_no_row(
     cli: Any, db_url: str, sandbox: Any, tmp_path: Path, name: str
 ) -> None:
     fields, message = TAMPERED[name]
-    order_id, other = _charge(cli, 25000), _charge(cli, 25000)
+    order_id, other = charge_order(cli, 25000), charge_order(cli, 25000)
     body = sandbox.pay(order_id, "settlement")
     sandbox.pay(other, "settlement")
-    before = (_row(db_url, order_id), _row(db_url, other))
+    before = (stored_row(db_url, order_id), stored_row(db_url, other))
     with answer_proxy(sandbox.url) as proxy:
         proxy.edit(order_id, **{k: v.format(other=other) if isinstance(v, str) else v for k, v in fields.items()})
         os.environ["MIDTRANS_API_URL"] = proxy.url
-        result = cli("replay-webhook", str(_write(tmp_path / "s.json", body)), "--json")
+        result = cli("replay-webhook", str(write_json(tmp_path / "s.json", body)), "--json")
         assert result.exit_code == 1, result
         [item] = result.json()["results"]
         assert item["outcome"] == "rejected" and message in item["error"] and "nothing applied" in item["error"]
-        assert (_row(db_url, order_id), _row(db_url, other)) == before
+        assert (stored_row(db_url, order_id), stored_row(db_url, other)) == before
         # reconcile asks about both: the tampered answer is an error for its row only
         rec = cli("reconcile", "--min-age", "0", "--json")
         assert rec.exit_code == 1, rec
         by_order = {r["order_id"]: r for r in rec.json()["results"]}
         assert message in by_order[order_id]["error"] and by_order[other]["status_after"] == "settlement"
-        assert _row(db_url, order_id) == before[0]
+        assert stored_row(db_url, order_id) == before[0]
         status = cli("status", order_id, "--json")
-        assert _row(db_url, order_id) == before[0], status
-    assert [e["outcome"] for e in _events(db_url, order_id)] == ["rejected"]
+        assert stored_row(db_url, order_id) == before[0], status
+    assert [e["outcome"] for e in stored_events(db_url, order_id)] == ["rejected"]
 
 
 def test_tampered_cancel_and_charge_answers_change_nothing(cli: Any, db_url: str, sandbox: Any) -> None:
-    order_id = _charge(cli, 26000)
-    before = _row(db_url, order_id)
+    order_id = charge_order(cli, 26000)
+    before = stored_row(db_url, order_id)
     with answer_proxy(sandbox.url) as proxy:
         os.environ["MIDTRANS_API_URL"] = proxy.url
         proxy.edit(order_id, order_id="someone-else")
         cancel = cli("cancel", order_id, "--yes", "--json")
         assert cancel.exit_code == 1 and "is about order 'someone-else'" in cancel.stderr, cancel
-        assert _row(db_url, order_id) == before
+        assert stored_row(db_url, order_id) == before
         proxy.edit("tc-1", gross_amount="1.00")
         charged = cli("charge", "--amount", "27000", "--order-id", "tc-1", "--json")
         assert charged.exit_code == 1 and "amount mismatch for tc-1" in charged.stderr, charged
-        assert _row(db_url, "tc-1")["status"] == "created"  # reconcile asks again later
+        assert stored_row(db_url, "tc-1")["status"] == "created"  # reconcile asks again later
 
 
 def test_payment_type_follows_midtrans(cli: Any, db_url: str, sandbox: Any, tmp_path: Path) -> None:
     """A GoPay charge paid by a QRIS scan: Midtrans reports qris, and so does the row."""
-    order_id = _charge(cli, 28000)
+    order_id = charge_order(cli, 28000)
     body = sandbox.pay(order_id, "settlement")
     with answer_proxy(sandbox.url) as proxy:
         os.environ["MIDTRANS_API_URL"] = proxy.url
         proxy.edit(order_id, payment_type="qris")
-        assert cli("replay-webhook", str(_write(tmp_path / "s.json", body))).exit_code == 0
-    assert _row(db_url, order_id)["payment_type"] == "qris"
+        assert cli("replay-webhook", str(write_json(tmp_path / "s.json", body))).exit_code == 0
+    assert stored_row(db_url, order_id)["payment_type"] == "qris"
 
 
 @pytest.mark.parametrize("end", ["refund", "partial_refund"])
 def test_refunded_while_every_notification_was_lost(cli: Any, db_url: str, sandbox: Any, gateway: Any, end: str
                                                     ) -> None:
-    order_id = _charge(cli, 29000)
+    order_id = charge_order(cli, 29000)
     sandbox.pay(order_id, "settlement")
     gateway.refund(order_id, refund_key="lost-1", amount=29000 if end == "refund" else 9000)
-    assert _row(db_url, order_id)["status"] == "pending"  # no notification ever arrived
+    assert stored_row(db_url, order_id)["status"] == "pending"  # no notification ever arrived
     status = cli("status", order_id, "--json")
     assert status.exit_code == 0, status
-    row = _row(db_url, order_id)
-    assert row["status"] == end and row["paid_at"] == _midtrans(sandbox, order_id)["paid_at"] is not None
+    row = stored_row(db_url, order_id)
+    assert row["status"] == end and row["paid_at"] == midtrans_says(sandbox, order_id)["paid_at"] is not None
 
 
 # --- confirmations: how many, how fast -------------------------------------------------------
@@ -387,7 +226,7 @@ def test_a_thousand_bodies_with_many_duplicates_make_one_call_per_order(
         outcomes = [r["outcome"] for r in doc["results"] if r["order_id"] == order_id]
         want = ["applied"] if order_id in settled else []
         assert outcomes == want + ["unchanged"] * (len(outcomes) - len(want)), order_id
-        assert _as_stored(_row(db_url, order_id)) == _midtrans(sandbox, order_id)
+        assert as_stored(stored_row(db_url, order_id)) == midtrans_says(sandbox, order_id)
     sandbox.reset_stats()
     again = cli("replay-webhook", str(path), "--json")
     assert again.exit_code == 0 and again.json()["summary"]["unchanged"] == 1000
@@ -406,11 +245,11 @@ def _closed_port() -> int:
 def test_midtrans_unreachable_stores_everything_and_names_offline(
     cli: Any, db_url: str, sandbox: Any, tmp_path: Path
 ) -> None:
-    ids = [_charge(cli, 31000 + i) for i in range(3)]
+    ids = [charge_order(cli, 31000 + i) for i in range(3)]
     folder = tmp_path / "day"
     folder.mkdir()
     for i, order_id in enumerate(ids):
-        _write(folder / f"{i}.json", sandbox.pay(order_id, "settlement"))
+        write_json(folder / f"{i}.json", sandbox.pay(order_id, "settlement"))
     os.environ["MIDTRANS_API_URL"] = f"http://127.0.0.1:{_closed_port()}"
     result = cli("replay-webhook", str(folder), "--json")
     assert result.exit_code == 3, result
@@ -420,12 +259,12 @@ def test_midtrans_unreachable_stores_everything_and_names_offline(
     assert "--offline" in doc["error"] and doc["summary"]["awaiting"] == 3
     assert all(r["outcome"] == "awaiting" and r["error"].startswith("awaiting confirmation") for r in doc["results"])
     for order_id in ids:
-        assert _row(db_url, order_id)["status"] == "pending" and _row(db_url, order_id)["unconfirmed_since"]
-        assert [(e["outcome"], e["processed"]) for e in _events(db_url, order_id)] == [("awaiting", False)]
+        assert stored_row(db_url, order_id)["status"] == "pending" and stored_row(db_url, order_id)["unconfirmed_since"]
+        assert [(e["outcome"], e["processed"]) for e in stored_events(db_url, order_id)] == [("awaiting", False)]
     os.environ["MIDTRANS_API_URL"] = sandbox.url
     again = cli("events", "reprocess", "--json")
     assert again.exit_code == 0 and again.json()["summary"]["applied"] == 3, again
-    assert all(_row(db_url, o)["status"] == "settlement" for o in ids)
+    assert all(stored_row(db_url, o)["status"] == "settlement" for o in ids)
 
 
 def test_a_server_key_midtrans_refuses_is_exit_2_with_every_body_stored(
@@ -433,22 +272,22 @@ def test_a_server_key_midtrans_refuses_is_exit_2_with_every_body_stored(
 ) -> None:
     from midpay.sandbox import SandboxServer
 
-    order_id = _charge(cli, 32000)
-    path = _write(tmp_path / "s.json", sandbox.pay(order_id, "settlement"))
+    order_id = charge_order(cli, 32000)
+    path = write_json(tmp_path / "s.json", sandbox.pay(order_id, "settlement"))
     with SandboxServer(server_key="SB-Mid-server-another-merchant") as other:
         os.environ["MIDTRANS_API_URL"] = other.url
         result = cli("replay-webhook", str(path), "--json")
     assert result.exit_code == 2, result
     assert "refused the server key (401)" in result.stderr and "MIDTRANS_SERVER_KEY" in result.stderr
     assert result.json()["results"][0]["outcome"] == "awaiting"
-    assert [e["outcome"] for e in _events(db_url, order_id)] == ["awaiting"]
+    assert [e["outcome"] for e in stored_events(db_url, order_id)] == ["awaiting"]
 
 
 def test_without_a_server_key_every_body_is_stored_undecided(
     cli: Any, db_url: str, sandbox: Any, tmp_path: Path
 ) -> None:
-    order_id = _charge(cli, 33000)
-    path = _write(tmp_path / "s.json", sandbox.pay(order_id, "settlement"))
+    order_id = charge_order(cli, 33000)
+    path = write_json(tmp_path / "s.json", sandbox.pay(order_id, "settlement"))
     del os.environ["MIDTRANS_SERVER_KEY"]
     for flags in ((), ("--offline",)):
         result = cli("replay-webhook", str(path), *flags, "--json")
@@ -457,7 +296,7 @@ def test_without_a_server_key_every_body_is_stored_undecided(
             "Error: MIDTRANS_SERVER_KEY is not set, so no signature can be checked: 1 bodies stored undecided; "
             "set it and run `midpay events reprocess`\n"
         )
-    assert [(e["outcome"], e["processed"]) for e in _events(db_url, order_id)] == [(None, False)] * 2
+    assert [(e["outcome"], e["processed"]) for e in stored_events(db_url, order_id)] == [(None, False)] * 2
     os.environ["MIDTRANS_SERVER_KEY"] = SERVER_KEY
     again = cli("events", "reprocess", "--json")
     assert again.exit_code == 0, again
@@ -468,14 +307,14 @@ def test_without_a_server_key_every_body_is_stored_undecided(
 
 
 def test_the_exact_bytes_are_kept(cli: Any, db_url: str, sandbox: Any, tmp_path: Path) -> None:
-    order_id = _charge(cli, 34000)
+    order_id = charge_order(cli, 34000)
     genuine = sandbox.pay(order_id, "settlement")
     text = json.dumps(genuine, indent=7).replace('"currency"', '"currency": "XXX",\n   "currency"', 1)
     raw = ("\r\n" + text + "  \n").encode()  # a duplicate key, odd spacing, CRLF
     path = tmp_path / "odd.json"
     path.write_bytes(raw)
     assert cli("replay-webhook", str(path)).exit_code == 0
-    [event] = _events(db_url, order_id)
+    [event] = stored_events(db_url, order_id)
     assert bytes(event["raw_bytes"]) == raw and event["outcome"] == "applied"
 
 
@@ -485,7 +324,7 @@ def test_receive_keeps_a_bom_and_decides_once_committed(db_url: str, sandbox: An
         data = b"\xef\xbb\xbf" + json.dumps(sandbox.pay(order_id, "settlement")).encode()
         result = intake.receive(conn, gateway, data, "http:127.0.0.1", server_key=SERVER_KEY)
     assert (result.outcome, result.confirmed, result.status_after) == ("applied", True, "settlement")
-    [event] = _events(db_url, order_id)
+    [event] = stored_events(db_url, order_id)
     assert bytes(event["raw_bytes"]) == data and event["source"] == "http:127.0.0.1"
     assert event["processed"] and event["confirmed_at"] is not None
 
@@ -497,7 +336,7 @@ def test_receive_with_midtrans_unreachable_returns_awaiting(db_url: str, sandbox
         with Gateway(base_url=f"http://127.0.0.1:{_closed_port()}", server_key=SERVER_KEY, backoff=0.01) as down:
             result = intake.receive(conn, down, data, "http:test", server_key=SERVER_KEY)
     assert result.outcome == "awaiting" and result.gateway_error is not None
-    assert [e["outcome"] for e in _events(db_url, order_id)] == ["awaiting"]
+    assert [e["outcome"] for e in stored_events(db_url, order_id)] == ["awaiting"]
 
 
 def test_receive_raises_database_unavailable_when_postgresql_goes(db_url: str, sandbox: Any, gateway: Any) -> None:
@@ -514,29 +353,29 @@ def test_receive_raises_database_unavailable_when_postgresql_goes(db_url: str, s
 def test_a_crash_between_the_steps_leaves_the_event_for_reprocess(
     db_url: str, sandbox: Any, gateway: Any, crash_after: str
 ) -> None:
-    from midpay import bodies, confirm
+    from midpay import bodies, confirm, received
 
     with db.connect(db_url) as conn:
         order_id = charges.charge(conn, gateway, amount=37000).payment.order_id
-        [item] = intake.items_of([bodies.decode_body("crash", json.dumps(sandbox.pay(order_id, "settlement")))])
-        intake.store(conn, [item])
+        [item] = received.items_of([bodies.decode_body("crash", json.dumps(sandbox.pay(order_id, "settlement")))])
+        received.store(conn, [item])
         if crash_after == "screen":
             screened = intake.screen(conn, [item], SERVER_KEY, online=True)
             assert list(screened.candidates) == [order_id]
-    [event] = _events(db_url, order_id)
+    [event] = stored_events(db_url, order_id)
     assert event["processed"] is False and event["outcome"] == (None if crash_after == "store" else "awaiting")
     report = confirm.reprocess(db_url, gateway, SERVER_KEY)
     assert [r.outcome for r in report.results] == ["applied"]
-    assert _row(db_url, order_id)["status"] == "settlement"
+    assert stored_row(db_url, order_id)["status"] == "settlement"
 
 
 def test_dry_run_confirms_and_writes_nothing(cli: Any, db_url: str, sandbox: Any, tmp_path: Path) -> None:
-    order_id = _charge(cli, 38000)
-    path = _write(tmp_path / "s.json", {**sandbox.pay(order_id, "settlement"), "transaction_status": "refund"})
+    order_id = charge_order(cli, 38000)
+    path = write_json(tmp_path / "s.json", {**sandbox.pay(order_id, "settlement"), "transaction_status": "refund"})
     dry = cli("replay-webhook", str(path), "--dry-run", "--json")
     assert dry.exit_code == 0, dry
     assert dry.json()["results"][0]["status_after"] == "settlement"  # Midtrans' answer, not the body's
-    assert _row(db_url, order_id)["status"] == "pending" and _events(db_url) == []
+    assert stored_row(db_url, order_id)["status"] == "pending" and stored_events(db_url) == []
 
 
 def test_help_describes_confirmation_and_offline(cli: Any) -> None:
