@@ -116,11 +116,36 @@ def test_reconcile_settles_an_awaiting_refund_of_a_settled_row(
     assert cli("reconcile", "--min-age", "0", "--recheck-after", "0", "--json").json()["summary"]["checked"] == 0
 
 
-def test_a_paid_row_without_paid_at_is_due_for_reconcile(cli: Any, db_url: str, sandbox: Any) -> None:
-    order_id = charge_order(cli, 24000)
-    sandbox.pay(order_id, "settlement")
-    with psycopg.connect(db_url) as conn:  # what an older backend's webhook handler leaves
-        conn.execute("UPDATE payment_transactions SET status = 'settlement' WHERE order_id = %s", (order_id,))
+def test_a_row_an_older_backend_left_paid_without_paid_at_is_due_for_reconcile(
+    cli: Any, empty_db_url: str, sandbox: Any, tmp_path: Path
+) -> None:
+    import os
+    import shutil
+
+    from midpay import migrate
+
+    before_004 = tmp_path / "sql"
+    before_004.mkdir()
+    for f in sorted(migrate.sql_dir().glob("00[123]_*.sql")):
+        shutil.copy(f, before_004 / f.name)
+    with psycopg.connect(empty_db_url) as conn:
+        migrate.migrate(conn, before_004)
+    os.environ["DATABASE_URL"] = empty_db_url
+    from midpay.gateway import Gateway
+
+    with Gateway(base_url=sandbox.url, server_key=SERVER_KEY) as gateway:
+        answer = gateway.charge(order_id="legacy-paid", gross_amount=24000, idempotency_key="k-legacy-paid")
+    sandbox.pay("legacy-paid", "settlement")
+    with psycopg.connect(empty_db_url) as conn:  # what an older backend's webhook handler left
+        conn.execute(
+            "INSERT INTO payment_transactions (order_id, gross_amount, payment_type, status, "
+            "midtrans_transaction_id, created_at) VALUES ('legacy-paid', 24000, 'gopay', 'SETTLEMENT', %s, "
+            "now() - interval '1 day')",
+            (answer["transaction_id"],),
+        )
+        conn.commit()
+        migrate.migrate(conn)  # 004 and later
     rec = cli("reconcile", "--min-age", "0", "--json")
-    assert rec.exit_code == 0 and [r["order_id"] for r in rec.json()["results"]] == [order_id], rec
-    assert stored_row(db_url, order_id)["paid_at"] == midtrans_says(sandbox, order_id)["paid_at"]
+    assert rec.exit_code == 0 and [r["order_id"] for r in rec.json()["results"]] == ["legacy-paid"], rec
+    row = stored_row(empty_db_url, "legacy-paid")
+    assert row["paid_at"] == midtrans_says(sandbox, "legacy-paid")["paid_at"] and row["unconfirmed_since"] is None

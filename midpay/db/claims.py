@@ -12,12 +12,11 @@ from midpay.db.core import Connection
 from midpay.db.payments import PAYMENT_COLUMNS, Payment
 
 # Which rows are due for a check, and in which order: one predicate for claiming,
-# listing and counting. Open rows, and any row awaiting confirmation of a notification
-# or in a state that received money without paid_at (sql/004 indexes those). LEAST
+# listing and counting. Open rows, and any row marked as awaiting confirmation (a
+# notification not yet confirmed, or a paid state found without paid_at: sql/004). LEAST
 # ignores a NULL %(started)s (no run to exclude).
 _DUE_ROWS = (
-    "(status = ANY(%(statuses)s) OR unconfirmed_since IS NOT NULL OR (paid_at IS NULL AND status IN "
-    "('settlement', 'capture', 'partial_refund', 'refund'))) "
+    "(status = ANY(%(statuses)s) OR unconfirmed_since IS NOT NULL) "
     "AND created_at < now() - make_interval(secs => %(min_age)s) "
     "AND (last_checked_at IS NULL "
     "OR last_checked_at < LEAST(now() - make_interval(secs => %(recheck)s), %(started)s))"
