@@ -149,3 +149,12 @@ def test_a_row_an_older_backend_left_paid_without_paid_at_is_due_for_reconcile(
     assert rec.exit_code == 0 and [r["order_id"] for r in rec.json()["results"]] == ["legacy-paid"], rec
     row = stored_row(empty_db_url, "legacy-paid")
     assert row["paid_at"] == midtrans_says(sandbox, "legacy-paid")["paid_at"] and row["unconfirmed_since"] is None
+
+
+def test_offline_dry_run_writes_nothing(cli: Any, db_url: str, sandbox: Any, tmp_path: Path) -> None:
+    order_id = charge_order(cli, 25000)
+    before = stored_row(db_url, order_id)
+    path = write_json(tmp_path / "s.json", sandbox.pay(order_id, "settlement"))
+    dry = cli("replay-webhook", str(path), "--offline", "--dry-run", "--json")
+    assert dry.exit_code == 1 and dry.json()["results"][0]["outcome"] == "awaiting", dry
+    assert stored_row(db_url, order_id) == before and stored_events(db_url) == []
