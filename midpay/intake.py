@@ -3,7 +3,8 @@
 ``replay-webhook`` (files, stdin), ``events reprocess`` (stored bodies) and ``listen``
 (HTTP) all come through here; nothing about a notification is decided anywhere else.
 
-    1. store    (``received``) the exact bytes (raw_bytes) and the JSON (raw_body), undecided; committed
+    1. store    the exact bytes (raw_bytes) and the JSON (raw_body), undecided; committed
+                (``received``)
     2. screen   signature over the raw strings; a known order; the stored amount. A body
                 that fails is recorded rejected. A body identical to one confirmed
                 before is recorded unchanged: nothing to ask. The rest are recorded
@@ -17,7 +18,8 @@
 A verified body is a hint: its unsigned fields (transaction_status beyond what
 status_code proves, settlement_time, transaction_id, fraud_status, ...) never decide
 anything. A crash between the steps leaves the event unprocessed (undecided or awaiting
-confirmation), and ``events reprocess`` takes it up again. ``confirm`` runs many at once.
+confirmation), and ``events reprocess`` takes it up again. ``midpay.confirm`` runs many
+bodies through these steps at once.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from midpay.received import Item, exact_bytes, field_text, store
 if TYPE_CHECKING:
     from midpay.gateway import Gateway
 
+# What can become of a body; only the first two leave its stored event processed.
 OUTCOMES = ("applied", "unchanged", "awaiting", "rejected")
 
 
