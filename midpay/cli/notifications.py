@@ -55,7 +55,9 @@ def _finish(report: "RunReport", *, json_out: bool, dry_run: bool, offline: bool
     if json_out:
         doc = output.notification_document(report.results)
         if problem is not None:
-            doc["error"] = str(problem).splitlines()[0]
+            from midpay.config import redact
+
+            doc["error"] = redact(str(problem).splitlines()[0], settings().secrets())
         output.write_json(doc, compact=len(report.results) > 100)
     else:
         output.render_notifications(output.console(), report.results, dry_run=dry_run)
