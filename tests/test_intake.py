@@ -20,7 +20,6 @@ import pytest
 from midpay import charges, db, intake
 from midpay.gateway import Gateway
 
-from .answer_proxy import answer_proxy
 from .conftest import SERVER_KEY
 from .intake_helpers import as_stored, charge_order, midtrans_says, stored_events, stored_row, write_json
 
@@ -135,49 +134,62 @@ def test_a_tampered_confirmation_changes_no_row(
     body = sandbox.pay(order_id, "settlement")
     sandbox.pay(other, "settlement")
     before = (stored_row(db_url, order_id), stored_row(db_url, other))
-    with answer_proxy(sandbox.url) as proxy:
-        proxy.edit(order_id, **{k: v.format(other=other) if isinstance(v, str) else v for k, v in fields.items()})
-        os.environ["MIDTRANS_API_URL"] = proxy.url
-        result = cli("replay-webhook", str(write_json(tmp_path / "s.json", body)), "--json")
-        assert result.exit_code == 1, result
-        [item] = result.json()["results"]
-        assert item["outcome"] == "rejected" and message in item["error"] and "nothing applied" in item["error"]
-        assert (stored_row(db_url, order_id), stored_row(db_url, other)) == before
-        # reconcile asks about both: the tampered answer is an error for its row only
-        rec = cli("reconcile", "--min-age", "0", "--json")
-        assert rec.exit_code == 1, rec
-        by_order = {r["order_id"]: r for r in rec.json()["results"]}
-        assert message in by_order[order_id]["error"] and by_order[other]["status_after"] == "settlement"
-        assert stored_row(db_url, order_id) == before[0]
-        status = cli("status", order_id, "--json")
-        assert stored_row(db_url, order_id) == before[0], status
+    # Every answer about order_id is edited from here on (the sandbox re-signs it).
+    sandbox.tamper(order_id, {k: v.format(other=other) if isinstance(v, str) else v for k, v in fields.items()})
+    result = cli("replay-webhook", str(write_json(tmp_path / "s.json", body)), "--json")
+    assert result.exit_code == 1, result
+    [item] = result.json()["results"]
+    assert item["outcome"] == "rejected" and message in item["error"] and "nothing applied" in item["error"]
+    assert (stored_row(db_url, order_id), stored_row(db_url, other)) == before
+    # reconcile asks about both: the tampered answer is an error for its row only
+    rec = cli("reconcile", "--min-age", "0", "--json")
+    assert rec.exit_code == 1, rec
+    by_order = {r["order_id"]: r for r in rec.json()["results"]}
+    assert message in by_order[order_id]["error"] and by_order[other]["status_after"] == "settlement"
+    assert stored_row(db_url, order_id) == before[0]
+    status = cli("status", order_id, "--json")
+    assert stored_row(db_url, order_id) == before[0], status
     assert [e["outcome"] for e in stored_events(db_url, order_id)] == ["rejected"]
 
 
 def test_tampered_cancel_and_charge_answers_change_nothing(cli: Any, db_url: str, sandbox: Any) -> None:
     order_id = charge_order(cli, 26000)
     before = stored_row(db_url, order_id)
-    with answer_proxy(sandbox.url) as proxy:
-        os.environ["MIDTRANS_API_URL"] = proxy.url
-        proxy.edit(order_id, order_id="someone-else")
-        cancel = cli("cancel", order_id, "--yes", "--json")
-        assert cancel.exit_code == 1 and "is about order 'someone-else'" in cancel.stderr, cancel
-        assert stored_row(db_url, order_id) == before
-        proxy.edit("tc-1", gross_amount="1.00")
-        charged = cli("charge", "--amount", "27000", "--order-id", "tc-1", "--json")
-        assert charged.exit_code == 1 and "amount mismatch for tc-1" in charged.stderr, charged
-        assert stored_row(db_url, "tc-1")["status"] == "created"  # reconcile asks again later
+    sandbox.tamper(order_id, {"order_id": "someone-else"}, endpoints=["cancel"])
+    cancel = cli("cancel", order_id, "--yes", "--json")
+    assert cancel.exit_code == 1 and "is about order 'someone-else'" in cancel.stderr, cancel
+    assert stored_row(db_url, order_id) == before
+    sandbox.tamper("tc-1", {"gross_amount": "1.00"}, endpoints=["charge"])
+    charged = cli("charge", "--amount", "27000", "--order-id", "tc-1", "--json")
+    assert charged.exit_code == 1 and "amount mismatch for tc-1" in charged.stderr, charged
+    assert stored_row(db_url, "tc-1")["status"] == "created"  # reconcile asks again later
 
 
 def test_payment_type_follows_midtrans(cli: Any, db_url: str, sandbox: Any, tmp_path: Path) -> None:
     """A GoPay charge paid by a QRIS scan: Midtrans reports qris, and so does the row."""
     order_id = charge_order(cli, 28000)
-    body = sandbox.pay(order_id, "settlement")
-    with answer_proxy(sandbox.url) as proxy:
-        os.environ["MIDTRANS_API_URL"] = proxy.url
-        proxy.edit(order_id, payment_type="qris")
-        assert cli("replay-webhook", str(write_json(tmp_path / "s.json", body))).exit_code == 0
+    body = sandbox.pay(order_id, "settlement", payment_type="qris")
+    assert cli("replay-webhook", str(write_json(tmp_path / "s.json", {**body, "payment_type": "gopay"}))).exit_code == 0
     assert stored_row(db_url, order_id)["payment_type"] == "qris"
+
+
+def test_fraud_review_over_http(cli: Any, db_url: str, sandbox: Any, tmp_path: Path) -> None:
+    """capture + challenge is not paid; accepted, it is; settlement + deny applies nothing."""
+    order_id = charge_order(cli, 28500)
+    challenged = sandbox.pay(order_id, "capture", fraud_status="challenge")
+    result = cli("replay-webhook", str(write_json(tmp_path / "c.json", challenged)), "--json")
+    assert result.exit_code == 0, result
+    assert (stored_row(db_url, order_id)["status"], stored_row(db_url, order_id)["paid_at"]) == ("pending", None)
+    accepted = sandbox.pay(order_id, "capture", fraud_status="accept")
+    assert cli("replay-webhook", str(write_json(tmp_path / "a.json", accepted))).exit_code == 0
+    row = stored_row(db_url, order_id)
+    assert row["status"] == "capture" and row["paid_at"] is not None
+
+    denied = charge_order(cli, 28600)
+    body = sandbox.pay(denied, "settlement", fraud_status="deny")
+    result = cli("replay-webhook", str(write_json(tmp_path / "d.json", body)), "--json")
+    assert result.exit_code == 1 and "contradict each other" in result.json()["results"][0]["error"], result
+    assert (stored_row(db_url, denied)["status"], stored_row(db_url, denied)["paid_at"]) == ("pending", None)
 
 
 @pytest.mark.parametrize("end", ["refund", "partial_refund"])
