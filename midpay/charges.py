@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from midpay import db
-from midpay.apply import apply_view, synthetic_failure
+from midpay.apply import apply_answer, synthetic_failure
 from midpay.errors import GatewayAuthError, GatewayError, MidtransRejected, OutcomeUnknown, UsageError
 from midpay.notifications import TransactionView, parse_view
 
@@ -94,10 +94,10 @@ def charge(
             f"It stays `created` and is never charged again: run `midpay status {order_id}` to settle it"
         ) from exc
     except GatewayAuthError as exc:
-        apply_view(conn, synthetic_failure(payment, "401", str(exc), {}))
+        apply_answer(conn, order_id, synthetic_failure(payment, "401", str(exc), {}))
         raise
     except MidtransRejected as exc:
-        result = apply_view(conn, synthetic_failure(payment, exc.status_code, str(exc), dict(exc.body)))
+        result = apply_answer(conn, order_id, synthetic_failure(payment, exc.status_code, str(exc), dict(exc.body)))
         raise MidtransRejected(
             f"Midtrans refused order {order_id} ({exc.status_code}): {exc}; it is now {result.status_after}",
             exc.status_code,
@@ -108,7 +108,7 @@ def charge(
             f"{exc}; order {order_id} stays `created`: run `midpay status {order_id}` once Midtrans answers"
         ) from exc
     view = parse_view(answer, what="charge answer")
-    result = apply_view(conn, view)
+    result = apply_answer(conn, order_id, view)
     assert result.payment is not None
     return ChargeOutcome(result.payment, view)
 

@@ -119,7 +119,9 @@ def _walk(settings: Settings, con: Console, step: Callable[[str], None], home: P
 
             step(f"midpay replay-webhook {notification.name}")
             received = list(bodies.iter_bodies([str(notification)], lambda: ""))
-            results = [intake.process_notification(conn, body, DEV_SERVER_KEY) for body in received]
+            results = [
+                intake.process_notification(conn, body, DEV_SERVER_KEY, gateway=gateway) for body in received
+            ]
             output.render_notifications(con, results, dry_run=False)
 
             step(f"midpay status {order_id}")

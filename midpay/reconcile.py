@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from midpay import db, states
-from midpay.apply import apply_view, synthetic_failure
+from midpay.apply import apply_answer, needs_write, synthetic_failure
 from midpay.db.claims import REFUND_RECHECK_SECONDS
 from midpay.errors import DependencyError, GatewayError, MidpayError, TransactionNotFound, UsageError
 from midpay.notifications import parse_view
@@ -244,9 +244,8 @@ def _check_row(
             answer = None
         if answer is not None and not dry_run:
             early = parse_view(answer, what="status answer")
-            unchanged = (early.transaction_status, early.gross_amount) == (payment.status, payment.gross_amount)
-            if unchanged and not ({"refunds", "refund_amount"} & answer.keys()):
-                # Nothing to write (apply_view would change nothing): no transaction at all. An
+            if not needs_write(payment, early) and not ({"refunds", "refund_amount"} & answer.keys()):
+                # Nothing to write (apply_answer would change nothing): no transaction at all. An
                 # answer reporting refunds may still bring the ledger news (refunds).
                 return ReconcileResult(payment.order_id, before, before, None)
         with db.translate_errors(), pool.connection() as conn:
@@ -263,7 +262,7 @@ def _check_row(
                 decision = states.decide(now, view.transaction_status)
                 after = view.transaction_status if decision is states.Decision.APPLY else now
                 return ReconcileResult(payment.order_id, now, after, None)
-            result = apply_view(conn, view)
+            result = apply_answer(conn, payment.order_id, view)
         if result.note and not result.applied and result.status_before in states.OPEN_STATES:
             return ReconcileResult(payment.order_id, before, result.status_after, result.note)
         return ReconcileResult(payment.order_id, before, result.status_after, None)

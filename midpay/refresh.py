@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from midpay import db, states
-from midpay.apply import AmountMismatch, ApplyResult, apply_view, synthetic_failure
+from midpay.apply import AnswerMismatch, ApplyResult, apply_answer, synthetic_failure
 from midpay.errors import (
     GatewayError,
     InvalidPayload,
@@ -56,7 +56,7 @@ def refresh(
         return RefreshOutcome(payment)
     try:
         return _check(conn, gateway, payment, grace=grace)
-    except (GatewayError, MidtransRejected, InvalidPayload, AmountMismatch) as exc:
+    except (GatewayError, MidtransRejected, InvalidPayload, AnswerMismatch) as exc:
         return RefreshOutcome(payment, error=exc)
 
 
@@ -69,7 +69,7 @@ def _check(conn: db.Connection, gateway: Gateway, payment: db.Payment, *, grace:
             view = synthetic_failure(
                 payment, "404", "the charge never reached Midtrans (unknown there after the grace period)", {}
             )
-            result = apply_view(conn, view)
+            result = apply_answer(conn, payment.order_id, view)
             assert result.payment is not None
             return RefreshOutcome(result.payment, view, result)
         if payment.status == states.CREATED:
@@ -78,7 +78,7 @@ def _check(conn: db.Connection, gateway: Gateway, payment: db.Payment, *, grace:
             f"Midtrans does not know order {payment.order_id} although it is {payment.status} here", "404"
         ) from exc
     view = parse_view(answer, what="status answer")
-    result = apply_view(conn, view)
+    result = apply_answer(conn, payment.order_id, view)
     assert result.payment is not None
     return RefreshOutcome(result.payment, view, result)
 

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from midpay import db, states
-from midpay.apply import answer_view, apply_to
+from midpay.apply import answer_view, apply_locked
 from midpay.crashpoints import reach
 from midpay.errors import (
     DatabaseUnavailable,
@@ -194,10 +194,10 @@ def _lock_and_plan(
     if payment is None:
         raise NotFoundError(f"no such order: {view.order_id}")
     open_before = {r.id for r in db.list_refunds(conn, payment.id) if r.status == "requested"}
-    result = apply_to(conn, payment, view)
+    result = apply_locked(conn, payment, view)
     assert result.payment is not None
     payment = result.payment
-    db.sync_ledger(conn, payment, view.raw)  # apply_to merges it too; this makes the refund not depend on it
+    db.sync_ledger(conn, payment, view.raw)  # apply_locked merges it too; this makes the refund not depend on it
     current = ledger(conn, payment)
     finished = {r.id for r in current.rows if r.id in open_before and r.status == "done"}
     try:
@@ -334,7 +334,7 @@ def _record_paid(conn: db.Connection, row: db.Refund, view: TransactionView, res
             conn, row.id, status="done", response=view.raw,
             chargeback_id=db.chargeback_id(view.raw.get("refund_chargeback_id")),
         )
-        applied = apply_to(conn, payment, view)
+        applied = apply_locked(conn, payment, view)
         assert applied.payment is not None
         current = ledger(conn, applied.payment)
         reach("refund.outcome_written", conn)

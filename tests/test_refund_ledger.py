@@ -18,10 +18,10 @@ import psycopg
 import pytest
 
 from midpay import db
-from midpay.apply import apply_view
+from midpay.apply import apply_answer
 from midpay.ledger import ledger as read_ledger
 from midpay.ledger import unsettled
-from midpay.notifications import JAKARTA, parse_view
+from midpay.notifications import JAKARTA
 
 FIXTURES = Path(__file__).parent / "fixtures" / "midtrans"
 
@@ -222,11 +222,11 @@ def test_refund_keys_are_unique_per_payment_not_across_payments(conn: psycopg.Co
 def test_the_apply_path_merges_refunds_from_any_answer(conn: psycopg.Connection[Any]) -> None:
     """A status answer, whoever applies it (status, reconcile, a confirmed notification)."""
     payment = _payment(conn, "led-9", 80000)
-    result = apply_view(conn, parse_view(_status("led-9", 80000, [_item(3, 80000, "dash")]), what="status answer"))
+    result = apply_answer(conn, "led-9", _status("led-9", 80000, [_item(3, 80000, "dash")]))
     assert result.status_after == "refund"
     assert read_ledger(conn, payment).refunded == 80000
     # An older partial_refund answer after it: refused, and the ledger keeps its total.
-    older = apply_view(conn, parse_view(_status("led-9", 80000, [], total=5000), what="status answer"))
+    older = apply_answer(conn, "led-9", _status("led-9", 80000, [], total=5000))
     assert not older.applied and read_ledger(conn, payment).refunded == 80000
 
 

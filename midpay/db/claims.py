@@ -11,8 +11,10 @@ from psycopg.rows import class_row
 from midpay.db.core import Connection
 from midpay.db.payments import PAYMENT_COLUMNS, Payment
 
-# Which open rows are due for a check, and in which order: one predicate for claiming,
-# listing and counting. LEAST ignores a NULL %(started)s (no run to exclude).
+# Which rows are due for a check, and in which order: one predicate for claiming,
+# listing and counting. Open rows, and any row marked as awaiting confirmation (a
+# notification not yet confirmed, or a paid state found without paid_at: sql/004). LEAST
+# ignores a NULL %(started)s (no run to exclude).
 # Refunds keep a settled payment due too (refunds, issue 11): one with a refund whose
 # outcome midpay has not seen, at the usual pace; partial_refund payments and refunds
 # the bank has not confirmed, at their own low pace (%(refund_recheck)s).
@@ -22,7 +24,7 @@ _NOT_CHECKED_FOR = (
 )
 _DUE_ROWS = (
     "created_at < now() - make_interval(secs => %(min_age)s) AND ("
-    f"((status = ANY(%(statuses)s) OR id = ANY(ARRAY("
+    "((status = ANY(%(statuses)s) OR unconfirmed_since IS NOT NULL OR id = ANY(ARRAY("
     "SELECT payment_id FROM payment_refunds WHERE status = 'requested'))) "
     f"AND {_NOT_CHECKED_FOR.format('recheck')}) "
     "OR ((status = 'partial_refund' OR id = ANY(ARRAY("

@@ -31,11 +31,12 @@ class Payment:
     updated_at: datetime
     paid_at: datetime | None
     last_checked_at: datetime | None
+    unconfirmed_since: datetime | None = None  # a notification awaits Midtrans' confirmation
 
 
 PAYMENT_COLUMNS = (
     "id, user_id, order_id, gross_amount, payment_type, status, midtrans_transaction_id, "
-    "midtrans_response_json, created_at, updated_at, paid_at, last_checked_at"
+    "midtrans_response_json, created_at, updated_at, paid_at, last_checked_at, unconfirmed_since"
 )
 
 
@@ -79,7 +80,9 @@ _SET_PAYMENT = (
     "midtrans_transaction_id = COALESCE(midtrans_transaction_id, %s), "
     "midtrans_response_json = CASE WHEN jsonb_typeof(midtrans_response_json) = 'object' "
     "THEN midtrans_response_json ELSE '{}'::jsonb END || %s, "
-    "paid_at = COALESCE(paid_at, %s), updated_at = now()"
+    "paid_at = COALESCE(paid_at, %s), payment_type = COALESCE(%s, payment_type), "
+    "unconfirmed_since = CASE WHEN %s::boolean IS NULL THEN unconfirmed_since "
+    "WHEN %s::boolean THEN COALESCE(unconfirmed_since, now()) END, updated_at = now()"
 )
 SET_EVENT = "is_verified = %s, processed = %s, outcome = %s, processing_error = %s, processed_at = now()"
 
@@ -93,13 +96,21 @@ def update_payment(
     response: Any,
     paid_at: datetime | None,
     event: EventOutcome | None = None,
+    payment_type: str | None = None,
+    unconfirmed: bool | None = None,
 ) -> Payment:
     """Write Midtrans' view onto a locked row. ``paid_at`` is only ever filled, never replaced.
 
     The stored answer is merged key by key over the earlier ones, so the charge's
     ``actions``, ``qr_string`` and expiry survive later status answers that lack them.
+    ``payment_type`` replaces the stored one when given; ``unconfirmed`` True marks the
+    row as awaiting confirmation (keeping the first mark's time), False clears the mark,
+    None leaves it.
     """
-    params: tuple[Any, ...] = (status, midtrans_transaction_id, Jsonb(response), paid_at, payment_id)
+    params: tuple[Any, ...] = (
+        status, midtrans_transaction_id, Jsonb(response), paid_at, payment_type, unconfirmed, unconfirmed,
+        payment_id,
+    )
     query = f"UPDATE payment_transactions SET {_SET_PAYMENT} WHERE id = %s RETURNING {PAYMENT_COLUMNS}"
     if event is not None:  # one round trip for both rows
         query = (

@@ -75,6 +75,7 @@ def notification_document(results: list[NotificationResult]) -> dict[str, Any]:
         "total": len(results),
         "applied": sum(r.outcome == "applied" for r in results),
         "unchanged": sum(r.outcome == "unchanged" for r in results),
+        "awaiting": sum(r.outcome == "awaiting" for r in results),
         "rejected": sum(r.outcome == "rejected" for r in results),
     }
     return {
@@ -87,6 +88,8 @@ def notification_document(results: list[NotificationResult]) -> dict[str, Any]:
                 "status_before": r.status_before,
                 "status_after": r.status_after,
                 "error": r.error,
+                "outcome": r.outcome,
+                "confirmed": r.confirmed,
             }
             for r in results
         ],

@@ -178,7 +178,7 @@ NOTIFICATION_COLUMNS = (
     Column("result"),
     Column("detail", fold=True),
 )
-_OUTCOME_STYLE = {"applied": "green", "unchanged": "", "rejected": "red"}
+_OUTCOME_STYLE = {"applied": "green", "unchanged": "", "awaiting": "yellow", "rejected": "red"}
 
 
 def render_notifications(con: Console, results: list[NotificationResult], *, dry_run: bool) -> None:
@@ -200,6 +200,7 @@ def render_notifications(con: Console, results: list[NotificationResult], *, dry
     applied = f"{s['applied']} would apply" if dry_run else f"{s['applied']} applied"
     con.print(join(
         f"{s['total']} bodies: ", text(applied, "green"), f", {s['unchanged']} unchanged, ",
+        text(f"{s['awaiting']} awaiting confirmation", "yellow" if s["awaiting"] else "green"), ", ",
         text(f"{s['rejected']} rejected", "red" if s["rejected"] else "green"),
     ))
 
