@@ -92,6 +92,7 @@ def plan_refund(conn: db.Connection, order_id: str, amount: int | None = None) -
 
 def _plan(conn: db.Connection, payment: db.Payment, amount: int | None) -> RefundPlan:
     order_id = payment.order_id
+    db.whole_amount(payment)  # a stored fraction of a rupiah is refused, never rounded
     if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0):
         raise UsageError(f"--amount must be a positive whole number of rupiah, not {amount!r}")
     refunds = db.list_refunds(conn, payment.id)
