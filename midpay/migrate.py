@@ -128,7 +128,10 @@ def read_applied(conn: psycopg.Connection[Any]) -> list[AppliedMigration]:
         f"FROM {TRACKING_TABLE} AS m ORDER BY version"
     ).fetchall()
     return [
-        AppliedMigration(*row[:5], found=adoption.Found.from_json(row[5]) if row[5] is not None else None)
+        AppliedMigration(
+            version=row[0], name=row[1], checksum=row[2], applied_at=row[3], execution_ms=row[4],
+            found=adoption.Found.from_json(row[5]) if row[5] is not None else None,
+        )
         for row in rows
     ]
 

@@ -217,6 +217,26 @@ def render_migration_status(con: Console, status: MigrationStatus) -> None:
     rows += [[text(f.version), text(f.name), text("pending", "yellow"), text(f.checksum[:12]), text("-")]
              for f in status.pending]
     records(con, MIGRATION_COLUMNS, rows, title="Migrations (times in WIB)", empty="No migration files.")
+    render_adoption(con, status)
+
+
+def render_adoption(con: Console, status: MigrationStatus) -> None:
+    """What the migrations found in tables another backend had laid out (nothing when none)."""
+    found = status.found
+    if found.is_empty():
+        return
+    lines = []
+    if found.tables_adopted:
+        lines.append(join("tables adopted (there before midpay's first migration): ", text(", ".join(found.tables_adopted))))
+    for kind, label in (("indexes_reused", "index reused"), ("constraints_reused", "constraint reused"),
+                        ("indexes_dropped", "duplicate index dropped")):
+        for e in getattr(found, kind):
+            lines.append(join(f"{label}: ", text(f"{e['table']}.{e['existing']}"), " (midpay's ", text(e["name"]),
+                              " is the same)"))
+    for e in found.columns_added:
+        lines.append(join("column added: ", text(f"{e['table']}.{e['column']}"), f" ({e['version']:03d})"))
+    for line in lines:
+        con.print(line)
 
 
 def render_refund(con: Console, refund: Refund, payment: Payment, *, retried: bool) -> None:
