@@ -227,7 +227,8 @@ def render_adoption(con: Console, status: MigrationStatus) -> None:
         return
     lines = []
     if found.tables_adopted:
-        lines.append(join("tables adopted (there before midpay's first migration): ", text(", ".join(found.tables_adopted))))
+        adopted = text(", ".join(found.tables_adopted))
+        lines.append(join("tables adopted (there before midpay's first migration): ", adopted))
     for kind, label in (("indexes_reused", "index reused"), ("constraints_reused", "constraint reused"),
                         ("indexes_dropped", "duplicate index dropped")):
         for e in getattr(found, kind):
