@@ -113,9 +113,8 @@ def test_an_order_id_longer_than_the_column_is_refused_before_anything_is_writte
     )
     assert sandbox.get_order(too_long) is None, "Midtrans was not asked"
     with psycopg.connect(sibling_db.url) as conn:
-        assert conn.execute("SELECT count(*) FROM payment_transactions WHERE order_id = %s", (too_long,)).fetchone() == (
-            0,
-        )
+        written = conn.execute("SELECT count(*) FROM payment_transactions WHERE order_id = %s", (too_long,))
+        assert written.fetchone() == (0,)
     charged = sibling_cli("charge", "--amount", "20000", "--user-id", user, "--json")
     assert charged.exit_code == 0, charged
     doc = charged.json()
