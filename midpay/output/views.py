@@ -229,11 +229,12 @@ def render_adoption(con: Console, status: MigrationStatus) -> None:
     if found.tables_adopted:
         adopted = text(", ".join(found.tables_adopted))
         lines.append(join("tables adopted (there before midpay's first migration): ", adopted))
-    for kind, label in (("indexes_reused", "index reused"), ("constraints_reused", "constraint reused"),
-                        ("indexes_dropped", "duplicate index dropped")):
-        for e in getattr(found, kind):
-            lines.append(join(f"{label}: ", text(f"{e['table']}.{e['existing']}"), " (midpay's ", text(e["name"]),
-                              " is the same)"))
+    for e in found.indexes_reused:
+        lines.append(join("index reused: ", text(e["existing"]), " (instead of midpay's ", text(e["name"]), ")"))
+    for e in found.constraints_reused:
+        lines.append(join("constraint reused: ", text(e["existing"]), " (instead of midpay's ", text(e["name"]), ")"))
+    for e in found.indexes_dropped:
+        lines.append(join("duplicate dropped: midpay's ", text(e["name"]), " (the same as ", text(e["existing"]), ")"))
     for e in found.columns_added:
         lines.append(join("column added: ", text(f"{e['table']}.{e['column']}"), f" ({e['version']:03d})"))
     for line in lines:

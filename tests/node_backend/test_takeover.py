@@ -115,7 +115,10 @@ def test_every_command_on_the_node_backends_database(
     assert adoption["constraints_reused"] == []  # the foreign key has PostgreSQL's own name, as midpay's
     assert duplicate_indexes(url) == []
     human = node_cli("migrate", "--status")
-    assert "index reused: payment_transactions.payment_transactions_order_id_unique_index" in human.stdout
+    assert (
+        "index reused: payment_transactions_order_id_unique_index "
+        "(instead of midpay's payment_transactions_order_id_key)" in human.stdout
+    )
     nothing = node_db.migrate_up()
     assert nothing.returncode == 0 and "No migrations to run!" in nothing.stdout, nothing
 
