@@ -1,7 +1,7 @@
 // Seed the database the way the backend's users filled it: two users, payments made
 // through the create route, notifications through the webhook handler (one lost, one
-// stored by a handler that crashed, one forged, one from an older handler that kept
-// the body as a JSON string, one dashboard test without an order). Prints the order
+// stored by a handler that crashed, one forged, one left unprocessed by an older
+// handler that kept the body as a JSON string, one dashboard test without an order). Prints the order
 // ids by what happened to them, as JSON.
 
 const { pool, createPayment, handleNotification, customer } = require('./backend');
@@ -37,7 +37,7 @@ async function main() {
     const older = await customer(orders.to_cancel, 'pending');
     await db.query(
       `INSERT INTO payment_webhook_events (order_id, raw_body, signature_key, is_verified, processed)
-       VALUES ($1, to_jsonb($2::text), $3, true, true)`,
+       VALUES ($1, to_jsonb($2::text), $3, false, false)`,
       [older.order_id, JSON.stringify(older), older.signature_key],
     );
     await handleNotification(db, { transaction_status: 'settlement', status_code: '200' });

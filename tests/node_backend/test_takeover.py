@@ -164,12 +164,16 @@ def test_every_command_on_the_node_backends_database(
     assert replay.exit_code == 0, replay
     assert replay.json()["results"][0]["status_after"] == "settlement"
 
-    # events reprocess: the body a crashed handler stored applies; the forged one and the
-    # dashboard's test without an order are rejected again (exit 1).
+    # events reprocess: the body a crashed handler stored applies; the one an older handler
+    # kept as a JSON string is read as the body it encodes (pending again: unchanged); the
+    # forged one and the dashboard's test without an order are rejected again (exit 1).
     again = node_cli("events", "reprocess", "--json")
     assert again.exit_code == 1, again
-    outcomes = sorted((r["order_id"] or "-", r["applied"]) for r in again.json()["results"])
-    assert outcomes == sorted([(orders["crashed"], True), (orders["pending"], False), ("-", False)])
+    outcomes = sorted((r["order_id"] or "-", r["verified"], r["applied"]) for r in again.json()["results"])
+    assert outcomes == sorted([
+        (orders["crashed"], True, True), (orders["to_cancel"], True, False),
+        (orders["pending"], False, False), ("-", False, False),
+    ])
     assert stored(url, orders["crashed"], "status") == "settlement"
 
     # reconcile: every open row checked, nothing wrong.
@@ -227,7 +231,7 @@ def test_every_command_on_the_node_backends_database(
         assert now["updated_at"] >= old["updated_at"]
     crashed_event = [e for e in before["payment_webhook_events"].values() if e["order_id"] == orders["crashed"]]
     reprocessed = {e["id"] for e in before["payment_webhook_events"].values() if not e["processed"]}
-    assert len(reprocessed) == 3 and len(crashed_event) == 1
+    assert len(reprocessed) == 4 and len(crashed_event) == 1
     for eid, old in before["payment_webhook_events"].items():
         now = after["payment_webhook_events"][eid]
         if eid not in reprocessed:
