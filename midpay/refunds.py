@@ -161,6 +161,7 @@ def _midtrans_figures(conn: db.Connection, gateway: Gateway, order_id: str) -> T
         conn.commit()
     if payment is None:
         raise NotFoundError(f"no such order: {order_id}")
+    db.whole_amount(payment)  # a stored fraction of a rupiah is refused, never rounded
     if payment.status not in REFUNDABLE_STATES | {states.REFUND}:
         raise _not_refundable(payment)
     try:

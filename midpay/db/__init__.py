@@ -35,6 +35,7 @@ from midpay.db.payments import (
     insert_payment,
     list_payments,
     update_payment,
+    whole_amount,
 )
 from midpay.db.refunds import (
     LedgerSync,
@@ -88,4 +89,5 @@ __all__ = [
     "sync_ledger",
     "translate_errors",
     "update_payment",
+    "whole_amount",
 ]

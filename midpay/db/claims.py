@@ -17,7 +17,8 @@ from midpay.db.payments import PAYMENT_COLUMNS, Payment
 # ignores a NULL %(started)s (no run to exclude).
 # Refunds keep a settled payment due too (refunds, issue 11): one with a refund whose
 # outcome midpay has not seen, at the usual pace; partial_refund payments and refunds
-# the bank has not confirmed, at their own low pace (%(refund_recheck)s).
+# the bank has not confirmed, at their own low pace (%(refund_recheck)s). An older backend
+# may store the state upper-case; the two spellings keep the status index usable.
 _NOT_CHECKED_FOR = (
     "(last_checked_at IS NULL "
     "OR last_checked_at < LEAST(now() - make_interval(secs => %({0})s), %(started)s))"
@@ -27,7 +28,7 @@ _DUE_ROWS = (
     "((status = ANY(%(statuses)s) OR unconfirmed_since IS NOT NULL OR id = ANY(ARRAY("
     "SELECT payment_id FROM payment_refunds WHERE status = 'requested'))) "
     f"AND {_NOT_CHECKED_FOR.format('recheck')}) "
-    "OR ((status = 'partial_refund' OR id = ANY(ARRAY("
+    "OR ((status IN ('partial_refund', 'PARTIAL_REFUND') OR id = ANY(ARRAY("
     "SELECT payment_id FROM payment_refunds WHERE status = 'done' AND bank_confirmed_at IS NULL "
     "AND origin <> 'unitemized'))) "
     f"AND {_NOT_CHECKED_FOR.format('refund_recheck')}))"

@@ -129,4 +129,5 @@ def migration_document(status: MigrationStatus) -> dict[str, Any]:
             for a in status.applied
         ],
         "pending": [{"version": f.version, "name": f.name, "checksum": f.checksum} for f in status.pending],
+        "adoption": status.found.as_json(),
     }
