@@ -19,13 +19,18 @@ SIGHUP restarts the workers; SIGTTIN and SIGTTOU add or remove one.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
-from collections.abc import Callable
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from midpay import db
 from midpay.config import redact
-from midpay.errors import ConfigError, UsageError
+from midpay.errors import ConfigError, DependencyError, UsageError
 from midpay.migrate import load_files, read_applied
 from midpay.webhook import migration_problems, now_text, write_log_line
 
@@ -156,3 +161,70 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
+
+
+# --- as a child process (the demo, tests, benchmarks) -----------------------------------
+
+
+class Listener:
+    """A ``midpay listen`` child process; its stderr (the JSON log) goes to ``log_path``."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log_path: Path, ready: dict[str, Any]) -> None:
+        self.process = process
+        self.log_path = log_path
+        self.url: str = ready["url"]
+        self.health_url: str = ready["health"]
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """Every JSON line logged so far."""
+        import json
+
+        lines = []
+        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                lines.append({"unparsed": line})
+        return lines
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, then wait for the exit; its exit code (killed after ``timeout``: -9)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return -9
+
+
+def start_process(
+    env: Mapping[str, str], log_path: Path, *args: str, cwd: Path | None = None, timeout: float = 60.0
+) -> Listener:
+    """Start ``midpay listen --port 0 ARGS`` and wait for its "listening" line."""
+    import json
+
+    log = log_path.open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "midpay", "listen", "--port", "0", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        env=dict(env),
+        cwd=cwd,
+    )
+    log.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("{") and '"health"' in line:
+                return Listener(process, log_path, json.loads(line))
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or ["no output"]
+    raise DependencyError(f"midpay listen did not start (exit {process.returncode}): {tail[0][:300]}")
