@@ -124,7 +124,13 @@ def serve(
         def load(self) -> WSGIApp:
             return load()
 
-    Server().run()
+    try:
+        Server().run()
+    except SystemExit:
+        # The stop is decided: a second SIGTERM while the interpreter winds down (when
+        # Python has put back the default handlers) must not turn exit 0 into a kill.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise
 
 
 def _close_app(server: Any, worker: Any) -> None:
