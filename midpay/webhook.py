@@ -56,6 +56,7 @@ MAX_BODY_BYTES = 256 * 1024
 # How long a request waits for a pooled connection before answering 503. Midtrans
 # gives up on an answer after 15 s.
 POOL_TIMEOUT = 5.0
+HEALTH_TIMEOUT = 2.0  # a monitor wants a prompt "no" more than a late "yes"
 _LOG_FIELD_LIMIT = 300  # characters of an order id or error in a log line
 
 
@@ -217,7 +218,7 @@ class WebhookApp:
 
     def _health(self) -> Reply:
         try:
-            with self.pool().connection() as conn:
+            with self.pool().connection(timeout=HEALTH_TIMEOUT) as conn:
                 problems = migration_problems(self._migrations, read_applied(conn))
         except Exception as exc:  # noqa: BLE001 - any failure to answer is "not in order"
             mapped = db.map_error(exc)
