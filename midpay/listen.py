@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -257,14 +257,18 @@ def start_process(
     port: int = 0,
     cwd: Path | None = None,
     timeout: float = 60.0,
+    program: Sequence[str] = ("-m", "midpay", "listen"),
 ) -> Listener:
-    """Start ``midpay listen --port PORT ARGS`` and wait for its "listening" line."""
+    """Start ``midpay listen --port PORT ARGS`` and wait for its "listening" line.
+
+    ``program`` runs another server of the same shape instead (the benchmark's bare handler).
+    """
     import json
 
     log = log_path.open("ab")
     start = log.tell()  # a log kept from an earlier run holds older "listening" lines
     process = subprocess.Popen(
-        [sys.executable, "-m", "midpay", "listen", "--port", str(port), *args],
+        [sys.executable, *program, "--port", str(port), *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=log,
