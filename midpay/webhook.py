@@ -108,7 +108,10 @@ def migration_problems(files: list[MigrationFile], applied: list[AppliedMigratio
 def write_log_line(record: dict[str, Any]) -> None:
     """One JSON line on stderr, in one write (lines of concurrent workers never interleave)."""
     line = json.dumps(record, ensure_ascii=True, default=str) + "\n"
-    os.write(2, line.encode("ascii"))
+    try:
+        os.write(2, line.encode("ascii"))
+    except OSError:
+        pass  # stderr is gone (a closed pipe): the answer matters more than its log line
 
 
 def now_text() -> str:
@@ -191,7 +194,10 @@ class WebhookApp:
         refused = _check_framing(environ, self.max_body)
         if refused is not None:
             return refused
-        raw = _read_body(environ, self.max_body)
+        try:
+            raw = _read_body(environ, self.max_body)
+        except Exception:  # noqa: BLE001 - the sender went away mid-body: nothing complete to store
+            return _refuse(400, "the body could not be read to its end")
         if raw is None:
             return _refuse(413, f"body larger than {self.max_body} bytes")
         source = f"http:{environ.get('REMOTE_ADDR') or 'unknown'}"
@@ -285,11 +291,16 @@ def _check_framing(environ: Environ, limit: int) -> Reply | None:
 
 
 def _read_body(environ: Environ, limit: int) -> bytes | None:
-    """The body's exact bytes; None when it is longer than ``limit`` (chunked bodies have no length)."""
+    """The body's exact bytes; None when it is longer than ``limit`` (chunked bodies have no length).
+
+    A body shorter than its Content-Length (the sender went away) raises.
+    """
     stream = environ["wsgi.input"]
     length = environ.get("CONTENT_LENGTH") or ""
     if length:
         data: bytes = stream.read(int(length))
+        if len(data) != int(length):
+            raise EOFError(f"{len(data)} of {length} bytes")
         return data
     data = stream.read(limit + 1)
     return None if len(data) > limit else data

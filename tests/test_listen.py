@@ -439,3 +439,20 @@ def test_the_importable_app_serves_under_a_shops_own_gunicorn(
         assert proc.wait(60) == 0
     assert answer.status_code == 200, (tmp_path / "gunicorn.log").read_text()[-2000:]
     assert payment(db_url, order_id)["status"] == "settlement"
+
+
+def test_a_body_cut_short_is_not_stored(listener: Listener, db_url: str) -> None:
+    parts = requests.utils.urlparse(listener.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as conn:
+        conn.sendall(
+            f"POST {parts.path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Content-Length: 1000\r\n\r\n".encode()
+            + b'{"order_id": "cut'
+        )
+        conn.shutdown(socket.SHUT_WR)  # the sender goes away mid-body
+        answer = b""
+        while chunk := conn.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"could not be read to its end" in answer
+    assert events(db_url) == []
