@@ -9,7 +9,8 @@ N settled sandbox orders, each with its signed settlement notification, are POST
   the body, GET its status, UPDATE the row), served by the very same code
   (``midpay.listen.serve``: gunicorn, gthread workers, one pool per worker);
 
-with W = 1, 2, 4 (1 with --quick), against the same PostgreSQL and the same sandbox,
+with W = 1, 2, 4 (1 with --quick) and 32/W threads per worker (at least listen's
+default), against the same PostgreSQL and the same sandbox,
 which adds the same confirmation latency to every Get Status. Each run gets a fresh
 database and is warmed up first (workers booted, pools opened) with orders of its own.
 Figures: notifications per second (N over the wall time from the first send to the
@@ -193,7 +194,12 @@ def run(
     n = notifications or (150 if quick else 2000)
     latency = latency_ms if latency_ms is not None else (20 if quick else 50)
     counts = list(workers or ((1,) if quick else (1, 2, 4)))
-    per_worker = threads or DEFAULT_THREADS
+
+    # Enough threads in all for the 32 senders (at least listen's default per worker), so
+    # that the runs compare handlers rather than queues.
+    def per_worker(w: int) -> int:
+        return threads or max(DEFAULT_THREADS, -(-SENDERS // w))
+
     result = Result("listen")
     ids = [f"bench-ls-{i:06d}" for i in range(n + WARMUP)]
     amounts = [25_000 + i for i in range(n + WARMUP)]
@@ -208,10 +214,15 @@ def run(
             # Alternate which goes first, so that drift on a shared machine does not favour one.
             variants = ("bare", "listen") if w % 2 else ("listen", "bare")
             for variant in variants:
-                log(f"listen: {variant} --workers {w} --threads {per_worker}, {n} notifications, {SENDERS} senders")
-                figures[f"{variant}_w{w}"] = _one_run(lab, variant, w, per_worker, sandbox, orders, bodies)
+                log(f"listen: {variant} --workers {w} --threads {per_worker(w)}, {n} notifications, {SENDERS} senders")
+                figures[f"{variant}_w{w}"] = _one_run(lab, variant, w, per_worker(w), sandbox, orders, bodies)
     result.metrics.update(
-        {"notifications": n, "senders": SENDERS, "confirmation_latency_ms": latency, "threads_per_worker": per_worker}
+        {
+            "notifications": n,
+            "senders": SENDERS,
+            "confirmation_latency_ms": latency,
+            "threads_per_worker": {f"w{w}": per_worker(w) for w in counts},
+        }
     )
     for w in counts:
         listen, bare = figures[f"listen_w{w}"], figures[f"bare_w{w}"]
