@@ -8,7 +8,8 @@ turns the result into an answer Midtrans acts on (REFERENCE §5: 2xx is never re
     200  stored; applied, or nothing to change (a duplicate, an older state)
     400  stored and rejected: not a usable notification, a bad signature, a wrong amount
     404  stored and rejected: no payment with that order id here
-    503  not stored (PostgreSQL unreachable) or not known to be stored: Midtrans resends it
+    503  not stored (PostgreSQL unreachable) or not known to be stored; or stored but
+         awaiting confirmation (Get Status could not be had): Midtrans resends it
     404 / 405 / 413 / 415 before anything is read or stored: another path, another
          method, a body over the size limit, a body that does not say it is JSON
 
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from midpay import bodies, db, intake
+from midpay import __version__, bodies, db, intake
 from midpay.config import Settings, redact
 from midpay.errors import MidpayError
 from midpay.migrate import AppliedMigration, MigrationFile, load_files, read_applied
@@ -43,6 +44,7 @@ from midpay.migrate import AppliedMigration, MigrationFile, load_files, read_app
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
+    from midpay.gateway import Gateway
     from midpay.intake import NotificationResult
 
 StartResponse = Callable[..., Any]
@@ -56,7 +58,10 @@ MAX_BODY_BYTES = 256 * 1024
 # How long a request waits for a pooled connection before answering 503. Midtrans
 # gives up on an answer after 15 s.
 POOL_TIMEOUT = 5.0
-HEALTH_TIMEOUT = 2.0  # a monitor wants a prompt "no" more than a late "yes"
+HEALTH_TIMEOUT = 2.0
+# The longest one Get Status call may take (MIDPAY_TIMEOUT, if shorter): with the
+# intake's one re-ask of a stalled call, the answer still comes within Midtrans' 15 s.
+CONFIRM_TIMEOUT = 5.0  # a monitor wants a prompt "no" more than a late "yes"
 _LOG_FIELD_LIMIT = 300  # characters of an order id or error in a log line
 
 
@@ -86,6 +91,8 @@ def status_for(result: NotificationResult) -> int:
     """The HTTP status that tells Midtrans what became of a stored body (see the module docstring)."""
     if result.outcome in ("applied", "unchanged"):
         return 200
+    if result.outcome == "awaiting":
+        return 503  # stored, but Midtrans could not confirm it now: a resend tries again
     if result.verified and (result.error or "").startswith("unknown order"):
         return 404
     return 400
@@ -122,9 +129,11 @@ class WebhookApp:
     """The WSGI app: notifications on ``path``, health on ``/healthz``.
 
     Each process that serves it opens its own pool of up to ``pool_size``
-    connections, on the first request (so a pre-forking server never shares one
-    across processes), and a request holds one connection for as long as the intake
-    needs it.
+    connections and its own Midtrans session, on the first request (so a pre-forking
+    server never shares them across processes); a request holds one connection for as
+    long as the intake needs it. Get Status calls wait at most ``CONFIRM_TIMEOUT``
+    seconds each (or ``timeout``, if shorter), so that Midtrans, which waits 15 s, gets
+    its answer.
     """
 
     def __init__(
@@ -132,6 +141,8 @@ class WebhookApp:
         *,
         database_url: str,
         server_key: str,
+        api_url: str,
+        timeout: float = CONFIRM_TIMEOUT,
         path: str = DEFAULT_PATH,
         pool_size: int = 4,
         max_body: int = MAX_BODY_BYTES,
@@ -142,11 +153,14 @@ class WebhookApp:
         self.max_body = max_body
         self._url = database_url
         self._server_key = server_key
+        self._api_url = api_url
+        self._timeout = min(timeout, CONFIRM_TIMEOUT)
         self._pool_size = pool_size
         self._secrets = [*secrets, server_key]
         self._log = log
         self._migrations = load_files()
         self._pool: ConnectionPool[db.Connection] | None = None
+        self._gateway: Gateway | None = None
         self._pool_pid = 0
         self._lock = threading.Lock()
 
@@ -202,8 +216,9 @@ class WebhookApp:
             return _refuse(413, f"body larger than {self.max_body} bytes")
         source = f"http:{environ.get('REMOTE_ADDR') or 'unknown'}"
         try:
-            with self.pool().connection() as conn:
-                result = receive(conn, raw, source, self._server_key)
+            pool, gateway = self._parts()
+            with pool.connection() as conn:
+                result = receive(conn, gateway, raw, source, self._server_key)
         except Exception as exc:  # noqa: BLE001 - whatever failed, the sender must send it again
             mapped = db.map_error(exc)
             reason = self._text(mapped if mapped is not None else exc)
@@ -224,7 +239,7 @@ class WebhookApp:
 
     def _health(self) -> Reply:
         try:
-            with self.pool().connection(timeout=HEALTH_TIMEOUT) as conn:
+            with self._parts()[0].connection(timeout=HEALTH_TIMEOUT) as conn:
                 problems = migration_problems(self._migrations, read_applied(conn))
         except Exception as exc:  # noqa: BLE001 - any failure to answer is "not in order"
             mapped = db.map_error(exc)
@@ -238,20 +253,32 @@ class WebhookApp:
 
     # --- plumbing ---
 
-    def pool(self) -> ConnectionPool[db.Connection]:
-        """This process's pool, opened on first use (after a pre-forking server forked)."""
+    def _parts(self) -> tuple[ConnectionPool[db.Connection], Gateway]:
+        """This process's pool and Midtrans session, made on first use (after a pre-forking server forked)."""
+        from midpay.gateway import Gateway
+
         with self._lock:
-            if self._pool is None or self._pool_pid != os.getpid():
+            if self._pool is None or self._gateway is None or self._pool_pid != os.getpid():
                 self._pool = db.serving_pool(self._url, self._pool_size, timeout=POOL_TIMEOUT)
+                self._gateway = Gateway(
+                    base_url=self._api_url,
+                    server_key=self._server_key,
+                    timeout=self._timeout,
+                    pool_size=self._pool_size,
+                    user_agent=f"midpay-listen/{__version__}",
+                )
                 self._pool_pid = os.getpid()
-            return self._pool
+            return self._pool, self._gateway
 
     def close(self) -> None:
         """Close this process's connections (a server calls it as a worker exits)."""
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None and self._pool_pid == os.getpid():
-            pool.close()
+            pool, gateway, self._pool, self._gateway = self._pool, self._gateway, None, None
+        if self._pool_pid == os.getpid():
+            if pool is not None:
+                pool.close()
+            if gateway is not None:
+                gateway.close()
 
     def _text(self, value: object) -> str:
         """One line for an answer or a log line, with every secret masked."""
@@ -265,7 +292,7 @@ class WebhookApp:
         return _clip(redact(text, self._secrets))
 
 
-def receive(conn: db.Connection, raw: bytes, source: str, server_key: str) -> NotificationResult:
+def receive(conn: db.Connection, gateway: Gateway, raw: bytes, source: str, server_key: str) -> NotificationResult:
     """One body received over HTTP, through the intake; returns once it and its outcome are committed."""
     text = raw.decode("utf-8", errors="replace")
     return intake.process_notification(conn, bodies.decode_body(source, text), server_key)
@@ -328,6 +355,8 @@ def create_app(
     return WebhookApp(
         database_url=db.resolve_url(settings),
         server_key=settings.require_server_key(),
+        api_url=settings.api_url,
+        timeout=settings.timeout,
         path=path,
         pool_size=pool_size,
         max_body=max_body,

@@ -48,7 +48,13 @@ def listen(
 
         def load() -> webhook.WebhookApp:
             return webhook.WebhookApp(
-                database_url=url, server_key=server_key, path=path, pool_size=threads, secrets=secrets
+                database_url=url,
+                server_key=server_key,
+                api_url=s.api_url,
+                timeout=s.timeout,
+                path=path,
+                pool_size=threads,
+                secrets=secrets,
             )
 
         announce = {
