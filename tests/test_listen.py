@@ -22,7 +22,7 @@ import psycopg
 import pytest
 import requests
 
-from midpay.listen import Listener, start_process
+from midpay.listen import Listener, free_port, start_process
 from midpay.notifications import compute_signature
 from tests.conftest import REPO, SERVER_KEY
 
@@ -376,20 +376,22 @@ def sandbox_process(env: dict[str, str], tmp_path: Path, *args: str) -> Iterator
 def test_sandbox_serve_notify_url_delivers_each_payment_to_listen(
     env: dict[str, str], tmp_path: Path, cli_process: Any, db_url: str
 ) -> None:
-    server = start_process(listen_env(env), tmp_path / "listen.log", cwd=tmp_path)
-    try:
-        with sandbox_process(env, tmp_path, "--notify-url", server.url) as api_url:
-            os.environ["MIDTRANS_API_URL"] = api_url  # the env fixture's monkeypatch restores it
+    # Each needs the other's URL: listen's port is chosen first, the sandbox started with it.
+    port = free_port()
+    notify_url = f"http://127.0.0.1:{port}/midtrans/notification"
+    with sandbox_process(env, tmp_path, "--notify-url", notify_url) as api_url:
+        os.environ["MIDTRANS_API_URL"] = api_url  # the env fixture's monkeypatch restores it
+        server = start_process(listen_env(env), tmp_path / "listen.log", port=port, cwd=tmp_path)
+        try:
+            assert server.url == notify_url
             charge = cli_process("charge", "--amount", "25000", "--json")
             assert charge.exit_code == 0, charge
             order_id = charge.json()["order_id"]
             paid = cli_process("sandbox", "pay", order_id)
             assert paid.exit_code == 0, paid
-            deadline = time.monotonic() + 60  # a bound on the wait, not a timing assertion
-            while payment(db_url, order_id)["status"] != "settlement" and time.monotonic() < deadline:
-                time.sleep(0.1)
-    finally:
-        assert server.stop() == 0
+            assert server.wait_for(order_id, timeout=60) is not None  # a bound on the wait, not a timing assertion
+        finally:
+            assert server.stop() == 0
     assert payment(db_url, order_id)["status"] == "settlement"
     from_http = [e for e in events(db_url) if e["order_id"] == order_id]
     assert [(e["source"], e["outcome"]) for e in from_http][:1] == [("http:127.0.0.1", "applied")]
