@@ -381,7 +381,9 @@ def test_sandbox_serve_notify_url_delivers_each_payment_to_listen(
     notify_url = f"http://127.0.0.1:{port}/midtrans/notification"
     with sandbox_process(env, tmp_path, "--notify-url", notify_url) as api_url:
         os.environ["MIDTRANS_API_URL"] = api_url  # the env fixture's monkeypatch restores it
-        server = start_process(listen_env(env), tmp_path / "listen.log", port=port, cwd=tmp_path)
+        server = start_process(
+            listen_env(env, MIDTRANS_API_URL=api_url), tmp_path / "listen.log", port=port, cwd=tmp_path
+        )
         try:
             assert server.url == notify_url
             charge = cli_process("charge", "--amount", "25000", "--json")

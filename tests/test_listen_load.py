@@ -102,7 +102,7 @@ def test_eight_senders_of_duplicated_and_out_of_order_bodies_while_reconcile_run
     result = cli("replay-webhook", str(replay), "--json")
     assert result.exit_code == 0, result
     summary = result.json()["summary"]
-    assert summary == {"total": len(bodies), "applied": 0, "unchanged": len(bodies), "rejected": 0}
+    assert (summary["total"], summary["applied"], summary["unchanged"]) == (len(bodies), 0, len(bodies))
     after = {o: (r["status"], r["paid_at"], r["updated_at"]) for o, r in ((o, payment(db_url, o)) for o in orders)}
     assert after == before
 
