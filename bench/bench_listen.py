@@ -131,6 +131,35 @@ def _status_checks(sandbox: SandboxProcess) -> int | None:
     return None
 
 
+def _tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its children (gunicorn's master and workers)."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    try:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[1]) == pid:
+                    pids.append(int(entry))
+        for p in pids:
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick
+    except OSError:
+        return float("nan")
+    return total
+
+
 def _one_run(
     lab: Lab,
     variant: str,
@@ -151,9 +180,9 @@ def _one_run(
     )
     try:
         _send_all(server.url, bodies[:WARMUP], SENDERS)  # boot the workers, open their pools
-        checks_before = _status_checks(sandbox)
+        checks_before, cpu_before = _status_checks(sandbox), _tree_cpu_s(server.process.pid)
         latencies, statuses, wall = _send_all(server.url, bodies[WARMUP:], SENDERS)
-        checks_after = _status_checks(sandbox)
+        checks_after, cpu_after = _status_checks(sandbox), _tree_cpu_s(server.process.pid)
     finally:
         code = server.stop()
     if code != 0:
@@ -172,6 +201,7 @@ def _one_run(
         "p50_ms": round(pct(ms, 50), 1),
         "p99_ms": round(pct(ms, 99), 1),
         "wall_s": round(wall, 2),
+        "server_cpu_ms_per_notification": round((cpu_after - cpu_before) * 1000 / n, 2),
         "status_checks_per_notification": (
             round((checks_after - checks_before) / n, 2)
             if checks_before is not None and checks_after is not None
@@ -236,6 +266,8 @@ def run(
                 f"bare_p50_ms_w{w}": bare["p50_ms"],
                 f"bare_p99_ms_w{w}": bare["p99_ms"],
                 f"listen_vs_bare_w{w}": ratio,
+                f"listen_cpu_ms_per_notification_w{w}": listen["server_cpu_ms_per_notification"],
+                f"bare_cpu_ms_per_notification_w{w}": bare["server_cpu_ms_per_notification"],
                 f"listen_status_checks_per_notification_w{w}": listen["status_checks_per_notification"],
                 f"bare_status_checks_per_notification_w{w}": bare["status_checks_per_notification"],
             }
