@@ -26,7 +26,8 @@ def listen(
     bytes are stored, then it is verified and applied. Answers: 200 stored and applied
     (or nothing to change); 400 stored but rejected (bad signature, wrong amount, not a
     notification); 404 stored but the order is unknown; 503 not stored (PostgreSQL
-    unreachable), so Midtrans sends it again; 405, 413, 415 refused before reading.
+    unreachable) or stored but not yet confirmed (Get Status could not be had), so
+    Midtrans sends it again; 405, 413, 415 refused before reading.
     `midpay events reprocess --rejected` applies stored rejections once the cause is
     fixed. GET /healthz answers 200 while PostgreSQL and the migrations are in order.
     One JSON line per request on stderr. SIGTERM finishes the requests in flight and
