@@ -224,6 +224,13 @@ class Listener:
             return -9
 
 
+def cannot_start_process() -> str | None:
+    """Why this process cannot start ``python -m midpay listen`` (its interpreter out of reach), or None."""
+    if not os.access(sys.executable, os.X_OK):
+        return f"{sys.executable} cannot be run by this user"
+    return None
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on right now (for a sender that must know the URL before the receiver starts)."""
     with socket.socket() as probe:
