@@ -127,3 +127,38 @@ def _wait_for(condition: Any, limit: float = 120.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "gave up waiting"
         time.sleep(0.05)
+
+
+def test_the_sandbox_resends_a_503_until_listen_stores_it(
+    own_postgres: OwnPostgres, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Midtrans' own retries (the sandbox's, compressed) carry a notification across an outage."""
+    from midpay.gateway import Gateway
+    from midpay.listen import free_port
+    from tests.test_listen import sandbox_process
+
+    url = own_postgres.url
+    with psycopg.connect(url) as conn:
+        migrate.migrate(conn)
+    port = free_port()
+    notify_url = f"http://127.0.0.1:{port}/midtrans/notification"
+    # 503 is retried four times, the first after 2 min: 2.4 s here.
+    with sandbox_process(env, tmp_path, "--notify-url", notify_url, "--notify-retry-scale", "0.02") as api_url:
+        with Gateway(base_url=api_url, server_key=SERVER_KEY, timeout=5.0) as gw, psycopg.connect(url) as conn:
+            order_id = charges.charge(conn, gw, amount=77000).payment.order_id
+        server = start_process(
+            listen_env(env, DATABASE_URL=url, MIDTRANS_API_URL=api_url), tmp_path / "listen.log", port=port
+        )
+        try:
+            own_postgres.stop()
+            requests.post(f"{api_url}/_sandbox/pay/{order_id}", json={"status": "settlement"}, timeout=30)
+            _wait_for(lambda: any(line.get("status") == 503 for line in server.log_lines()))
+            own_postgres.start()
+            _wait_for(lambda: any(line.get("status") == 200 for line in server.log_lines()))
+        finally:
+            assert server.stop() == 0
+    posts = [(line["status"], line["outcome"]) for line in server.log_lines() if line.get("method") == "POST"]
+    assert posts[0] == (503, "error")
+    assert posts[-1] == (200, "applied")
+    assert payment(url, order_id)["status"] == "settlement"
+    assert [e["outcome"] for e in events(url)] == ["applied"]  # the failed attempts stored nothing
