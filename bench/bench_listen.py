@@ -275,6 +275,8 @@ def run(
         result.targets.append(Target(f"listen vs bare handler, notifications/s, --workers {w}", ratio, 0.7, ">=", "x"))
         result.targets.append(Target(f"listen p99 latency, --workers {w}", listen["p99_ms"], 100 + latency, "<", "ms"))
     result.metrics["summary"] = {"runs": len(figures), "answered_200": n * len(figures)}
+    if any(figures[f"listen_w{w}"]["status_checks_per_notification"] == 0 for w in counts):
+        result.notes.append("listen asked Midtrans nothing: this intake does not confirm, so it is not like for like")
     result.notes.append(
         f"{SENDERS} senders, one kept-alive connection each; the sandbox adds {latency} ms to every Get Status"
     )
