@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from midpay import __version__, bodies, db, intake
+from midpay import __version__, db, intake
 from midpay.config import Settings, redact
 from midpay.errors import MidpayError
 from midpay.migrate import AppliedMigration, MigrationFile, load_files, read_applied
@@ -294,8 +294,7 @@ class WebhookApp:
 
 def receive(conn: db.Connection, gateway: Gateway, raw: bytes, source: str, server_key: str) -> NotificationResult:
     """One body received over HTTP, through the intake; returns once it and its outcome are committed."""
-    text = raw.decode("utf-8", errors="replace")
-    return intake.process_notification(conn, bodies.decode_body(source, text), server_key)
+    return intake.receive(conn, gateway, raw, source, server_key=server_key)
 
 
 def _refuse(status: int, error: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:

@@ -460,3 +460,43 @@ def test_a_body_cut_short_is_not_stored(listener: Listener, db_url: str) -> None
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert b"could not be read to its end" in answer
     assert events(db_url) == []
+
+
+def test_a_body_midtrans_cannot_confirm_now_is_stored_awaiting_and_answered_503(
+    env: dict[str, str], tmp_path: Path, cli: Any, sandbox: Any, db_url: str
+) -> None:
+    """Get Status unreachable: the body is kept awaiting confirmation; 503 makes Midtrans send it again."""
+    order_id = charged(cli)
+    body = sandbox.pay(order_id, "settlement")
+    closed = free_port()
+    server = start_process(
+        listen_env(env, MIDTRANS_API_URL=f"http://127.0.0.1:{closed}"), tmp_path / "listen.log", cwd=tmp_path
+    )
+    try:
+        answer = post(server.url, body)
+    finally:
+        assert server.stop() == 0
+    assert answer.status_code == 503
+    assert answer.json()["outcome"] == "awaiting"
+    assert [(e["outcome"], e["processed"]) for e in events(db_url)] == [("awaiting", False)]
+    assert payment(db_url, order_id)["status"] == "pending"
+
+    # Midtrans' resend, once Get Status answers again, applies it.
+    again = start_process(listen_env(env), tmp_path / "listen-again.log", cwd=tmp_path)
+    try:
+        assert post(again.url, body).status_code == 200
+    finally:
+        assert again.stop() == 0
+    assert payment(db_url, order_id)["status"] == "settlement"
+
+
+def test_the_exact_bytes_received_are_stored(listener: Listener, cli: Any, sandbox: Any, db_url: str) -> None:
+    order_id = charged(cli)
+    body = sandbox.pay(order_id, "settlement")
+    exact = (
+        "{\n  " + json.dumps(body, indent=4, ensure_ascii=False)[1:-1].strip() + ',\n  "note": "Rp 154.600 ✓"}'
+    ).encode()
+    assert post(listener.url, exact).status_code == 200
+    [stored] = events(db_url)
+    assert bytes(stored["raw_bytes"]) == exact
+    assert stored["raw_body"]["note"] == "Rp 154.600 ✓"
