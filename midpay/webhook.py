@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 from midpay import __version__, db, intake
 from midpay.config import Settings, redact
-from midpay.errors import MidpayError
-from midpay.migrate import AppliedMigration, MigrationFile, load_files, read_applied
+from midpay.errors import MidpayError, MigrationError
+from midpay.migrate import AppliedMigration, MigrationFile, load_files, plan, read_applied
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -99,15 +99,17 @@ def status_for(result: NotificationResult) -> int:
 
 
 def migration_problems(files: list[MigrationFile], applied: list[AppliedMigration]) -> list[str]:
-    """What keeps this database from being exactly the schema these files make; empty when none."""
-    by_version = {a.version: a for a in applied}
+    """What keeps this database from being exactly the schema these files make; empty when none.
+
+    ``migrate.plan`` judges edited and out-of-order files (and accepts the checksums it
+    lists as superseded); pending ones and ones this midpay does not know are added.
+    """
+    try:
+        pending = plan(files, applied)
+    except MigrationError as exc:
+        return [str(exc)]
     known = {f.version for f in files}
-    problems = [f"pending {f.name}" for f in files if f.version not in by_version]
-    problems += [
-        f"edited after it was applied: {f.name}"
-        for f in files
-        if f.version in by_version and by_version[f.version].checksum != f.checksum
-    ]
+    problems = [f"pending {f.name}" for f in pending]
     problems += [f"unknown to this midpay: {a.name}" for a in applied if a.version not in known]
     return problems
 

@@ -285,6 +285,20 @@ def test_healthz_says_whether_the_migrations_are_in_order(listener: Listener, db
     assert pending.json() == {"status": "unavailable", "database": "ok", "migrations": f"pending {name[0]}"}
 
 
+def test_healthz_accepts_a_superseded_checksum_and_refuses_an_edited_file(listener: Listener, db_url: str) -> None:
+    from midpay.migrate import SUPERSEDED
+
+    version, older = next((v, sorted(c)[0]) for v, c in sorted(SUPERSEDED.items()) if c)
+    with psycopg.connect(db_url) as conn:
+        conn.execute("UPDATE midpay_schema_migrations SET checksum = %s WHERE version = %s", (older, version))
+    assert requests.get(listener.health_url, timeout=30).status_code == 200  # an adopted database stays valid
+    with psycopg.connect(db_url) as conn:
+        conn.execute("UPDATE midpay_schema_migrations SET checksum = %s WHERE version = %s", ("0" * 64, version))
+    edited = requests.get(listener.health_url, timeout=30)
+    assert edited.status_code == 503
+    assert "was edited after it was applied" in edited.json()["migrations"]
+
+
 # --- start-up -----------------------------------------------------------------------------
 
 
