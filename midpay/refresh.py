@@ -1,14 +1,25 @@
-"""Ask Midtrans about one payment and apply its answer (``status``, ``charge --wait``)."""
+"""Ask Midtrans about one payment and apply its answer: ``status``, ``charge --wait`` and each row of ``reconcile``.
+
+``check`` is the one place that reads a Get Status answer about a stored payment: the
+answer must name the order asked about, fit the columns it will be written to, and
+then goes through the one apply path. A ``created`` row that Midtrans does not know is
+left alone for ``grace`` seconds (the charge may still be on its way), then ends as
+``failure``; any other open row Midtrans does not know is an error for that row.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from midpay import db, states
-from midpay.apply import AmountMismatch, ApplyResult, apply_view, synthetic_failure
+from midpay import db, states, storable
+from midpay.apply import AmountMismatch, apply_view, synthetic_failure
+from midpay.db import schema
 from midpay.errors import (
+    DataConflict,
     GatewayError,
     InvalidPayload,
     MidpayError,
@@ -25,6 +36,86 @@ if TYPE_CHECKING:
 # that never arrived: well past the five-minute life of its Idempotency-Key.
 CREATED_GRACE_SECONDS = 600.0
 
+Connections = Callable[[], AbstractContextManager[db.Connection]]
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What asking Midtrans about one payment did: the state before and after, and the row's problem if any."""
+
+    status_before: str
+    status_after: str
+    problem: MidpayError | None = None  # Midtrans answered, but the answer could not be applied
+    view: TransactionView | None = None
+    payment: db.Payment | None = None  # the row as written, when it was written
+
+
+def check(
+    connections: Connections,
+    gateway: Gateway,
+    payment: db.Payment,
+    *,
+    grace: float = CREATED_GRACE_SECONDS,
+    dry_run: bool = False,
+) -> Checked:
+    """Ask Midtrans about ``payment`` and apply the answer (module docstring).
+
+    Raises when Midtrans could not be asked (GatewayError, GatewayAuthError) or
+    PostgreSQL was lost (DatabaseUnavailable); a row-level problem comes back in
+    ``problem``. ``connections()`` gives a connection only when one is needed: an
+    answer that changes nothing writes nothing.
+    """
+    before = payment.status
+    try:
+        answer = gateway.status(payment.order_id)
+    except TransactionNotFound:
+        if states.normalize(before) != states.CREATED:
+            return Checked(before, before, MidtransRejected(
+                f"Midtrans does not know order {payment.order_id} (404) although it is {before} here", "404"
+            ))
+        if (datetime.now(UTC) - payment.created_at).total_seconds() < grace:
+            return Checked(before, before)  # Midtrans may still be processing the charge
+        answer = None
+        view = synthetic_failure(
+            payment, "404", "the charge never reached Midtrans (unknown there after the grace period)", {}
+        )
+    if answer is not None:
+        try:
+            view = parse_view(answer, what="status answer")
+        except InvalidPayload as exc:
+            return Checked(before, before, exc)
+        if view.order_id != payment.order_id:
+            return Checked(before, before, InvalidPayload(
+                f"the status answer about {payment.order_id} names another order ({view.order_id[:60]!r})"
+            ))
+        same = (states.normalize(view.transaction_status), view.gross_amount) == (
+            states.normalize(before), payment.gross_amount
+        )
+        if same:  # applying it would change nothing: no transaction at all
+            return Checked(before, before, view=view)
+    with connections() as conn:
+        if dry_run:
+            current = db.get_payment(conn, payment.order_id)
+            conn.rollback()
+            now = current.status if current else before
+            if view.gross_amount != payment.gross_amount:
+                return Checked(now, now, AmountMismatch(_mismatch(payment, view)), view)
+            decision = states.decide(now, view.transaction_status)
+            return Checked(now, view.transaction_status if decision is states.Decision.APPLY else now, view=view)
+        try:
+            storable.check_view(schema.layout(conn, conn.info.dsn), view, what="Midtrans' status answer")
+            result = apply_view(conn, view)
+        except (InvalidPayload, AmountMismatch, DataConflict, NotFoundError) as exc:
+            return Checked(before, before, exc, view)
+    if result.note and not result.applied and states.is_open(result.status_before):
+        return Checked(before, result.status_after, MidtransRejected(result.note), view, result.payment)
+    return Checked(before, result.status_after, None, view, result.payment)
+
+
+def _mismatch(payment: db.Payment, view: TransactionView) -> str:
+    return (
+        f"amount mismatch for {payment.order_id}: Midtrans says {view.gross_amount_raw}, stored {payment.gross_amount}"
+    )
 
 
 @dataclass(frozen=True)
@@ -33,7 +124,6 @@ class RefreshOutcome:
 
     payment: db.Payment
     view: TransactionView | None = None
-    result: ApplyResult | None = None
     error: MidpayError | None = None
 
 
@@ -44,38 +134,27 @@ def refresh(
     *,
     grace: float = CREATED_GRACE_SECONDS,
 ) -> RefreshOutcome:
-    """Read one payment; when it is unsettled and a gateway is given, apply Midtrans' answer."""
+    """Read one payment; when it is unsettled and a gateway is given, apply Midtrans' answer.
+
+    A refused or unusable answer, or Midtrans out of reach, comes back in ``error``
+    with the payment as stored; a lost PostgreSQL or a refused server key raises.
+    """
     payment = db.get_payment(conn, order_id)
     conn.commit()
     if payment is None:
         raise NotFoundError(f"no such order: {order_id}")
-    if gateway is None or payment.status not in states.UNSETTLED_STATES:
+    if gateway is None or states.normalize(payment.status) not in states.UNSETTLED_STATES:
         return RefreshOutcome(payment)
+    from midpay.errors import GatewayAuthError
+
     try:
-        return _check(conn, gateway, payment, grace=grace)
-    except (GatewayError, MidtransRejected, InvalidPayload, AmountMismatch) as exc:
+        checked = check(lambda: nullcontext(conn), gateway, payment, grace=grace)
+    except GatewayAuthError:
+        raise
+    except GatewayError as exc:
         return RefreshOutcome(payment, error=exc)
-
-
-def _check(conn: db.Connection, gateway: Gateway, payment: db.Payment, *, grace: float) -> RefreshOutcome:
-    try:
-        answer = gateway.status(payment.order_id)
-    except TransactionNotFound as exc:
-        age = (datetime.now(UTC) - payment.created_at).total_seconds()
-        if payment.status == states.CREATED and age >= grace:
-            view = synthetic_failure(
-                payment, "404", "the charge never reached Midtrans (unknown there after the grace period)", {}
-            )
-            result = apply_view(conn, view)
-            assert result.payment is not None
-            return RefreshOutcome(result.payment, view, result)
-        if payment.status == states.CREATED:
-            return RefreshOutcome(payment)  # Midtrans may still be processing the charge
-        raise MidtransRejected(
-            f"Midtrans does not know order {payment.order_id} although it is {payment.status} here", "404"
-        ) from exc
-    view = parse_view(answer, what="status answer")
-    result = apply_view(conn, view)
-    assert result.payment is not None
-    return RefreshOutcome(result.payment, view, result)
-
+    current = checked.payment
+    if current is None and checked.status_after != checked.status_before:
+        current = db.get_payment(conn, order_id)
+        conn.commit()
+    return RefreshOutcome(current or payment, checked.view, checked.problem)

@@ -1,8 +1,21 @@
-"""Which open payments are due for a check, and claiming them for one reconcile run."""
+"""Which payments are due for a check, and the leases reconcile holds on them.
+
+A claim is a lease: the row carries the claiming run's owner token and a deadline,
+which the run renews while it lives. Ending the check clears the lease and records
+the outcome on the row: ``complete`` stamps ``last_checked_at`` (the time of the last
+*completed* check) and forgets earlier failures; ``fail`` counts the attempt, keeps
+the reason and sets when the row may be tried again; ``release`` gives the row back
+untouched (the run stopped before checking it). A run that dies leaves its leases to
+expire.
+
+Every query here uses the one due-row predicate below, so claiming, counting and
+``--dry-run`` always agree.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,44 +24,64 @@ from psycopg.rows import class_row
 from midpay.db.core import Connection
 from midpay.db.payments import PAYMENT_COLUMNS, Payment
 
-# Which open rows are due for a check, and in which order: one predicate for claiming,
-# listing and counting. LEAST ignores a NULL %(started)s (no run to exclude).
+# The statuses reconcile keeps checking, lower-cased (states.OPEN_STATES). Written into
+# the SQL as literals so that the planner can prove the partial index of
+# sql/005_reconcile_leases.sql applies; another backend may store them upper-case.
+OPEN_STATUSES: tuple[str, ...] = ("created", "pending", "authorize", "capture")
+_OPEN = "lower(status) IN (" + ", ".join(f"'{s}'" for s in OPEN_STATUSES) + ")"
+
+# After the first failed check a row is due again at once (on the next run); after
+# the n-th, 2^(n-2) minutes later, at most an hour: a row that always fails is asked
+# about about once an hour and never crowds out the others.
+RETRY_BASE_SECONDS = 60.0
+RETRY_CAP_SECONDS = 3600.0
+
+# When a row was last looked at: its retry time after a failure, else its last
+# completed check. Never-checked rows (NULL) come first. The index has this expression.
+_ORDER_KEY = "COALESCE(check_retry_at, last_checked_at)"
+
+# The one due-row predicate. A row is due when it is open, old enough, not leased by a
+# live run, not claimed since this run started (%(started)s; NULL for a listing), and
+# either its last check failed and its retry time has come, or its last completed
+# check is older than --recheck-after.
 _DUE_ROWS = (
-    "status = ANY(%(statuses)s) "
+    f"{_OPEN} "
     "AND created_at < now() - make_interval(secs => %(min_age)s) "
-    "AND (last_checked_at IS NULL "
-    "OR last_checked_at < LEAST(now() - make_interval(secs => %(recheck)s), %(started)s))"
+    "AND (check_lease_until IS NULL OR check_lease_until < now()) "
+    "AND (%(started)s::timestamptz IS NULL OR check_claimed_at IS NULL OR check_claimed_at < %(started)s) "
+    "AND (CASE WHEN check_attempts > 0 THEN check_retry_at IS NULL OR check_retry_at <= now() "
+    "ELSE last_checked_at IS NULL OR last_checked_at < now() - make_interval(secs => %(recheck)s) END)"
 )
-_DUE_ORDER = "ORDER BY last_checked_at NULLS FIRST, created_at"
+_DUE_ORDER = f"ORDER BY {_ORDER_KEY} NULLS FIRST, created_at"
 
 
-def _due_params(
-    statuses: tuple[str, ...], min_age: float, recheck_after: float, started: datetime | None, limit: int | None
-) -> dict[str, Any]:
-    return {"statuses": list(statuses), "min_age": min_age, "recheck": recheck_after, "started": started,
-            "limit": limit}
+def _due_params(min_age: float, recheck_after: float, started: datetime | None, limit: int | None) -> dict[str, Any]:
+    return {"min_age": min_age, "recheck": recheck_after, "started": started, "limit": limit}
 
 
 def claim_due(
     conn: Connection,
     *,
-    statuses: tuple[str, ...],
+    owner: uuid.UUID,
     min_age: float,
     recheck_after: float,
     limit: int,
     run_started: datetime,
+    lease_seconds: float,
 ) -> list[Payment]:
-    """Claim up to ``limit`` open rows for checking, least recently checked first.
+    """Lease up to ``limit`` due rows to ``owner`` for ``lease_seconds``, least recently looked at first.
 
-    The claim stamps ``last_checked_at`` and commits at once; rows locked by a
-    concurrent claimer are skipped, and a row claimed by an overlapping run is no
-    longer due, so two runs never check the same row. A row checked since
-    ``run_started`` is never due again in the same run, whatever ``recheck_after``.
+    Committed at once. Rows locked by a concurrent claimer are skipped, and a leased
+    row is not due for anyone else, so two runs never check the same row at the same
+    time; a row claimed since ``run_started`` is never claimed again by this run.
     """
     with conn.transaction(), conn.cursor(row_factory=class_row(Payment)) as cur:
         cur.execute(
             f"""
-            UPDATE payment_transactions AS p SET last_checked_at = clock_timestamp()
+            UPDATE payment_transactions AS p
+               SET check_lease_owner = %(owner)s,
+                   check_lease_until = now() + make_interval(secs => %(lease)s),
+                   check_claimed_at = now()
               FROM (
                 SELECT id FROM payment_transactions WHERE {_DUE_ROWS} {_DUE_ORDER}
                  LIMIT %(limit)s
@@ -57,44 +90,125 @@ def claim_due(
              WHERE p.id = due.id
             RETURNING {", ".join("p." + c.strip() for c in PAYMENT_COLUMNS.split(","))}
             """,
-            _due_params(statuses, min_age, recheck_after, run_started, limit),
+            {**_due_params(min_age, recheck_after, run_started, limit), "owner": owner, "lease": lease_seconds},
         )
         rows = cur.fetchall()
     rows.sort(key=lambda p: (p.created_at,))
     return rows
 
 
-def select_due(
-    conn: Connection, *, statuses: tuple[str, ...], min_age: float, recheck_after: float, limit: int | None
-) -> list[Payment]:
+def renew_leases(conn: Connection, *, owner: uuid.UUID, lease_seconds: float) -> int:
+    """Push the deadline of every lease ``owner`` holds ``lease_seconds`` into the future."""
+    with conn.transaction():
+        cur = conn.execute(
+            "UPDATE payment_transactions SET check_lease_until = now() + make_interval(secs => %s) "
+            "WHERE check_lease_owner = %s",
+            (lease_seconds, owner),
+        )
+        return cur.rowcount
+
+
+def complete(conn: Connection, *, owner: uuid.UUID, ids: Sequence[uuid.UUID]) -> None:
+    """The checks of ``ids`` completed: stamp ``last_checked_at``, forget failures, end the leases.
+
+    Only rows ``owner`` still holds are touched: if a lease was lost (the run stalled
+    past its deadline and another run took the row), the other run's lease stands.
+    """
+    if not ids:
+        return
+    with conn.transaction():
+        conn.execute(
+            "UPDATE payment_transactions SET last_checked_at = now(), check_attempts = 0, check_error = NULL, "
+            "check_retry_at = NULL, check_lease_owner = NULL, check_lease_until = NULL "
+            "WHERE id = ANY(%s) AND check_lease_owner = %s",
+            (list(ids), owner),
+        )
+
+
+def fail(conn: Connection, *, owner: uuid.UUID, failures: Sequence[tuple[uuid.UUID, str]]) -> None:
+    """The checks of these rows failed (id, reason): count the attempt, keep the reason, set the retry time.
+
+    ``check_claimed_at`` moves to now: a run that was already under way when the check
+    failed does not take the row again (that would be a second check within moments);
+    the next run to start does.
+    """
+    if not failures:
+        return
+    with conn.transaction():
+        conn.execute(
+            "UPDATE payment_transactions AS p SET check_attempts = p.check_attempts + 1, check_error = f.error, "
+            "check_retry_at = now() + make_interval(secs => CASE WHEN p.check_attempts = 0 THEN 0 "
+            "ELSE LEAST(%(cap)s, %(base)s * power(2, LEAST(p.check_attempts - 1, 30))) END), "
+            "check_lease_owner = NULL, check_lease_until = NULL, check_claimed_at = now() "
+            "FROM unnest(%(ids)s::uuid[], %(errors)s::text[]) AS f(id, error) "
+            "WHERE p.id = f.id AND p.check_lease_owner = %(owner)s",
+            {
+                "ids": [i for i, _ in failures],
+                "errors": [e for _, e in failures],
+                "owner": owner,
+                "base": RETRY_BASE_SECONDS,
+                "cap": RETRY_CAP_SECONDS,
+            },
+        )
+
+
+def release(conn: Connection, *, owner: uuid.UUID, ids: Sequence[uuid.UUID] | None = None) -> None:
+    """Give rows back unchecked (``ids``, or every row ``owner`` holds): due again at once for the next run."""
+    with conn.transaction():
+        if ids is None:
+            conn.execute(
+                "UPDATE payment_transactions SET check_lease_owner = NULL, check_lease_until = NULL "
+                "WHERE check_lease_owner = %s",
+                (owner,),
+            )
+        elif ids:
+            conn.execute(
+                "UPDATE payment_transactions SET check_lease_owner = NULL, check_lease_until = NULL "
+                "WHERE id = ANY(%s) AND check_lease_owner = %s",
+                (list(ids), owner),
+            )
+
+
+def select_due(conn: Connection, *, min_age: float, recheck_after: float, limit: int | None) -> list[Payment]:
     """The first ``limit`` rows ``claim_due`` would claim, without claiming them."""
     with conn.cursor(row_factory=class_row(Payment)) as cur:
         cur.execute(
             f"SELECT {PAYMENT_COLUMNS} FROM payment_transactions WHERE {_DUE_ROWS} {_DUE_ORDER} LIMIT %(limit)s",
-            _due_params(statuses, min_age, recheck_after, None, limit),
+            _due_params(min_age, recheck_after, None, limit),
         )
         return cur.fetchall()
 
 
-def iter_due(
-    conn: Connection, *, statuses: tuple[str, ...], min_age: float, recheck_after: float, limit: int | None
-) -> Iterator[Payment]:
+def iter_due(conn: Connection, *, min_age: float, recheck_after: float, limit: int | None) -> Iterator[Payment]:
     """Every row ``claim_due`` would claim (for --dry-run), streamed through a server-side
     cursor so that memory stays flat however many are due; claims nothing."""
     with conn.transaction(), conn.cursor("midpay_due", row_factory=class_row(Payment)) as cur:
         cur.itersize = 500
         cur.execute(
             f"SELECT {PAYMENT_COLUMNS} FROM payment_transactions WHERE {_DUE_ROWS} {_DUE_ORDER} LIMIT %(limit)s",
-            _due_params(statuses, min_age, recheck_after, None, limit),
+            _due_params(min_age, recheck_after, None, limit),
         )
         yield from cur
 
 
-def count_due(conn: Connection, *, statuses: tuple[str, ...], min_age: float, recheck_after: float) -> int:
+def count_due(conn: Connection, *, min_age: float, recheck_after: float) -> int:
     """How many open rows are due for a check now."""
     row = conn.execute(
         f"SELECT count(*) FROM payment_transactions WHERE {_DUE_ROWS}",
-        _due_params(statuses, min_age, recheck_after, None, None),
+        _due_params(min_age, recheck_after, None, None),
     ).fetchone()
     return int(row[0]) if row else 0
 
+
+def check_record(conn: Connection, order_id: str) -> dict[str, Any] | None:
+    """The lease and failure record of one row (for operators and tests)."""
+    cur = conn.execute(
+        "SELECT check_lease_owner, check_lease_until, check_claimed_at, check_attempts, check_error, "
+        "check_retry_at, last_checked_at FROM payment_transactions WHERE order_id = %s",
+        (order_id,),
+    )
+    row = cur.fetchone()
+    if row is None:
+        return None
+    names = [d.name for d in cur.description or ()]
+    return dict(zip(names, row, strict=True))

@@ -1,0 +1,33 @@
+-- Reconcile's claims become leases, and a failed check is recorded on its row.
+--
+-- A run claims a row by writing its owner token and a lease deadline; it renews the
+-- deadline while it runs and clears both when the check ends. A run that dies leaves
+-- its leases to expire. last_checked_at now means the time of the last check that
+-- completed (Midtrans answered and the answer was applied or found unchanged); a
+-- check that failed leaves it alone and records the attempt, the reason and when the
+-- row may be tried again (at once after the first failure, then further apart).
+
+ALTER TABLE payment_transactions ADD COLUMN IF NOT EXISTS check_lease_owner uuid;
+ALTER TABLE payment_transactions ADD COLUMN IF NOT EXISTS check_lease_until timestamptz;
+-- When a run last claimed the row, or recorded its failed check: a run takes a row
+-- only if this is older than its own start, so it never checks a row twice, and a
+-- row that failed is taken by the next run to start, not by one already under way.
+ALTER TABLE payment_transactions ADD COLUMN IF NOT EXISTS check_claimed_at timestamptz;
+-- Consecutive failed checks since the last completed one, the last reason, and the
+-- earliest time the row is due again.
+ALTER TABLE payment_transactions ADD COLUMN IF NOT EXISTS check_attempts integer NOT NULL DEFAULT 0;
+ALTER TABLE payment_transactions ADD COLUMN IF NOT EXISTS check_error text;
+ALTER TABLE payment_transactions ADD COLUMN IF NOT EXISTS check_retry_at timestamptz;
+
+-- The open rows in the order reconcile takes them: never checked first, then by when
+-- they were last checked (or, after a failure, when they may be tried again).
+-- Statuses are matched case-insensitively: another backend may write 'PENDING'.
+DROP INDEX IF EXISTS payment_transactions_open_idx;
+CREATE INDEX IF NOT EXISTS payment_transactions_due_idx
+    ON payment_transactions ((COALESCE(check_retry_at, last_checked_at)) NULLS FIRST, created_at)
+    WHERE lower(status) IN ('created', 'pending', 'authorize', 'capture');
+
+-- The rows one run holds, for renewing and releasing its leases.
+CREATE INDEX IF NOT EXISTS payment_transactions_lease_owner_idx
+    ON payment_transactions (check_lease_owner)
+    WHERE check_lease_owner IS NOT NULL;
