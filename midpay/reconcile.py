@@ -322,13 +322,20 @@ class _Run:
         self.summary.unchecked = len(self._released)
         if self.dry_run:
             return
-        try:
-            self._flush(force=True)
-            self._db(lambda conn: claims.release(conn, owner=self.owner))  # and anything else still held
-        except MidpayError as exc:  # PostgreSQL is gone: the leases expire on their own
-            self._fatal(exc)
-        except KeyboardInterrupt:
-            self._fatal(Interrupted("interrupted"))
+        # A lost connection may be one of several the pool holds: try again on a fresh one
+        # before leaving the leases to expire on their own.
+        for attempt in range(3):
+            try:
+                self._flush(force=True)
+                self._db(lambda conn: claims.release(conn, owner=self.owner))  # and anything else still held
+                return
+            except MidpayError as exc:
+                self._fatal(exc)
+                if attempt < 2:
+                    self.pool.check()  # drop the broken connections
+            except KeyboardInterrupt:
+                self._fatal(Interrupted("interrupted"))
+                return
 
     def _flush(self, *, force: bool = False) -> None:
         """Write the queued outcomes: stamped, failed, released (a few statements for many rows)."""
@@ -350,7 +357,12 @@ class _Run:
             claims.fail(conn, owner=self.owner, failures=failed)
             claims.release(conn, owner=self.owner, ids=released)
 
-        self._db(write)
+        try:
+            self._db(write)
+        except BaseException:  # keep them queued: the writes are safe to repeat
+            self._done, self._failed = done + self._done, failed + self._failed
+            self._released = released + self._released
+            raise
 
     def _renew(self) -> None:
         interval = max(0.5, self.lease_seconds / 4)

@@ -103,7 +103,9 @@ def check(
             decision = states.decide(now, view.transaction_status)
             return Checked(now, view.transaction_status if decision is states.Decision.APPLY else now, view=view)
         try:
-            storable.check_view(schema.layout(conn, conn.info.dsn), view, what="Midtrans' status answer")
+            with conn.transaction():  # its own transaction: apply_view must commit, not nest in a savepoint
+                layout = schema.layout(conn, conn.info.dsn)
+            storable.check_view(layout, view, what="Midtrans' status answer")
             result = apply_view(conn, view)
         except (InvalidPayload, AmountMismatch, DataConflict, NotFoundError) as exc:
             return Checked(before, before, exc, view)

@@ -136,15 +136,15 @@ def _cases(world: World, *, include_slow: bool) -> list[Case]:
                 *((("reconcile", "--min-age", "0", "--json"),) if include_slow else ()),
             )
         ),
-        # database URL malformed, the password inside it
-        _c("db-bad-port", "status sec-pending", 3, DATABASE_URL=f"postgresql://{ROLE}:{PASSWORD}@127.0.0.1:abc/x"),
-        _c("db-bad-escape", "status sec-pending", 3, DATABASE_URL=f"postgresql://{ROLE}:{PASSWORD}%zz@127.0.0.1/x"),
-        _c("db-bad-param", "status sec-pending", 3, DATABASE_URL=f"postgresql://{ROLE}:{PASSWORD}@127.0.0.1/x?bogus=1"),
+        # database URL malformed, the password inside it: a configuration error (exit 2)
+        _c("db-bad-port", "status sec-pending", 2, DATABASE_URL=f"postgresql://{ROLE}:{PASSWORD}@127.0.0.1:abc/x"),
+        _c("db-bad-escape", "status sec-pending", 2, DATABASE_URL=f"postgresql://{ROLE}:{PASSWORD}%zz@127.0.0.1/x"),
+        _c("db-bad-param", "status sec-pending", 2, DATABASE_URL=f"postgresql://{ROLE}:{PASSWORD}@127.0.0.1/x?bogus=1"),
         _c("db-keyword-form", "status sec-pending", 3,
            DATABASE_URL=f"host=127.0.0.1 port=1 user={ROLE} password={PASSWORD} dbname=x"),
-        _c("db-unbalanced-ipv6", "status sec-pending", 3,
+        _c("db-unbalanced-ipv6", "status sec-pending", 2,
            DATABASE_URL=f"postgresql://{ROLE}:{PASSWORD}@[::1/x"),
-        _c("db-empty-ipv6", "migrate", 3, DATABASE_URL=f"postgresql://{ROLE}:{PASSWORD}@[]/x"),
+        _c("db-empty-ipv6", "migrate", 2, DATABASE_URL=f"postgresql://{ROLE}:{PASSWORD}@[]/x"),
         _c("db-not-a-url", "status sec-pending", 2, DATABASE_URL=f"mysql://{ROLE}:{PASSWORD}@127.0.0.1/x"),
         # Midtrans unreachable
         _c("mt-down:charge", "charge --amount 10000 --json", 3, MIDTRANS_API_URL=NOWHERE),
@@ -269,5 +269,5 @@ def test_no_secret_in_any_output_real_processes(world: World, figures: Figures) 
 def test_malformed_database_url_does_not_echo_the_password(world: World, name: str) -> None:
     (case,) = [c for c in _cases(world, include_slow=False) if c.name == name]
     code, out, err = _run_process(case, world.env, world.folder)
-    assert code == 3 and "Traceback" not in err
+    assert code == 2 and "Traceback" not in err
     assert _leaks(out + err) == [], err
