@@ -327,7 +327,7 @@ class _Run:
         for attempt in range(3):
             try:
                 self._flush(force=True)
-                self._db(lambda conn: claims.release(conn, owner=self.owner))  # and anything else still held
+                self._db(lambda conn: claims.finish(conn, owner=self.owner))  # the failed rows' leases end now
                 return
             except MidpayError as exc:
                 self._fatal(exc)

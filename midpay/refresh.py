@@ -160,3 +160,49 @@ def refresh(
         current = db.get_payment(conn, order_id)
         conn.commit()
     return RefreshOutcome(current or payment, checked.view, checked.problem)
+
+
+@dataclass(frozen=True)
+class Waited:
+    """How ``wait_final`` ended: the payment as last seen, whether it is final, the last refusal if any."""
+
+    payment: db.Payment
+    final: bool
+    last_error: MidpayError | None
+    polls: int
+
+
+def wait_final(
+    conn: db.Connection,
+    gateway: Gateway,
+    order_id: str,
+    *,
+    deadline: float,
+    interval: float = 2.0,
+    on_poll: Callable[[db.Payment], None] | None = None,
+    on_refusal: Callable[[MidpayError, int], None] | None = None,
+) -> Waited:
+    """Poll Midtrans about ``order_id`` until the payment is final or the monotonic ``deadline`` passes.
+
+    Each answer that could not be used (refused, malformed, Midtrans out of reach) is
+    passed to ``on_refusal`` with the poll's number; a refused server key or a lost
+    PostgreSQL raises at once.
+    """
+    import time
+
+    polls = 0
+    last_error: MidpayError | None = None
+    while True:
+        polls += 1
+        outcome = refresh(conn, gateway, order_id)
+        last_error = outcome.error
+        if outcome.error is not None and on_refusal is not None:
+            on_refusal(outcome.error, polls)
+        if states.normalize(outcome.payment.status) not in states.UNSETTLED_STATES:
+            return Waited(outcome.payment, True, None, polls)
+        if on_poll is not None:
+            on_poll(outcome.payment)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return Waited(outcome.payment, False, last_error, polls)
+        time.sleep(min(interval, left))

@@ -9,9 +9,9 @@
 
 ALTER TABLE payment_transactions ADD COLUMN IF NOT EXISTS check_lease_owner uuid;
 ALTER TABLE payment_transactions ADD COLUMN IF NOT EXISTS check_lease_until timestamptz;
--- When a run last claimed the row, or recorded its failed check: a run takes a row
--- only if this is older than its own start, so it never checks a row twice, and a
--- row that failed is taken by the next run to start, not by one already under way.
+-- When a run last claimed the row, or ended holding it after its check failed: a run
+-- takes a row only if this is older than its own start, so it never checks a row twice,
+-- and a row that failed is taken by the next run to start, not by one already under way.
 ALTER TABLE payment_transactions ADD COLUMN IF NOT EXISTS check_claimed_at timestamptz;
 -- Consecutive failed checks since the last completed one, the last reason, and the
 -- earliest time the row is due again.

@@ -1,12 +1,13 @@
 """Which payments are due for a check, and the leases reconcile holds on them.
 
 A claim is a lease: the row carries the claiming run's owner token and a deadline,
-which the run renews while it lives. Ending the check clears the lease and records
-the outcome on the row: ``complete`` stamps ``last_checked_at`` (the time of the last
-*completed* check) and forgets earlier failures; ``fail`` counts the attempt, keeps
-the reason and sets when the row may be tried again; ``release`` gives the row back
-untouched (the run stopped before checking it). A run that dies leaves its leases to
-expire.
+which the run renews while it lives. ``complete`` ends a check that completed: it
+stamps ``last_checked_at`` (the time of the last *completed* check), forgets earlier
+failures and ends the lease. ``fail`` records a failed check (the attempt, the reason,
+when the row may be tried again) and keeps the lease until the run ends (``finish``),
+so a run already under way never takes the row moments later; the next run to start
+does. ``release`` gives a row back unchecked (the run stopped before its turn). A run
+that dies leaves its leases to expire.
 
 Every query here uses the one due-row predicate below, so claiming, counting and
 ``--dry-run`` always agree.
@@ -128,9 +129,8 @@ def complete(conn: Connection, *, owner: uuid.UUID, ids: Sequence[uuid.UUID]) ->
 def fail(conn: Connection, *, owner: uuid.UUID, failures: Sequence[tuple[uuid.UUID, str]]) -> None:
     """The checks of these rows failed (id, reason): count the attempt, keep the reason, set the retry time.
 
-    ``check_claimed_at`` moves to now: a run that was already under way when the check
-    failed does not take the row again (that would be a second check within moments);
-    the next run to start does.
+    The lease stays with ``owner`` until ``finish``: a run already under way when the
+    check failed does not take the row again moments later; the next run to start does.
     """
     if not failures:
         return
@@ -138,8 +138,7 @@ def fail(conn: Connection, *, owner: uuid.UUID, failures: Sequence[tuple[uuid.UU
         conn.execute(
             "UPDATE payment_transactions AS p SET check_attempts = p.check_attempts + 1, check_error = f.error, "
             "check_retry_at = now() + make_interval(secs => CASE WHEN p.check_attempts = 0 THEN 0 "
-            "ELSE LEAST(%(cap)s, %(base)s * power(2, LEAST(p.check_attempts - 1, 30))) END), "
-            "check_lease_owner = NULL, check_lease_until = NULL, check_claimed_at = now() "
+            "ELSE LEAST(%(cap)s, %(base)s * power(2, LEAST(p.check_attempts - 1, 30))) END) "
             "FROM unnest(%(ids)s::uuid[], %(errors)s::text[]) AS f(id, error) "
             "WHERE p.id = f.id AND p.check_lease_owner = %(owner)s",
             {
@@ -152,21 +151,26 @@ def fail(conn: Connection, *, owner: uuid.UUID, failures: Sequence[tuple[uuid.UU
         )
 
 
-def release(conn: Connection, *, owner: uuid.UUID, ids: Sequence[uuid.UUID] | None = None) -> None:
-    """Give rows back unchecked (``ids``, or every row ``owner`` holds): due again at once for the next run."""
+def release(conn: Connection, *, owner: uuid.UUID, ids: Sequence[uuid.UUID]) -> None:
+    """Give rows back unchecked (the run stopped before their turn): due again at once, for any run."""
+    if not ids:
+        return
     with conn.transaction():
-        if ids is None:
-            conn.execute(
-                "UPDATE payment_transactions SET check_lease_owner = NULL, check_lease_until = NULL "
-                "WHERE check_lease_owner = %s",
-                (owner,),
-            )
-        elif ids:
-            conn.execute(
-                "UPDATE payment_transactions SET check_lease_owner = NULL, check_lease_until = NULL "
-                "WHERE id = ANY(%s) AND check_lease_owner = %s",
-                (list(ids), owner),
-            )
+        conn.execute(
+            "UPDATE payment_transactions SET check_lease_owner = NULL, check_lease_until = NULL "
+            "WHERE id = ANY(%s) AND check_lease_owner = %s",
+            (list(ids), owner),
+        )
+
+
+def finish(conn: Connection, *, owner: uuid.UUID) -> None:
+    """The run ends: end every lease it still holds (its failed rows), due for runs that start from now on."""
+    with conn.transaction():
+        conn.execute(
+            "UPDATE payment_transactions SET check_lease_owner = NULL, check_lease_until = NULL, "
+            "check_claimed_at = now() WHERE check_lease_owner = %s",
+            (owner,),
+        )
 
 
 def select_due(conn: Connection, *, min_age: float, recheck_after: float, limit: int | None) -> list[Payment]:
