@@ -97,7 +97,7 @@ def run(settings: Settings, con: Console, step: Callable[[str], None]) -> DemoRe
             con.print(f"  Midtrans sent a signed notification; saved as {notification}")
 
             step(f"midpay replay-webhook {notification.name}")
-            received = list(bodies.iter_bodies([str(notification)], lambda: ""))
+            received = list(bodies.iter_bodies([str(notification)]))
             results = [intake.process_notification(conn, body, DEV_SERVER_KEY) for body in received]
             output.render_notifications(con, results, dry_run=False)
 

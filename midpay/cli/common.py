@@ -122,6 +122,19 @@ def fail(exc: MidpayError) -> NoReturn:
     raise typer.Exit(exc.exit_code)
 
 
+def error_line(exc: BaseException) -> str:
+    """The one line ``errors_to_exit`` would print for ``exc`` (secrets redacted), for a document's "error"."""
+    from midpay.config import redact
+
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    mapped = exc if isinstance(exc, MidpayError) else _map_foreign(exc)
+    if mapped is None:
+        mapped = MidpayError(f"unexpected {exc.__class__.__name__}: {exc}")
+    text = str(mapped).strip()
+    return redact(text.splitlines()[0] if text else mapped.__class__.__name__, secrets())
+
+
 @contextmanager
 def errors_to_exit() -> Iterator[None]:
     """Turn any failure inside a command into one line on stderr and the contract's exit code."""
@@ -255,3 +268,47 @@ YesFlag = Annotated[
 def subapp(**options: Any) -> typer.Typer:
     """A command group with the app's traceback settings (no locals: they could hold the key)."""
     return typer.Typer(pretty_exceptions_enable=False, pretty_exceptions_show_locals=False, **options)
+
+
+class JsonSpool:
+    """A ``{"results": [...], "summary": {...}}`` document, gathered in a temporary file (memory stays flat)
+    and written to stdout as one line at the end, with a top-level ``"error"`` when the run was cut short.
+
+    Nothing reaches stdout before the run ends, so a run killed outright leaves no half
+    document in a log it appends to; every other ending writes a complete one.
+    """
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self._file = tempfile.SpooledTemporaryFile(max_size=1 << 22, mode="w+", encoding="utf-8")
+        self._count = 0
+        self._closed = False
+
+    def add(self, item: dict[str, Any]) -> None:
+        import json
+
+        self._file.write(("," if self._count else "") + json.dumps(item, ensure_ascii=False))
+        self._count += 1
+
+    def close(self, summary: dict[str, int], error: str | None) -> None:
+        import json
+
+        if self._closed:
+            return
+        self._closed = True
+        tail: dict[str, Any] = {"summary": summary}
+        if error is not None:
+            tail["error"] = error
+        out = sys.stdout
+        try:
+            out.write('{"results": [')
+            self._file.seek(0)
+            while chunk := self._file.read(1 << 16):
+                out.write(chunk)
+            out.write("], " + json.dumps(tail, ensure_ascii=False)[1:] + "\n")
+            out.flush()
+        except BrokenPipeError:
+            pass
+        finally:
+            self._file.close()

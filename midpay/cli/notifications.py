@@ -7,13 +7,16 @@ import typer
 
 from midpay.cli.common import (
     JsonFlag,
+    JsonSpool,
     LimitFlag,
     app,
+    error_line,
     errors_to_exit,
     exit_for,
     open_connection,
     settings,
     subapp,
+    terminate_as_interrupt,
 )
 from midpay.errors import UsageError
 
@@ -34,17 +37,30 @@ def replay_webhook(
 
     with errors_to_exit():
         server_key = settings().require_server_key()
-        received = list(bodies.iter_bodies(paths, sys.stdin.read))
+        received = bodies.iter_bodies(paths, sys.stdin.buffer)  # every path checked here; bodies read lazily
         conn = open_connection()
-        results = []
-        with conn:
-            for body in received:
-                results.append(intake.process_notification(conn, body, server_key, dry_run=dry_run))
-        if json_out:
-            output.write_json(output.notification_document(results), compact=len(results) > 100)
+        spool = JsonSpool() if json_out else None
+        results = []  # for the human table only: --json streams through the spool
+        counts = {"total": 0, "applied": 0, "unchanged": 0, "rejected": 0}
+        with conn, terminate_as_interrupt():
+            try:
+                for body in received:
+                    result = intake.process_notification(conn, body, server_key, dry_run=dry_run)
+                    counts["total"] += 1
+                    counts[result.outcome] += 1
+                    if spool is not None:
+                        spool.add(output.notification_document([result])["results"][0])
+                    else:
+                        results.append(result)
+            except BaseException as exc:
+                if spool is not None:
+                    spool.close(counts, error_line(exc))
+                raise
+        if spool is not None:
+            spool.close(counts, None)
         else:
             output.render_notifications(output.console(), results, dry_run=dry_run)
-        exit_for(any(r.outcome == "rejected" for r in results))
+        exit_for(counts["rejected"] > 0)
 
 
 

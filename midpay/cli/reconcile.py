@@ -8,15 +8,16 @@ import typer
 from midpay.cli.common import (
     MAX_SECONDS,
     JsonFlag,
+    JsonSpool,
     app,
     database_url,
+    error_line,
     errors_to_exit,
     exit_for,
     fail,
     finite,
     open_connection,
     open_gateway,
-    secrets,
     terminate_as_interrupt,
 )
 
@@ -103,7 +104,7 @@ class _Report:
     def __init__(self, *, json_out: bool, total: int | None) -> None:
         from midpay import output
 
-        self.spool = _JsonSpool() if json_out else None
+        self.spool = JsonSpool() if json_out else None
         self.notable: list[ReconcileResult] = []
         self.more = 0
         self.progress: Any = None
@@ -137,70 +138,18 @@ class _Report:
 
     def abort(self, exc: BaseException) -> None:
         """The run raised before it could return a summary: still one complete document."""
-        from midpay.config import redact
-        from midpay.errors import MidpayError
-
         self._stop_progress()
         if self.spool is not None:
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if not isinstance(exc, MidpayError):
-                text = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"unexpected {type(exc).__name__}"
-            self.spool.close({"checked": 0, "changed": 0, "unchanged": 0, "errors": 0}, redact(text, secrets()))
+            self.spool.close({"checked": 0, "changed": 0, "unchanged": 0, "errors": 0}, error_line(exc))
 
     def finish(self, summary: "ReconcileSummary", *, dry_run: bool) -> None:
         from midpay import output
-        from midpay.config import redact
 
         self._stop_progress()
         if self.spool is not None:
-            error = None
-            if summary.fatal is not None:
-                error = redact(str(summary.fatal).strip().splitlines()[0], secrets())
+            error = error_line(summary.fatal) if summary.fatal is not None else None
             self.spool.close(output.reconcile_summary(summary), error)
         else:
             output.render_reconcile(output.console(), self.notable, summary, dry_run=dry_run)
             if self.more:
                 output.console().print(f"… and {self.more} more changed or failed rows (use --json for all)")
-
-
-class _JsonSpool:
-    """Results gathered in a temporary file (memory stays flat), then written as one line at the end.
-
-    Nothing reaches stdout before the run ends, so a run killed outright leaves no half
-    document in a log it appends to; every other ending writes a complete one.
-    """
-
-    def __init__(self) -> None:
-        import tempfile
-
-        self._file = tempfile.SpooledTemporaryFile(max_size=1 << 22, mode="w+", encoding="utf-8")
-        self._count = 0
-        self._closed = False
-
-    def add(self, item: dict[str, Any]) -> None:
-        import json
-
-        self._file.write(("," if self._count else "") + json.dumps(item, ensure_ascii=False))
-        self._count += 1
-
-    def close(self, summary: dict[str, int], error: str | None) -> None:
-        import json
-
-        if self._closed:
-            return
-        self._closed = True
-        tail: dict[str, Any] = {"summary": summary}
-        if error is not None:
-            tail["error"] = error
-        out = sys.stdout
-        try:
-            out.write('{"results": [')
-            self._file.seek(0)
-            while chunk := self._file.read(1 << 16):
-                out.write(chunk)
-            out.write("], " + json.dumps(tail, ensure_ascii=False)[1:] + "\n")
-            out.flush()
-        except BrokenPipeError:
-            pass
-        finally:
-            self._file.close()
