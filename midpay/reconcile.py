@@ -49,7 +49,8 @@ RECHECK_AFTER_SECONDS = 30.0
 # How long a claimed row stays reserved if the run holding it dies (renewed while it lives).
 LEASE_SECONDS = 60.0
 # Failed calls in a row (timeouts, 5xx after retries, garbage answers) that open the
-# circuit breaker; a refused connection opens it at once.
+# circuit breaker: this many, or twice --concurrency if that is more (the slow failures
+# of the rows in flight arrive together); a refused connection opens it at once.
 BREAKER_THRESHOLD = 5
 _FLUSH_EVERY = 64  # rows whose outcome is waiting to be written
 _FLUSH_SECONDS = 0.25
@@ -144,7 +145,7 @@ def reconcile(
     grace: float = refresh.CREATED_GRACE_SECONDS,
     recheck_after: float = RECHECK_AFTER_SECONDS,
     lease_seconds: float = LEASE_SECONDS,
-    breaker_threshold: int = BREAKER_THRESHOLD,
+    breaker_threshold: int | None = None,
     on_result: Callable[[ReconcileResult], None] | None = None,
 ) -> ReconcileSummary:
     """Check every due open row against Midtrans, ``concurrency`` at a time (module docstring)."""
@@ -154,7 +155,8 @@ def reconcile(
     try:
         run = _Run(
             pool, gateway, url=url, concurrency=concurrency, max_rps=max_rps, dry_run=dry_run, grace=grace,
-            lease_seconds=lease_seconds, breaker_threshold=breaker_threshold, on_result=on_result,
+            lease_seconds=lease_seconds, on_result=on_result,
+            breaker_threshold=breaker_threshold or max(BREAKER_THRESHOLD, 2 * concurrency),
         )
         run.execute(min_age=min_age, recheck_after=recheck_after, limit=limit)
         return run.summary
@@ -181,6 +183,7 @@ class _Run:
         self._failed: list[tuple[uuid.UUID, str]] = []
         self._released: list[uuid.UUID] = []
         self._suspects: list[_Checked] = []  # failed calls that may turn out to be an outage
+        self._tripped = False
         self._last_flush = 0.0
 
     # -- the loop -------------------------------------------------------------------
@@ -263,7 +266,11 @@ class _Run:
         elif checked.kind == TRANSPORT:
             assert checked.error is not None
             self._suspects.append(checked)
-            if isinstance(checked.error, GatewayUnreachable) or len(self._suspects) >= self.breaker_threshold:
+            if (
+                self._tripped
+                or isinstance(checked.error, GatewayUnreachable)
+                or len(self._suspects) >= self.breaker_threshold
+            ):
                 self._trip(checked.error)
         else:
             self._settle_suspects()  # Midtrans answered: the failures before this were the rows' own
@@ -294,6 +301,9 @@ class _Run:
             self._released.append(suspect.payment.id)
         count = len(self._suspects)
         self._suspects.clear()
+        if self._tripped:  # a call that was already under way when the breaker opened
+            return
+        self._tripped = True
         reason = _line(last)
         if isinstance(last, GatewayUnreachable):
             self._fatal(GatewayUnavailable(f"Midtrans could not be reached, reconcile stopped: {reason}"))
@@ -322,22 +332,21 @@ class _Run:
         self.summary.unchecked = len(self._released)
         if self.dry_run:
             return
-        # A lost connection may be one of several the pool holds: try again on a fresh one
-        # before leaving the leases to expire on their own.
-        for attempt in range(3):
+        # A lost connection may be one of several the pool holds: try again on a fresh,
+        # unpooled one (refused at once if the server is gone) before leaving the leases
+        # to expire on their own.
+        for fresh in (False, True):
             try:
-                self._flush(force=True)
-                self._db(lambda conn: claims.finish(conn, owner=self.owner))  # the failed rows' leases end now
+                self._flush(force=True, fresh=fresh)
+                self._db(lambda conn: claims.finish(conn, owner=self.owner), fresh=fresh)
                 return
             except MidpayError as exc:
                 self._fatal(exc)
-                if attempt < 2:
-                    self.pool.check()  # drop the broken connections
             except KeyboardInterrupt:
                 self._fatal(Interrupted("interrupted"))
                 return
 
-    def _flush(self, *, force: bool = False) -> None:
+    def _flush(self, *, force: bool = False, fresh: bool = False) -> None:
         """Write the queued outcomes: stamped, failed, released (a few statements for many rows)."""
         import time
 
@@ -358,7 +367,7 @@ class _Run:
             claims.release(conn, owner=self.owner, ids=released)
 
         try:
-            self._db(write)
+            self._db(write, fresh=fresh)
         except BaseException:  # keep them queued: the writes are safe to repeat
             self._done, self._failed = done + self._done, failed + self._failed
             self._released = released + self._released
@@ -372,10 +381,10 @@ class _Run:
             except MidpayError:
                 continue  # the loop finds out on its own next statement
 
-    def _db(self, work: Callable[[db.Connection], T]) -> T:
-        """Run ``work`` on a pooled connection; a lost PostgreSQL becomes DatabaseUnavailable."""
+    def _db(self, work: Callable[[db.Connection], T], *, fresh: bool = False) -> T:
+        """Run ``work`` on a pooled (or a ``fresh``) connection; a lost PostgreSQL becomes DatabaseUnavailable."""
         try:
-            with self.pool.connection() as conn:
+            with db.connect(self.url) if fresh else self.pool.connection() as conn:
                 return work(conn)
         except MidpayError:
             raise
@@ -394,8 +403,11 @@ class _Run:
         try:
             return self._ask(payment)
         except GatewayAuthError as exc:
+            self.stop.set()  # at once: no other worker starts a call meanwhile
             return _Checked(payment, FATAL, error=GatewayAuthError(f"reconcile stopped at the first 401: {_line(exc)}"))
         except GatewayError as exc:
+            if isinstance(exc, GatewayUnreachable):
+                self.stop.set()
             return _Checked(payment, TRANSPORT, _failed(payment, before, exc), exc)
         except DatabaseUnavailable as exc:
             return _Checked(payment, FATAL, error=exc)
