@@ -247,7 +247,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print exactly one JSON d
 LimitFlag = Annotated[int, typer.Option("--limit", min=1, max=1_000_000_000, help="Show at most this many.")]
 
 # Seconds-valued flags: finite, and small enough for PostgreSQL's intervals (~31 years).
-MAX_SECONDS = 1_000_000_000.0
+MAX_SECONDS = 1_000_000_000
 
 
 def finite(value: float | None) -> float | None:

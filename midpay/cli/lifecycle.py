@@ -125,7 +125,7 @@ def _wait_final(
 
 @app.command()
 def status(
-    order_id: Annotated[str, typer.Argument(help="The order id.", show_default=False)],
+    order_id: Annotated[str, typer.Argument(help="The order id.", show_default=False, metavar="ORDER_ID")],
     no_refresh: Annotated[bool, typer.Option("--no-refresh", help="Show the stored row; do not ask Midtrans.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
