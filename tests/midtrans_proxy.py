@@ -29,10 +29,13 @@ class Rule:
     raw: bytes | None = None  # answer these bytes (HTTP 200) instead of the sandbox's
     stall: float = 0.0  # seconds to wait before answering
     times: int | None = None  # apply to this many requests, then forward
+    endpoint: str | None = None  # only requests to this endpoint ("status", "charge", ...)
 
 
 def _order_of(path: str) -> tuple[str, str]:
     parts = [unquote(p) for p in path.split("?")[0].split("/") if p]
+    if parts == ["v2", "charge"]:
+        return "charge", ""
     if len(parts) >= 3 and parts[0] == "v2":
         return parts[2], parts[1]
     return "other", ""
@@ -76,9 +79,11 @@ class MidtransProxy:
         with self._lock:
             return sum(n for (e, o), n in self.counts.items() if e == endpoint and order_id in (None, o))
 
-    def _rule(self, order_id: str) -> Rule | None:
+    def _rule(self, endpoint: str, order_id: str) -> Rule | None:
         with self._lock:
             rule = self.rules.get(order_id, self.default)
+            if rule is not None and rule.endpoint not in (None, endpoint):
+                return None
             if rule is not None and rule.times is not None:
                 if rule.times <= 0:
                     return None
@@ -99,7 +104,7 @@ class MidtransProxy:
             data = handler.rfile.read(length) if length else b""
         with self._lock:
             self.counts[(endpoint, order_id)] += 1
-        rule = self._rule(order_id)
+        rule = self._rule(endpoint, order_id)
         if rule is not None and rule.stall:
             time.sleep(rule.stall)
         if rule is not None and rule.http_status is not None:
