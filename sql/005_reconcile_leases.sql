@@ -1,11 +1,12 @@
 -- Reconcile's claims become leases, and a failed check is recorded on its row.
 --
--- A run claims a row by writing its owner token and a lease deadline; it renews the
--- deadline while it runs and clears both when the check ends. A run that dies leaves
--- its leases to expire. last_checked_at now means the time of the last check that
--- completed (Midtrans answered and the answer was applied or found unchanged); a
--- check that failed leaves it alone and records the attempt, the reason and when the
--- row may be tried again (at once after the first failure, then further apart).
+-- A run claims a row by writing its owner token and a lease deadline, and renews the
+-- deadline while it runs. A completed check (Midtrans answered, the answer applied or
+-- found unchanged) stamps last_checked_at, which now means the time of the last
+-- completed check, and ends the lease. A failed check records the attempt, the reason
+-- and when the row may be tried again (at once after the first failure, then further
+-- apart), and keeps the lease until the run ends. A run that dies leaves its leases to
+-- expire.
 
 ALTER TABLE payment_transactions ADD COLUMN IF NOT EXISTS check_lease_owner uuid;
 ALTER TABLE payment_transactions ADD COLUMN IF NOT EXISTS check_lease_until timestamptz;
