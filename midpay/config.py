@@ -29,10 +29,19 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+ROOT_HOME = Path("/var/lib/midpay")
+
+
 def default_home() -> Path:
-    """The per-user data directory, e.g. ``~/.local/share/midpay``."""
+    """The per-user data directory, e.g. ``~/.local/share/midpay``; for root, ``/var/lib/midpay``.
+
+    Root's own home is normally closed to other users, and the embedded PostgreSQL
+    runs as an unprivileged user that must reach its data (see ``embedded_access``).
+    """
     import platformdirs
 
+    if os.name == "posix" and os.geteuid() == 0:
+        return ROOT_HOME
     return Path(platformdirs.user_data_dir("midpay", appauthor=False))
 
 
@@ -56,13 +65,17 @@ class Settings:
         )
 
     def require_database_url(self) -> str:
-        """The database URL, or a configuration error that says how to set it."""
+        """The database URL as libpq should read it (see ``dburl``), or a configuration error."""
+        from midpay import dburl
+
         if not self.database_url:
             raise ConfigError(
                 "DATABASE_URL is not set: give a postgresql:// URL, or DATABASE_URL=embedded "
                 "for a local PostgreSQL that midpay starts itself"
             )
-        return self.database_url
+        if self.database_url == "embedded":
+            return self.database_url
+        return dburl.normalize(self.database_url)
 
     def require_server_key(self) -> str:
         """The Midtrans server key, or a configuration error naming the variable."""
@@ -74,17 +87,19 @@ class Settings:
         return self.server_key
 
     def secrets(self) -> list[str]:
-        """Strings that must never be printed: the server key and the database password."""
-        found: list[str] = []
-        if self.server_key:
-            found.append(self.server_key)
+        """Strings that must never be printed: the server key (and its Basic-auth token), the database password."""
+        from midpay.redaction import MIN_SECRET, key_forms
+
+        found: list[str] = key_forms(self.server_key) if self.server_key else []
         if self.database_url and self.database_url != "embedded":
             found.extend(_url_passwords(self.database_url))
-        return [s for s in found if len(s) >= 3]
+        return [s for s in dict.fromkeys(found) if len(s) >= MIN_SECRET]
 
 
 def _url_passwords(url: str) -> list[str]:
-    found: list[str] = []
+    from midpay import dburl
+
+    found = dburl.passwords(url)
     try:
         parts = urlsplit(url)
         if parts.password:
@@ -94,15 +109,14 @@ def _url_passwords(url: str) -> list[str]:
     # urlsplit gives up on some malformed URLs (an unbalanced "[" say): a tolerant
     # pattern still finds the password between "user:" and "@".
     found.extend(m.group(1) for m in re.finditer(r"^[a-z][a-z0-9+.-]*://[^:/@\s]*:([^@\s]+)@", url, re.I))
-    found.extend(m.group(1) for m in re.finditer(r"password=([^&\s]+)", url))
     return found
 
 
 def redact(text: str, secrets: list[str]) -> str:
     """Replace every occurrence of every secret in ``text`` by ``***``."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+    from midpay.redaction import redact as _redact
+
+    return _redact(text, secrets)
 
 
 def _parse_bool(name: str, raw: str) -> bool:

@@ -4,6 +4,8 @@ An embedded PostgreSQL under ``<MIDPAY_HOME>/demo`` and an in-process sandbox st
 in for the real ones; every step runs the same use-case code as the commands do
 (migrate, charge, status, replay-webhook, reconcile). Each run starts from a fresh
 demo database, so it can be repeated at will; the data stays until the next run.
+The demo stops the PostgreSQL it started, so nothing is left running; the home it
+suggests for trying things by hand (``<MIDPAY_HOME>/try``) is never touched by it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -32,6 +34,13 @@ class DemoReport:
     reconciled: int
     seconds: float
     home: Path
+    try_home: Path
+    left_running: bool  # the demo's PostgreSQL was running before the demo, and still is
+
+
+def try_home(settings: Settings) -> Path:
+    """The home the demo suggests for trying commands by hand; no demo run touches it."""
+    return settings.home / "try"
 
 
 def demo_home(settings: Settings) -> Path:
@@ -58,24 +67,35 @@ def _fresh_database(home: Path) -> str:
 
 def run(settings: Settings, con: Console, step: Callable[[str], None]) -> DemoReport:
     """Walk one payment from charge to settlement through the real code paths."""
+    from midpay import embedded, embedded_access
+
+    started = time.monotonic()
+    home = demo_home(settings)
+    embedded_access.prepare_home(home, embedded_access.runner())
+    was_running = embedded.status(home).state == "running"
+    try:
+        report = _walk(settings, con, step, home)
+    finally:
+        if not was_running:
+            embedded.stop(home)
+    return DemoReport(**{**report, "seconds": time.monotonic() - started, "left_running": was_running})
+
+
+def _walk(settings: Settings, con: Console, step: Callable[[str], None], home: Path) -> dict[str, Any]:
     from midpay import bodies, charges, db, intake, migrate, output, refresh
     from midpay import reconcile as reconciling
     from midpay.gateway import Gateway
     from midpay.sandbox import DEV_SERVER_KEY, SandboxServer
 
-    started = time.monotonic()
-    home = demo_home(settings)
-    home.mkdir(parents=True, exist_ok=True)
     notify_dir = home / "notifications"
-
     step("Starting the embedded PostgreSQL and a fresh demo database")
     url = _fresh_database(home)
-    con.print(f"  database: embedded PostgreSQL in {home / 'pgdata'}")
+    con.print(output.join("  database: embedded PostgreSQL in ", output.text(home / "pgdata")))
 
     step("midpay migrate")
     with db.connect(url) as conn:
         applied = migrate.migrate(conn)
-    con.print(f"  applied {len(applied)} migration(s): " + ", ".join(f.name for f in applied))
+    con.print(output.text(f"  applied {len(applied)} migration(s): " + ", ".join(f.name for f in applied)))
 
     with SandboxServer(server_key=DEV_SERVER_KEY, notify_dir=notify_dir) as sandbox:
         con.print(f"  Midtrans sandbox listening on {sandbox.url} (development key, in-process)")
@@ -88,13 +108,14 @@ def run(settings: Settings, con: Console, step: Callable[[str], None]) -> DemoRe
 
             step(f"midpay status {order_id}")
             outcome = refresh.refresh(conn, gateway, order_id)
-            con.print(f"  Midtrans says: {output.status_text(outcome.payment.status)} (the customer has not paid yet)")
+            says = output.status_text(outcome.payment.status)
+            con.print(output.join("  Midtrans says: ", says, " (the customer has not paid yet)"))
 
             step("The customer scans the QR and pays (midpay sandbox pay)")
             sandbox.pay(order_id, "settlement")
             files = sorted(notify_dir.glob("*.json"), key=lambda p: p.stat().st_mtime)
             notification = next(p for p in reversed(files) if "settlement" in p.name)
-            con.print(f"  Midtrans sent a signed notification; saved as {notification}")
+            con.print(output.join("  Midtrans sent a signed notification; saved as ", output.text(notification)))
 
             step(f"midpay replay-webhook {notification.name}")
             received = list(bodies.iter_bodies([str(notification)]))
@@ -110,43 +131,63 @@ def run(settings: Settings, con: Console, step: Callable[[str], None]) -> DemoRe
             summary = reconciling.reconcile(url, gateway, min_age=0, concurrency=4)
         output.render_reconcile(con, [], summary, dry_run=False)
 
-    return DemoReport(
-        order_id=order_id,
-        amount=amount,
-        final_status=final.status,
-        paid_at=output.iso(final.paid_at),
-        notification_file=notification,
-        reconciled=summary.checked,
-        seconds=time.monotonic() - started,
-        home=home,
-    )
+    return {
+        "order_id": order_id,
+        "amount": amount,
+        "final_status": final.status,
+        "paid_at": output.iso(final.paid_at),
+        "notification_file": notification,
+        "reconciled": summary.checked,
+        "home": home,
+        "try_home": try_home(settings),
+    }
 
 
 def render_account(con: Console, report: DemoReport) -> None:
-    """What happened, and the commands to try next."""
+    """What happened, what is left running, and the commands to try next (outside any border, to copy)."""
     from rich.panel import Panel
 
-    from midpay.output import rupiah
+    from midpay.output import rupiah, text
     from midpay.sandbox import DEV_SERVER_KEY
 
     ok = report.final_status == "settlement" and report.paid_at is not None
-    lines = [
+    summary = [
         f"Order {report.order_id} for {rupiah(report.amount)} went created → pending → {report.final_status}"
         + (f", paid at {report.paid_at}." if report.paid_at else "."),
         "The notification was stored, its signature verified, its amount checked, and applied once;",
         f"reconcile then found {report.reconciled} open payment(s) to check. Took {report.seconds:.1f} s.",
+    ]
+    title, style = ("Demo complete", "green") if ok else ("Demo finished", "red")
+    from rich.text import Text
+
+    con.print(Panel(Text("\n").join(text(line) for line in summary), title=title, border_style=style))
+    if report.left_running:
+        running = [
+            f"Left running: the embedded PostgreSQL of {report.home} (it was running before the demo).",
+            f"Stop it with:  MIDPAY_HOME={report.home} midpay db stop",
+        ]
+    else:
+        running = [
+            "Left running: nothing. The demo's PostgreSQL was stopped and the sandbox ran inside the demo.",
+            f"The demo's data stays in {report.home} until the next demo.",
+        ]
+    for line in running:
+        con.print(text(line), soft_wrap=True)
+    lines = [
         "",
-        "Try it yourself against a sandbox that keeps running:",
-        f"  export MIDPAY_HOME={report.home}",
+        f"Try it yourself, in a home the demo never touches ({report.try_home}):",
+        f"  export MIDPAY_HOME={report.try_home}",
         "  export DATABASE_URL=embedded",
         f"  export MIDTRANS_SERVER_KEY={DEV_SERVER_KEY}",
         "  export MIDTRANS_API_URL=http://127.0.0.1:8765",
-        "  midpay sandbox serve &                      # a local Midtrans",
-        "  midpay charge --amount 25000 --qris        # note the order id it prints",
-        "  midpay sandbox pay ORDER_ID > paid.json     # the customer pays",
-        "  midpay replay-webhook paid.json             # the notification arrives",
+        "  midpay migrate",
+        "  midpay sandbox serve > sandbox.log &           # a local Midtrans (stop it: kill %1)",
+        "  midpay charge --amount 25000 --qris            # note the order id it prints",
+        "  midpay sandbox pay ORDER_ID > paid.json        # the customer pays",
+        "  midpay replay-webhook paid.json                # the notification arrives",
         "  midpay status ORDER_ID",
         "  midpay reconcile --min-age 0",
+        "  midpay db stop                                 # when done: stop the embedded PostgreSQL",
     ]
-    title, style = ("Demo complete", "green") if ok else ("Demo finished", "red")
-    con.print(Panel("\n".join(lines), title=title, border_style=style))
+    for line in lines:
+        con.print(text(line), soft_wrap=True)

@@ -19,7 +19,9 @@ Retries are urllib3's, mounted on the session: connection failures and HTTP
 Read timeouts are never retried: a stalled Midtrans costs one ``timeout``, and the caller
 learns the outcome is unknown.
 
-The server key is sent as the Basic-auth user name and appears in no message or repr.
+The server key is sent as the Basic-auth user name and appears in no message or repr;
+every decoded answer is scrubbed of it (and of its Basic-auth token) before it is
+returned, so nothing downstream can store or print an echo of it.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from midpay.errors import (
     OutcomeUnknown,
     TransactionNotFound,
 )
+from midpay.redaction import key_forms, redact, scrub
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +163,7 @@ class Gateway:
         self.base_url = base_url.rstrip("/")
         self.timeout = float(timeout)
         self.retries = retries
-        self._secrets = (server_key, basic_auth_header(server_key).removeprefix("Basic "))
+        self._secrets = key_forms(server_key)
         self._auth = _ServerKeyAuth(server_key)
         self._headers = {
             "Content-Type": "application/json",
@@ -187,6 +190,7 @@ class Gateway:
             session.mount("https://", adapter)
             session.mount("http://", adapter)
         self.session = session
+        self.last_date: str | None = None  # the Date header of the last answer (``midpay doctor``'s clock check)
 
     def __repr__(self) -> str:
         return f"Gateway(base_url={self.base_url!r}, timeout={self.timeout:g})"
@@ -333,6 +337,7 @@ class Gateway:
             ) from exc
         except requests.RequestException as exc:  # ChunkedEncodingError, ContentDecodingError, ...
             raise OutcomeUnknown(self._unknown(what, method, f"the answer was cut off ({type(exc).__name__})")) from exc
+        self.last_date = response.headers.get("Date")
         log.debug(
             "%s %s -> HTTP %s in %.0f ms", method, path, response.status_code, (time.monotonic() - started) * 1000
         )
@@ -345,9 +350,7 @@ class Gateway:
 
     def _clean(self, text: str, limit: int = 200) -> str:
         """``text`` on one line, without secrets, at most ``limit`` characters."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        text = " ".join(text.split())
+        text = " ".join(redact(text, self._secrets).split())
         return text if len(text) <= limit else text[: limit - 3] + "..."
 
     def _judge(self, response: requests.Response, what: str, operation: str) -> dict[str, Any]:
@@ -357,6 +360,9 @@ class Gateway:
             decoded = json.loads(response.content.decode("utf-8"))
         except ValueError:  # JSONDecodeError and UnicodeDecodeError both are
             decoded = None
+        # Before anything keeps or shows the answer: an echoed Authorization header, the
+        # key or its token anywhere in it, at any depth, becomes "***".
+        decoded = scrub(decoded, self._secrets)
         body: dict[str, Any] | None = decoded if isinstance(decoded, dict) else None
         code = body.get("status_code") if body is not None else None
         message = self._clean(str(body.get("status_message") or "")) if body is not None else ""

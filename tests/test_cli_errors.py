@@ -229,6 +229,12 @@ def test_only_an_unreachable_server_is_exit_3(cli: Any, monkeypatch: pytest.Monk
     assert result.exit_code == 3
     assert _only_line(result).startswith("Error: cannot connect to PostgreSQL: ")
     monkeypatch.setenv("DATABASE_URL", "postgresql://someone@127.0.0.1:abc/x")
-    malformed = cli("status", "x")
-    assert malformed.exit_code == 2
-    assert _only_line(malformed).startswith("Error: DATABASE_URL is not a usable PostgreSQL URL: ")
+    unreadable = cli("status", "x")
+    assert unreadable.exit_code == 2
+    assert _only_line(unreadable).startswith("Error: DATABASE_URL is not a postgresql:// URL midpay can read")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://someone@127.0.0.1/x?bogus=1")
+    unusable = cli("status", "x")
+    assert unusable.exit_code == 2
+    assert _only_line(unusable) == (
+        'Error: DATABASE_URL is not a usable PostgreSQL URL: invalid URI query parameter: "bogus"'
+    )

@@ -24,6 +24,7 @@ def test_installed_wheel_migrates_from_another_directory(tmp_path: Path, empty_d
     wheel = next(wheels.glob("midpay_ops-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"midpay/sql/{f.name}" for f in migrate.load_files(REPO / "sql")} <= names
+    assert {f"midpay/sandbox/{f.name}" for f in (REPO / "midpay" / "sandbox").glob("*.py")} <= names
 
     target = tmp_path / "site"
     install = subprocess.run(

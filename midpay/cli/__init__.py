@@ -8,12 +8,13 @@ commands on import:
     notifications  replay-webhook, events, events reprocess
     reconcile      reconcile
     operator       cancel, expire, refund
+    database       db status|start|stop, doctor
 """
 
-from midpay.cli import lifecycle, notifications, operator, reconcile, setup
+from midpay.cli import database, lifecycle, notifications, operator, reconcile, setup
 from midpay.cli.common import app
 
-__all__ = ["app", "lifecycle", "main", "notifications", "operator", "reconcile", "setup"]
+__all__ = ["app", "database", "lifecycle", "main", "notifications", "operator", "reconcile", "setup"]
 
 
 def main() -> None:

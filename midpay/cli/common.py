@@ -103,6 +103,17 @@ def _root(
     state.settings = None
     state.schema_checked = False
     state.url = None
+    _redact_streams()
+
+
+def _redact_streams() -> None:
+    """The last line of defence: whatever reaches stdout or stderr is redacted (redaction.py)."""
+    from midpay.redaction import RedactingStream
+
+    if not isinstance(sys.stdout, RedactingStream):
+        sys.stdout = RedactingStream(sys.stdout, secrets)  # type: ignore[assignment]
+    if not isinstance(sys.stderr, RedactingStream):
+        sys.stderr = RedactingStream(sys.stderr, secrets)  # type: ignore[assignment]
 
 
 # --- the one error boundary ------------------------------------------------------------
@@ -116,8 +127,11 @@ def secrets() -> list[str]:
 def fail(exc: MidpayError) -> NoReturn:
     """Print ``Error: …`` (secrets redacted) and exit with the error's code."""
     from midpay.config import redact
+    from midpay.output import visible
 
-    message = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__, secrets())
+    raw = str(exc).strip()
+    # The first line only (errors are one line); anything a terminal would act on, shown as an escape.
+    message = visible(redact(raw.split("\n", 1)[0] if raw else exc.__class__.__name__, secrets()))
     sys.stderr.write(f"Error: {message}\n")
     raise typer.Exit(exc.exit_code)
 
@@ -172,7 +186,9 @@ def settings() -> "Settings":
 
 
 def _announce(line: str) -> None:
-    sys.stderr.write(line + "\n")
+    from midpay.output import visible
+
+    sys.stderr.write(visible(line) + "\n")
 
 
 def database_url() -> str:
@@ -286,13 +302,13 @@ class JsonSpool:
         self._closed = False
 
     def add(self, item: dict[str, Any]) -> None:
-        import json
+        from midpay.output import json_text
 
-        self._file.write(("," if self._count else "") + json.dumps(item, ensure_ascii=False))
+        self._file.write(("," if self._count else "") + json_text(item, compact=True))
         self._count += 1
 
     def close(self, summary: dict[str, int], error: str | None) -> None:
-        import json
+        from midpay.output import json_text
 
         if self._closed:
             return
@@ -306,7 +322,7 @@ class JsonSpool:
             self._file.seek(0)
             while chunk := self._file.read(1 << 16):
                 out.write(chunk)
-            out.write("], " + json.dumps(tail, ensure_ascii=False)[1:] + "\n")
+            out.write("], " + json_text(tail, compact=True)[1:] + "\n")
             out.flush()
         except BrokenPipeError:
             pass

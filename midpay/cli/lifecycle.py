@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
 @app.command()
 def charge(
-    amount: Annotated[int, typer.Option("--amount", help="Amount in whole rupiah (IDR).", show_default=False)],
+    amount: Annotated[
+        str, typer.Option("--amount", help="Amount in whole rupiah (IDR), e.g. 25000.", show_default=False)
+    ],
     order_id: Annotated[
         str | None,
         typer.Option("--order-id", help="Your order id (default: a generated unique one). The id of a charge "
@@ -52,19 +54,20 @@ def charge(
     first and the charge is sent only if it does not know the order, so an order is
     never charged twice.
     """
-    from midpay import charges, output
+    from midpay import charges, operations, output
 
     with errors_to_exit():
+        whole = operations.parse_amount(amount)
         if timeout is not None and not wait:
             raise UsageError("--timeout only applies with --wait")
         gateway = open_gateway()
         conn = open_connection()
         with conn, gateway:
-            outcome = charges.charge(conn, gateway, amount=amount, order_id=order_id, user_id=user_id, qris=qris)
+            outcome = charges.charge(conn, gateway, amount=whole, order_id=order_id, user_id=user_id, qris=qris)
             payment = outcome.payment
             con = output.console(sys.stderr if json_out else None)
             if outcome.note:
-                sys.stderr.write(f"midpay: {outcome.note}\n")
+                sys.stderr.write(f"midpay: {output.visible(outcome.note)}\n")
             if not json_out:
                 title = "Charge resumed" if outcome.resumed else "Charge created"
                 output.render_payment(con, payment, title=title, show_qr=True)
@@ -91,6 +94,7 @@ def _wait_final(
     from datetime import UTC, datetime
 
     from midpay import output, refresh
+    from midpay.output import join, text, visible
 
     if timeout is None:  # the QR's own expiry (Midtrans' default is 15 minutes), and a minute to see it expire
         expiry = output.payment_expiry(payment)
@@ -98,18 +102,17 @@ def _wait_final(
         timeout = max(left, 0) + 60
     deadline = time.monotonic() + timeout
     order_id = payment.order_id
-    status = con.status(f"waiting for {order_id} to be paid…", spinner="dots") if not quiet else None
+    status = con.status(join("waiting for ", text(order_id), " to be paid…"), spinner="dots") if not quiet else None
 
     def polled(current: Any) -> None:
         if status is not None:
-            status.update(f"waiting for {order_id}: {current.status} (Ctrl-C stops waiting)")
+            status.update(join("waiting for ", text(order_id), ": ", text(current.status), " (Ctrl-C stops waiting)"))
 
     def refused(error: Exception, poll: int) -> None:
-        from midpay.cli.common import secrets
-        from midpay.config import redact
+        from midpay.cli.common import error_line
 
-        line = redact(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__, secrets())
-        sys.stderr.write(f"midpay: status check {poll} of {order_id} failed, still waiting: {line}\n")
+        sys.stderr.write(f"midpay: status check {poll} of {visible(order_id)} failed, still waiting: "
+                         f"{visible(error_line(error))}\n")
 
     if status is not None:
         status.start()
@@ -168,10 +171,13 @@ def payments_list(
         typer.Option(
             "--since",
             help="Only payments created since 2026-11-26, 2026-11-26T10:00:00+07:00, or 30m, 2h, 7d ago "
-            "(times without an offset are local time).",
+            "(times without an offset are Jakarta time, WIB).",
         ),
     ] = None,
     limit: LimitFlag = 50,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Always a table, however narrow the terminal (lines may then wrap).")
+    ] = False,
     json_out: JsonFlag = False,
 ) -> None:
     """List recent payments, newest first."""
@@ -186,5 +192,5 @@ def payments_list(
         if json_out:
             output.write_json({"payments": [output.payment_document(p) for p in rows]})
         else:
-            output.render_payments(output.console(), rows)
+            output.render_payments(output.console(), rows, wide=wide)
 

