@@ -38,6 +38,7 @@ from midpay.errors import (
     MidpayError,
     UsageError,
 )
+from midpay.pacing import Breaker, RateLimiter
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -91,27 +92,6 @@ class ReconcileSummary:
             self.changed += 1
         else:
             self.unchanged += 1
-
-
-class RateLimiter:
-    """Spaces calls at least 1/rate seconds apart across threads (a ceiling, not a target)."""
-
-    def __init__(self, rate: float | None):
-        self._interval = 1.0 / rate if rate and rate > 0 else 0.0
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def wait(self, stop: threading.Event) -> bool:
-        """Wait for this caller's slot; False when ``stop`` was set meanwhile (or before)."""
-        if not self._interval:
-            return not stop.is_set()
-        import time
-
-        with self._lock:
-            now = time.monotonic()
-            slot = max(self._next, now)
-            self._next = slot + self._interval
-        return not stop.wait(slot - now) if slot > now else not stop.is_set()
 
 
 # What became of one claimed row.
@@ -184,6 +164,7 @@ class _Run:
         self._released: list[uuid.UUID] = []
         self._suspects: list[_Checked] = []  # failed calls that may turn out to be an outage
         self._tripped = False
+        self.breaker = Breaker(breaker_threshold, self.stop)
         self._last_flush = 0.0
 
     # -- the loop -------------------------------------------------------------------
@@ -327,6 +308,8 @@ class _Run:
                 self._take(future.result())
             except BaseException:  # noqa: BLE001 - an interrupt while draining: the lease will expire
                 self._released.append(in_flight[future].id)
+        if self.breaker.opened_by is not None and self.summary.fatal is None:  # the workers saw the outage first
+            self._trip(self.breaker.opened_by)
         if self._suspects:  # no later answer decided either way: the failures stand as the rows' own
             self._settle_suspects()
         self.summary.unchecked = len(self._released)
@@ -406,8 +389,7 @@ class _Run:
             self.stop.set()  # at once: no other worker starts a call meanwhile
             return _Checked(payment, FATAL, error=GatewayAuthError(f"reconcile stopped at the first 401: {_line(exc)}"))
         except GatewayError as exc:
-            if isinstance(exc, GatewayUnreachable):
-                self.stop.set()
+            self.breaker.failed(exc)  # stops the other workers at once, not when the loop gets to this result
             return _Checked(payment, TRANSPORT, _failed(payment, before, exc), exc)
         except DatabaseUnavailable as exc:
             return _Checked(payment, FATAL, error=exc)
@@ -424,6 +406,7 @@ class _Run:
 
     def _ask(self, payment: db.Payment) -> _Checked:
         checked = refresh.check(self.pool.connection, self.gateway, payment, grace=self.grace, dry_run=self.dry_run)
+        self.breaker.answered()
         error = _line(checked.problem) if checked.problem is not None else None
         result = ReconcileResult(payment.order_id, checked.status_before, checked.status_after, error)
         return _Checked(payment, DONE if error is None else FAILED, result)

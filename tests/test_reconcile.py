@@ -225,7 +225,7 @@ def test_consecutive_timeouts_open_the_circuit_breaker(
     line = _one_error_line(err)
     assert line.startswith("Error: Midtrans failed 5 calls in a row, reconcile stopped: status check of order 'slow-")
     assert line.endswith("no answer within 1 s (timed out)")
-    assert 5 <= calls <= 5 + 2  # the breaker's five, and at most one more call per worker already under way
+    assert 5 <= calls <= 5 + 1  # the breaker's five, and the other worker's call already under way
     doc = json.loads(out)
     assert doc["error"] == line.removeprefix("Error: ") and doc["summary"]["errors"] == doc["summary"]["checked"]
     assert all(r["check_attempts"] == 0 for r in _records(db_url).values())
