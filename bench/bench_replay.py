@@ -1,9 +1,9 @@
-"""2. Replay: one ``midpay replay-webhook DIR`` against pgbench's durable-commit floor.
+"""2. Replay: one ``midpay replay-webhook DIR`` against pgbench's durable-commit floor, and confirmed.
 
 N signed settlement notifications (two in three GoPay, one in three QRIS, shaped like
 the sandbox's) for N pending orders, one file each, go through one
-``midpay replay-webhook DIR --json`` process. Every one is stored, verified and
-applied, one committed transaction each.
+``midpay replay-webhook DIR --json`` process. Every one is stored, verified, confirmed
+with the sandbox (no latency: this part measures midpay's own cost) and applied.
 
 The floor is pgbench with one client running the same number of transactions of an
 equivalent shape: INSERT a webhook event with a jsonb body of the same size, UPDATE
@@ -13,6 +13,13 @@ on this server, with no Python at all.
 
 Also: one ``midpay replay-webhook FILE`` process per file, measured over a sample of
 files and extrapolated to N (the start-up cost a per-event cron or hook would pay).
+
+Confirmed replay (the issue's target): a directory of 1,000 bodies for 200 orders (a
+pending body and four settlement bodies each, some byte-identical, some spaced
+differently), against ``midpay sandbox serve --latency-ms 50``. Each order must cost
+one Get Status call, ``--concurrency`` (8) at a time, so the floor is
+orders x 50 ms / 8; the target is a wall clock within 3x of it. The sandbox counts the
+calls. The figure includes the process start-up (about 0.3 s).
 """
 
 from __future__ import annotations
@@ -28,10 +35,25 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from common import SERVER_KEY, Lab, Result, Target, copy_rows, log, midpay_env, pgbench_path, run_midpay
+from common import (
+    SERVER_KEY,
+    Lab,
+    Result,
+    SandboxProcess,
+    Target,
+    charge_orders,
+    copy_rows,
+    log,
+    midpay_env,
+    pay_orders,
+    pgbench_path,
+    run_midpay,
+)
 from psycopg.types.json import Jsonb
 
 MERCHANT_ID = "G000000001"
+CONFIRM_LATENCY_MS = 50
+CONFIRM_CONCURRENCY = 8
 
 
 def notification(order_id: str, amount: int, *, qris: bool) -> dict[str, Any]:
@@ -139,6 +161,18 @@ def run(lab: Lab, *, quick: bool, events: int | None = None) -> Result:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE payment_transactions")
 
+    with SandboxProcess(lab, latency_ms=0) as sandbox:
+        log(f"replay: charging and settling {n + sample} orders in the sandbox (what confirmation will find)")
+        charge_orders(sandbox.url, ids, amounts)
+        pay_orders(sandbox.url, ids)
+        _pgbench_part(lab, result, db_url, ids, amounts, n, sample, sandbox.url)
+    _confirmed_part(lab, result, quick=quick)
+    return result
+
+
+def _pgbench_part(
+    lab: Lab, result: Result, db_url: str, ids: list[str], amounts: list[int], n: int, sample: int, api_url: str
+) -> None:
     folder = lab.work / "notifications"
     single = lab.work / "notifications-single"
     folder.mkdir()
@@ -154,12 +188,12 @@ def run(lab: Lab, *, quick: bool, events: int | None = None) -> Result:
     # and right after midpay's run, and their mean is used.
     before = _pgbench(script, n, db_url)
     log(f"replay: midpay replay-webhook over {n} files")
-    env = midpay_env(lab, db_url, None)
+    env = midpay_env(lab, db_url, api_url)
     run = run_midpay(lab, env, "replay-webhook", str(folder), "--json", name="replay", measure_rss=True)
     if run.returncode != 0:
         raise RuntimeError(f"midpay replay-webhook exited {run.returncode}: {run.stderr[-2000:]}")
     summary = run.json()["summary"]
-    if summary != {"total": n, "applied": n, "unchanged": 0, "rejected": 0}:
+    if summary != {"total": n, "applied": n, "unchanged": 0, "awaiting": 0, "rejected": 0}:
         raise RuntimeError(f"unexpected replay summary {summary}")
     midpay_eps = n / run.wall
     after = _pgbench(script, n, db_url)
@@ -203,4 +237,97 @@ def run(lab: Lab, *, quick: bool, events: int | None = None) -> Result:
     )
     result.targets.append(Target("replay events/s vs pgbench tps", round(midpay_eps / pgbench_tps, 3), 0.5, ">=", "x"))
     result.notes.append(f"per-file figure: {sample} processes measured, extrapolated to {n} files (mean x {n})")
-    return result
+    result.notes.append("every body is confirmed with a 0-latency sandbox: one Get Status call per order")
+
+
+def _confirmed_part(lab: Lab, result: Result, *, quick: bool) -> None:
+    orders = 40 if quick else 200
+    per_order = 5
+    db_url = lab.fresh_db("replay_confirmed")
+    ids = [f"bench-cf-{i:05d}" for i in range(orders)]
+    amounts = [40_000 + i for i in range(orders)]
+    folder = lab.work / "confirmed"
+    folder.mkdir()
+    with SandboxProcess(lab, latency_ms=0) as sandbox:
+        log(f"replay (confirmed): {orders} orders, {orders * per_order} bodies, sandbox at {CONFIRM_LATENCY_MS} ms")
+        answers = charge_orders(sandbox.url, ids, amounts)
+        created = datetime.now(UTC) - timedelta(minutes=5)
+        with psycopg.connect(db_url) as conn, conn.transaction():
+            copy_rows(
+                conn,
+                "payment_transactions",
+                ("order_id", "gross_amount", "payment_type", "status", "midtrans_transaction_id", "created_at",
+                 "updated_at"),
+                (
+                    (a["order_id"], amt, "gopay", "pending", a["transaction_id"], created, created)
+                    for a, amt in zip(answers, amounts, strict=True)
+                ),
+            )
+        pending = [_signed(a, amt, "pending", "201") for a, amt in zip(answers, amounts, strict=True)]
+        pay_orders(sandbox.url, ids)
+        settled = [_signed(a, amt, "settlement", "200") for a, amt in zip(answers, amounts, strict=True)]
+        number = 0
+        for first, paid in zip(pending, settled, strict=True):
+            # one pending body, then the settlement four times: twice as is, once re-spaced, once indented
+            texts = [json.dumps(first), json.dumps(paid), json.dumps(paid), json.dumps(paid, indent=2),
+                     json.dumps(paid, separators=(",", ":"))]
+            for text in texts[:per_order]:
+                folder.joinpath(f"{number:06d}.json").write_text(text)
+                number += 1
+        sandbox.set_latency(CONFIRM_LATENCY_MS)
+        sandbox.control("POST", "/_sandbox/reset")
+        env = midpay_env(lab, db_url, sandbox.url)
+        run = run_midpay(
+            lab, env, "replay-webhook", str(folder), "--concurrency", str(CONFIRM_CONCURRENCY), "--json",
+            name="replay-confirmed",
+        )
+        stats = sandbox.control("GET", "/_sandbox/stats")
+    if run.returncode != 0:
+        raise RuntimeError(f"confirmed replay exited {run.returncode}: {run.stderr[-2000:]}")
+    summary = run.json()["summary"]
+    bodies = orders * per_order
+    if summary != {"total": bodies, "applied": orders, "unchanged": bodies - orders, "awaiting": 0, "rejected": 0}:
+        raise RuntimeError(f"unexpected confirmed replay summary {summary}")
+    calls = int(stats["by_endpoint"]["status"])
+    if calls != orders:
+        raise RuntimeError(f"{calls} status calls for {orders} orders: expected one each")
+    floor = orders * CONFIRM_LATENCY_MS / 1000 / CONFIRM_CONCURRENCY
+    result.metrics.update(
+        {
+            "confirmed_bodies": bodies,
+            "confirmed_orders": orders,
+            "confirmed_latency_ms": CONFIRM_LATENCY_MS,
+            "confirmed_concurrency": CONFIRM_CONCURRENCY,
+            "confirmed_status_calls": calls,
+            "confirmed_wall_s": round(run.wall, 3),
+            "confirmed_floor_s": round(floor, 3),
+            "confirmed_vs_floor": round(run.wall / floor, 3),
+            "confirmed_summary": summary,
+        }
+    )
+    result.targets.append(Target("confirmed replay wall / (orders x latency / concurrency)",
+                                 round(run.wall / floor, 3), 3.0, "<=", "x"))
+
+
+def _signed(answer: dict[str, Any], amount: int, status: str, code: str) -> dict[str, Any]:
+    """The notification the sandbox sends for ``status``, as a Midtrans notification is shaped."""
+    from midpay.notifications import compute_signature
+
+    gross = f"{amount}.00"
+    body: dict[str, Any] = {
+        "transaction_time": answer.get("transaction_time", "2026-11-26 10:00:00"),
+        "transaction_status": status,
+        "transaction_id": answer["transaction_id"],
+        "status_message": "midtrans payment notification",
+        "status_code": code,
+        "signature_key": compute_signature(answer["order_id"], code, gross, SERVER_KEY),
+        "payment_type": "gopay",
+        "order_id": answer["order_id"],
+        "merchant_id": MERCHANT_ID,
+        "gross_amount": gross,
+        "fraud_status": "accept",
+        "currency": "IDR",
+    }
+    if status == "settlement":
+        body["settlement_time"] = "2026-11-26 10:01:07"
+    return body

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from midpay import db, states, storable
-from midpay.apply import apply_view, synthetic_failure
+from midpay.apply import AnswerMismatch, apply_answer, synthetic_failure
 from midpay.db import schema
 from midpay.errors import (
     ConfigError,
@@ -92,7 +92,8 @@ def charge(
     payment_type = "qris" if qris else "gopay"
     with conn.transaction():
         layout = schema.layout(conn, conn.info.dsn)
-        for column, value in (("order_id", order_id), ("user_id", user_id), ("gross_amount", amount)):
+        # Integer ranges of this database's columns (lengths and NOT NULL: db.insert_payment).
+        for column, value in (("user_id", user_id), ("gross_amount", amount)):
             problem = storable.column_problem(layout, _TABLE, column, value)
             if problem is not None:
                 raise UsageError(f"cannot store this payment: {problem}")
@@ -167,13 +168,13 @@ def _send(conn: db.Connection, gateway: Gateway, payment: db.Payment, *, resumed
     except DuplicateOrder as exc:
         if resumed:
             return _duplicate_on_resume(conn, gateway, payment, exc)
-        result = apply_view(conn, synthetic_failure(payment, exc.status_code, str(exc), dict(exc.body)))
+        result = apply_answer(conn, order_id, synthetic_failure(payment, exc.status_code, str(exc), dict(exc.body)))
         raise DuplicateOrder(
             f"Midtrans refused order {order_id} ({exc.status_code}): {exc}; it is now {result.status_after}",
             exc.status_code, exc.body,
         ) from exc
     except MidtransRejected as exc:
-        result = apply_view(conn, synthetic_failure(payment, exc.status_code, str(exc), dict(exc.body)))
+        result = apply_answer(conn, order_id, synthetic_failure(payment, exc.status_code, str(exc), dict(exc.body)))
         raise MidtransRejected(
             f"Midtrans refused order {order_id} ({exc.status_code}): {exc}; it is now {result.status_after}",
             exc.status_code, exc.body,
@@ -204,19 +205,17 @@ def _duplicate_on_resume(
 
 
 def _apply(conn: db.Connection, payment: db.Payment, answer: dict[str, Any], *, what: str) -> db.Payment:
-    """Check Midtrans' answer about ``payment`` (its order, its columns) and apply it."""
+    """Check Midtrans' answer about ``payment`` (its order, amount, columns) and apply it."""
     try:
         view = parse_view(answer, what=what)
-        if view.order_id != payment.order_id:
-            raise InvalidPayload(f"the {what} names another order ({view.order_id[:60]!r})")
         with conn.transaction():
             layout = schema.layout(conn, conn.info.dsn)
         storable.check_view(layout, view, what=f"Midtrans' {what}")
-    except InvalidPayload as exc:
-        raise InvalidPayload(
+        result = apply_answer(conn, payment.order_id, view)
+    except (InvalidPayload, AnswerMismatch) as exc:
+        raise type(exc)(
             f"{exc}; order {payment.order_id} stays {payment.status}: see `midpay status {payment.order_id}`"
         ) from exc
-    result = apply_view(conn, view)
-    if result.payment is None:  # pragma: no cover - apply_view always returns the row
+    if result.payment is None:  # pragma: no cover - apply_answer always returns the row
         raise MidpayError(f"order {payment.order_id} vanished while it was being charged")
     return result.payment

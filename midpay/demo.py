@@ -118,8 +118,10 @@ def _walk(settings: Settings, con: Console, step: Callable[[str], None], home: P
             con.print(output.join("  Midtrans sent a signed notification; saved as ", output.text(notification)))
 
             step(f"midpay replay-webhook {notification.name}")
-            received = list(bodies.iter_bodies([str(notification)]))
-            results = [intake.process_notification(conn, body, DEV_SERVER_KEY) for body in received]
+            received = list(bodies.iter_bodies([str(notification)], lambda: ""))
+            results = [
+                intake.process_notification(conn, body, DEV_SERVER_KEY, gateway=gateway) for body in received
+            ]
             output.render_notifications(con, results, dry_run=False)
 
             step(f"midpay status {order_id}")

@@ -1,29 +1,66 @@
-"""A notification from any source: store it, verify it, apply it.
+"""A notification from any source: store the bytes, verify, confirm with Midtrans, apply its answer.
 
 ``replay-webhook`` (files, stdin), ``events reprocess`` (stored bodies) and ``listen``
 (HTTP) all come through here; nothing about a notification is decided anywhere else.
-The body is stored by the first statement of the transaction that then decides and
-records its outcome, so a body and its outcome commit together.
+
+    1. store    the exact bytes (raw_bytes) and the JSON (raw_body), undecided; committed
+                (``received``)
+    2. screen   signature over the raw strings; a known order; the stored amount. A body
+                that fails is recorded rejected. A body identical to one confirmed
+                before is recorded unchanged: nothing to ask. The rest are recorded
+                awaiting confirmation; committed
+    3. confirm  Get Status for the order, outside any transaction or lock
+    4. apply    Midtrans' answer, through the one apply path, for the order that was
+                asked about; the body's outcome in the same transaction
+    (offline)   instead of 3 and 4: only what the signed status_code proves
+                (``notifications.proof``); the rest stays awaiting confirmation
+
+A verified body is a hint: its unsigned fields (transaction_status beyond what
+status_code proves, settlement_time, transaction_id, fraud_status, ...) never decide
+anything. A crash between the steps leaves the event unprocessed (undecided or awaiting
+confirmation), and ``events reprocess`` takes it up again. ``midpay.confirm`` runs many
+bodies through these steps at once.
 """
 
 from __future__ import annotations
 
-import json
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from midpay import db
-from midpay.apply import AmountMismatch, ApplyResult, apply_to
-from midpay.bodies import Body, clean_text, decode_body
-from midpay.errors import DataConflict, InvalidPayload
-from midpay.notifications import TransactionView, parse_notification, verify_signature
+from midpay.apply import AnswerMismatch, ApplyResult, apply_locked, apply_proven
+from midpay.bodies import Body, decode_body
+from midpay.db import intake as sql
+from midpay.errors import (
+    ConfigError,
+    DataConflict,
+    GatewayError,
+    GatewayProtocolError,
+    InvalidPayload,
+    MidpayError,
+    MidtransRejected,
+    OutcomeUnknown,
+    TransactionNotFound,
+)
+from midpay.notifications import TransactionView, parse_notification, parse_view, proof, verify_signature
+from midpay.received import Item, exact_bytes, field_text, store
+
+if TYPE_CHECKING:
+    from midpay.gateway import Gateway
+
+# What can become of a body; only the first two leave its stored event processed.
+OUTCOMES = ("applied", "unchanged", "awaiting", "rejected")
 
 
 @dataclass(frozen=True)
 class NotificationResult:
-    """One body of replay-webhook, as CONTRACT.md reports it."""
+    """What became of one body, as CONTRACT.md reports it.
+
+    ``outcome`` is applied, unchanged, awaiting (confirmation) or rejected. ``confirmed``:
+    Midtrans' own answer decided it. ``gateway_error``: Midtrans could not be asked
+    (the body awaits confirmation; asking again later may help).
+    """
 
     source: str
     order_id: str | None
@@ -32,193 +69,292 @@ class NotificationResult:
     status_before: str | None
     status_after: str | None
     error: str | None
-    outcome: str  # applied | unchanged | rejected
+    outcome: str
     note: str | None = None
+    confirmed: bool = False
+    gateway_error: MidpayError | None = field(default=None, compare=False, repr=False)
 
 
-def _storable(body: Body) -> Any:
-    """What goes into raw_body (jsonb): the JSON itself, or the raw text as a JSON string."""
-    return body.parsed if body.parse_error is None else clean_text(body.text)
+Decided = list[tuple[int, NotificationResult]]
 
 
-def _field(parsed: Any, name: str) -> str | None:
-    if isinstance(parsed, dict):
-        value = parsed.get(name)
-        if isinstance(value, str):
-            return value
-    return None
-
-
-@dataclass(frozen=True)
-class _Verdict:
-    """What a body says on its own, before any payment is looked at."""
-
-    view: TransactionView | None
-    verified: bool
-    error: str | None
-
-
-def _verify(body: Body, server_key: str) -> _Verdict:
-    if body.parse_error is not None:
-        return _Verdict(None, False, body.parse_error)
-    try:
-        view = parse_notification(body.parsed)
-    except InvalidPayload as exc:
-        return _Verdict(None, False, str(exc))
-    if not verify_signature(body.parsed, server_key):
-        return _Verdict(view, False, "signature mismatch: signature_key does not match this body and server key")
-    return _Verdict(view, True, None)
-
-
-def process_notification(
-    conn: db.Connection, body: Body, server_key: str, *, dry_run: bool = False
-) -> NotificationResult:
-    """Store the body, then verify it (signature, known order, amount) and apply it.
-
-    The body is inserted by the transaction's first statement (which also locks the
-    payment it names); the decision follows and its outcome commits with the body. If
-    anything fails while deciding (PostgreSQL refusing the payment's update, say), that
-    transaction is rolled back and the body is stored again, rejected, with the reason:
-    whatever happens, it is kept.
-    ``dry_run`` verifies and decides without writing.
-    """
-    verdict = _verify(body, server_key)
-    lock = verdict.view.order_id if verdict.verified and verdict.view is not None else None
-    if dry_run:
-        with conn.transaction(force_rollback=True):
-            payment = db.get_payment(conn, lock) if lock is not None else None
-            return _conclude(conn, body, verdict, payment, event_id=None)
-    try:
-        with conn.transaction():
-            event_id, payment = db.insert_event(conn, **_event_fields(body), lock_order_id=lock)
-            return _conclude(conn, body, verdict, payment, event_id=event_id)
-    except Exception as exc:  # whatever went wrong deciding, the body is kept
-        if db.map_error(exc) is not None:
-            raise  # the connection itself is gone: nothing can be stored now; exit 3 says so
-        reason = str(exc) if isinstance(exc, DataConflict) else f"not processed: {type(exc).__name__}: {exc}"
-        with conn.transaction():
-            event_id, _ = db.insert_event(conn, **_event_fields(body))
-            db.finish_event(conn, event_id, is_verified=verdict.verified, outcome="rejected", error=reason)
-        return _result(body, verdict, "rejected", reason)
-
-
-def _event_fields(body: Body) -> dict[str, Any]:
-    return {
-        "raw_body": _storable(body),
-        "source": body.source,
-        "order_id": _field(body.parsed, "order_id"),
-        "transaction_id": _field(body.parsed, "transaction_id"),
-        "signature_key": _field(body.parsed, "signature_key"),
-    }
-
-
-def _result(
-    body: Body, verdict: _Verdict, outcome: str, error: str | None, applied: ApplyResult | None = None
-) -> NotificationResult:
+def make_result(item: Item, outcome: str, error: str | None = None, applied: ApplyResult | None = None, *,
+            note: str | None = None, confirmed: bool = False, before: str | None = None,
+            gateway_error: MidpayError | None = None) -> NotificationResult:
     return NotificationResult(
-        source=body.source,
-        order_id=_field(body.parsed, "order_id"),
-        verified=verdict.verified,
-        applied=outcome == "applied",
-        status_before=applied.status_before if applied else None,
-        status_after=applied.status_after if applied else None,
+        source=item.body.source,
+        order_id=field_text(item.body.parsed, "order_id"),
+        verified=item.verified,
+        applied=applied.applied if applied is not None and outcome != "rejected" else False,
+        status_before=applied.status_before if applied is not None else before,
+        status_after=applied.status_after if applied is not None else before,
         error=error,
         outcome=outcome,
-        note=applied.note if applied else None,
+        note=note or (applied.note if applied is not None else None),
+        confirmed=confirmed,
+        gateway_error=gateway_error,
     )
 
 
-def _conclude(
-    conn: db.Connection,
-    body: Body,
-    verdict: _Verdict,
-    payment: db.Payment | None,
-    *,
-    event_id: uuid.UUID | None,
-) -> NotificationResult:
-    """Decide on a verified body against its locked payment; record the outcome on the event."""
+def outcome_row(item: Item, result: NotificationResult) -> sql.Outcome:
+    assert item.event_id is not None
+    return sql.Outcome(item.event_id, item.verified, result.outcome, result.error or result.note, result.confirmed)
 
-    def finish(outcome: str, error: str | None, applied: ApplyResult | None = None) -> NotificationResult:
-        if event_id is not None and not (applied is not None and applied.applied):
-            note = applied.note if applied is not None else None
-            db.finish_event(conn, event_id, is_verified=verdict.verified, outcome=outcome, error=error or note)
-        return _result(body, verdict, outcome, error, applied)
 
-    if not verdict.verified or verdict.view is None:
-        return finish("rejected", verdict.error)
-    if payment is None:
-        return finish("rejected", f"unknown order: {verdict.view.order_id}")
-    event = db.EventOutcome(event_id, True, "applied") if event_id is not None else None
+# --- 2. screen ---------------------------------------------------------------------------
+
+
+def _verify(item: Item, server_key: str) -> str | None:
+    """Check the body on its own; the reason it is rejected, or None."""
+    body = item.body
+    if item.stored_error is not None:
+        return item.stored_error
+    if body.parse_error is not None:
+        return body.parse_error
     try:
-        result = apply_to(conn, payment, verdict.view, event=event)
-    except AmountMismatch as exc:
-        return finish("rejected", str(exc))
-    return finish("applied" if result.applied else "unchanged", None, result)
+        view = parse_notification(body.parsed)
+    except InvalidPayload as exc:
+        return str(exc)
+    item.view = view
+    if not verify_signature(body.parsed, server_key):
+        return "signature mismatch: signature_key does not match this body and server key"
+    item.verified = True
+    return None
 
 
-# --- stored notifications, again -------------------------------------------------------
+@dataclass
+class Screened:
+    """A batch after screening: what is decided already, and what waits for Midtrans, by order."""
+
+    decided: Decided = field(default_factory=list)
+    candidates: dict[str, list[Item]] = field(default_factory=dict)
 
 
-def stored_body(event: db.WebhookEvent) -> Body:
-    """A stored notification as the Body it was received as, named ``event:<id>``.
+def screen(conn: db.Connection, items: Sequence[Item], server_key: str, *, online: bool, dry_run: bool = False
+           ) -> Screened:
+    """Verify, look up and de-duplicate a batch; record what is decided already; commit.
 
-    ``raw_body`` holds the parsed JSON, or, for a body that was not JSON, its text as a
-    JSON string (``_storable``); such text is parsed again and rejected again.
+    Online, the candidates are recorded as awaiting confirmation until their answer is
+    applied (so a crash leaves them visibly so). Any failure here records the whole
+    batch as rejected with the reason.
     """
-    source = f"event:{event.id}"
-    if isinstance(event.raw_body, str):
-        return decode_body(source, event.raw_body)
-    return Body(source, json.dumps(event.raw_body, ensure_ascii=False), parsed=event.raw_body)
+    try:
+        with conn.transaction(force_rollback=dry_run):
+            return _screen(conn, items, server_key, online=online, record=not dry_run)
+    except Exception as exc:
+        if db.map_error(exc) is not None:
+            raise
+        reason = f"not processed: {type(exc).__name__}: {exc}"
+        out = Screened([(i.seq, make_result(i, "rejected", reason)) for i in items])
+        if not dry_run:
+            with conn.transaction():
+                sql.record_outcomes(conn, [outcome_row(i, r) for i, (_, r) in zip(items, out.decided, strict=True)])
+        return out
 
 
-def reprocess_notification(
-    conn: db.Connection, event_id: uuid.UUID, server_key: str, *, rejected_only: bool = False
-) -> NotificationResult | None:
-    """Verify and apply a stored, unprocessed notification again, as ``process_notification`` would.
+def _screen(conn: db.Connection, items: Sequence[Item], server_key: str, *, online: bool, record: bool) -> Screened:
+    out = Screened()
+    outcomes: list[sql.Outcome] = []
 
-    The new outcome is recorded on the same event row (no second row for the same
-    body). The row is locked for the decision; None when it is processed already or
-    another run holds it.
+    def decide(item: Item, result: NotificationResult) -> None:
+        out.decided.append((item.seq, result))
+        if record:
+            outcomes.append(outcome_row(item, result))
+
+    verified: list[Item] = []
+    for item in items:
+        reason = _verify(item, server_key)
+        if reason is not None:
+            decide(item, make_result(item, "rejected", reason))
+        else:
+            verified.append(item)
+    payments = sql.payments_by_order(conn, sorted({i.view.order_id for i in verified if i.view}))
+    known: list[Item] = []
+    for item in verified:
+        assert item.view is not None
+        payment = payments.get(item.view.order_id)
+        if payment is None:
+            decide(item, make_result(item, "rejected", f"unknown order: {item.view.order_id}"))
+        elif item.view.gross_amount != payment.gross_amount:
+            decide(item, make_result(item, "rejected", f"amount mismatch for {payment.order_id}: the notification says "
+                                 f"{item.view.gross_amount_raw}, stored {payment.gross_amount}"))
+        else:
+            known.append(item)
+    copies = sql.confirmed_copies(conn, [(i.view.order_id, i.body.parsed) for i in known if i.view])
+    for position, item in enumerate(known):
+        assert item.view is not None
+        status = payments[item.view.order_id].status
+        if position in copies:
+            decide(item, make_result(item, "unchanged", before=status,
+                                 note="identical to a notification Midtrans confirmed before: not asked again"))
+            continue
+        out.candidates.setdefault(item.view.order_id, []).append(item)
+        if online and record:
+            assert item.event_id is not None
+            outcomes.append(sql.Outcome(item.event_id, True, "awaiting", "awaiting confirmation with Midtrans"))
+    sql.record_outcomes(conn, outcomes)
+    return out
+
+
+# --- 3. confirm ---------------------------------------------------------------------------
+
+
+# Get Status only reads, so an answer that was cut off or garbled is asked for again
+# (the gateway retries refused connections and 5xx itself): twice, and a stall once.
+_REASK: dict[type, int] = {GatewayProtocolError: 2, OutcomeUnknown: 1}
+
+
+def confirm(gateway: Gateway, order_id: str) -> TransactionView | MidpayError:
+    """Ask Midtrans about the order (Get Status); its answer as a view, or why there is none."""
+    tries: dict[type, int] = dict(_REASK)
+    while True:
+        found = _ask(gateway, order_id)
+        left = tries.get(type(found), 0)
+        if not left:
+            return found
+        tries[type(found)] = left - 1
+
+
+def _ask(gateway: Gateway, order_id: str) -> TransactionView | MidpayError:
+    try:
+        answer = gateway.status(order_id)
+    except (GatewayError, ConfigError, MidtransRejected, TransactionNotFound) as exc:
+        return exc
+    try:
+        return parse_view(answer, what="status answer")
+    except InvalidPayload as exc:
+        return GatewayProtocolError(f"status check of order {order_id!r}: {exc}")
+
+
+# --- 4. apply -----------------------------------------------------------------------------
+
+
+def _claims(item: Item) -> str | None:
+    return item.view.transaction_status if item.view is not None else None
+
+
+def apply_confirmed(
+    conn: db.Connection, order_id: str, answer: TransactionView | MidpayError, items: Sequence[Item], *,
+    dry_run: bool = False,
+) -> Decided:
+    """Apply Midtrans' answer about ``order_id`` for these bodies of it (in their order); record each outcome.
+
+    The first body carries the change, the others find it made. An answer that could
+    not be had leaves them awaiting confirmation (the row marked for reconcile), or
+    rejected when Midtrans said no (404, a refusal) or its answer does not fit the row.
     """
-    with conn.transaction():
-        event = db.lock_unprocessed_event(conn, event_id, rejected_only=rejected_only)
-        if event is None:
-            return None
-        body = stored_body(event)
-        verdict = _verify(body, server_key)
-        payment = None
-        if verdict.verified and verdict.view is not None:
-            payment = db.get_payment(conn, verdict.view.order_id, for_update=True)
-        try:
-            with conn.transaction():  # a savepoint: a refused update leaves the event to record it
-                return _conclude(conn, body, verdict, payment, event_id=event.id)
-        except DataConflict as exc:
-            db.finish_event(conn, event.id, is_verified=True, outcome="rejected", error=str(exc))
-            return _result(body, verdict, "rejected", str(exc))
+    with conn.transaction(force_rollback=dry_run):
+        decided = _apply_confirmed(conn, order_id, answer, items)
+        if not dry_run:
+            sql.record_outcomes(conn, [outcome_row(i, r) for i, (_, r) in zip(items, decided, strict=True)])
+            if any(r.outcome == "awaiting" for _, r in decided):
+                sql.mark_unconfirmed(conn, [order_id])
+    return decided
 
 
-def reprocess_events(
-    conn: db.Connection,
-    server_key: str,
-    *,
-    order_id: str | None = None,
-    rejected_only: bool = False,
-    on_result: Callable[[NotificationResult], None] | None = None,
-) -> list[NotificationResult]:
-    """Verify and apply every unprocessed stored notification again, oldest first.
+def _apply_confirmed(
+    conn: db.Connection, order_id: str, answer: TransactionView | MidpayError, items: Sequence[Item]
+) -> Decided:
+    payment = db.get_payment(conn, order_id, for_update=True)
+    if payment is None:
+        return [(i.seq, make_result(i, "rejected", f"unknown order: {order_id}")) for i in items]
+    if isinstance(answer, GatewayError | ConfigError):
+        reason = f"awaiting confirmation: {answer}"
+        return [(i.seq, make_result(i, "awaiting", reason, before=payment.status, gateway_error=answer)) for i in items]
+    if isinstance(answer, MidpayError):
+        return [(i.seq, make_result(i, "rejected", f"{answer}; not applied", before=payment.status)) for i in items]
+    try:
+        with conn.transaction():  # a savepoint: a refused write leaves the outcome to record
+            applied = apply_locked(conn, payment, answer)
+    except (AnswerMismatch, DataConflict) as exc:
+        return [(i.seq, make_result(i, "rejected", str(exc), before=payment.status)) for i in items]
+    decided: Decided = []
+    for position, item in enumerate(items):
+        said = _claims(item)
+        note = f"the body says {said}; Midtrans says {answer.transaction_status}" if said != answer.transaction_status \
+            else None
+        if position == 0:
+            outcome = "applied" if applied.applied else "unchanged"
+            decided.append((item.seq, make_result(item, outcome, applied=applied, note=note or applied.note,
+                                              confirmed=True)))
+        else:
+            after = applied.status_after
+            decided.append((item.seq, make_result(item, "unchanged", before=after, note=note, confirmed=True)))
+    return decided
 
-    Each outcome is recorded on the notification's own row. ``rejected_only`` takes
-    only the rows recorded as rejected (not those never decided at all). A row that a
-    concurrent run is reprocessing is skipped.
+
+def apply_offline(conn: db.Connection, order_id: str, items: Sequence[Item], *, dry_run: bool = False) -> Decided:
+    """Apply what each body's signed status_code proves, and no more; record each outcome."""
+    decided: Decided = []
+    with conn.transaction(force_rollback=dry_run):
+        payment = db.get_payment(conn, order_id, for_update=True)
+        for item in items:
+            assert item.view is not None
+            if payment is None:
+                decided.append((item.seq, make_result(item, "rejected", f"unknown order: {order_id}")))
+                continue
+            proven = proof(item.view.status_code)
+            applied = apply_proven(conn, payment, proven.state, exact=proven.exact)
+            payment = applied.payment or payment
+            if proven.exact:
+                outcome = "applied" if applied.applied else "unchanged"
+                decided.append((item.seq, make_result(item, outcome, applied=applied)))
+            else:
+                reason = f"awaiting confirmation: {proven.unproven}"
+                decided.append((item.seq, make_result(item, "awaiting", reason, applied=applied)))
+        if not dry_run:
+            sql.record_outcomes(conn, [outcome_row(i, r) for i, (_, r) in zip(items, decided, strict=True)])
+    return decided
+
+
+# --- one body: listen, the demo ----------------------------------------------------------
+
+
+def receive(conn: db.Connection, gateway: Gateway | None, data: bytes, source: str, *, server_key: str
+            ) -> NotificationResult:
+    """Decide one received notification body: THE entry point for a body that arrives alone (HTTP).
+
+    ``data`` is the body exactly as received, ``source`` names where it came from (kept
+    on the stored event). ``gateway`` None means offline: Midtrans is not asked.
+
+    Contract (stable): the bytes are stored and committed before anything is decided;
+    the returned result is final only once the body and its outcome are committed. It
+    never raises because of the body: malformed, forged, unknown, a mismatching answer,
+    Midtrans refusing or unreachable all come back as a result (``outcome`` rejected or
+    awaiting; ``gateway_error`` set when Midtrans could not be asked, so asking again
+    later may help). It raises ``DatabaseUnavailable`` when PostgreSQL fails; the body
+    is then either not stored at all, or stored and not yet decided (``events
+    reprocess`` decides it). ``conn`` must not be inside a transaction; no transaction
+    or lock is held while Midtrans is asked.
     """
-    with conn.transaction():
-        ids = db.select_unprocessed_event_ids(conn, order_id=order_id, rejected_only=rejected_only)
-    results: list[NotificationResult] = []
-    for event_id in ids:
-        result = reprocess_notification(conn, event_id, server_key, rejected_only=rejected_only)
-        if result is not None:
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
-    return results
+    text = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
+    body = decode_body(source, text)
+    return _one(conn, gateway, Item(0, body, data), server_key, dry_run=False)
 
+
+def process_notification(
+    conn: db.Connection, body: Body, server_key: str, *, gateway: Gateway | None, dry_run: bool = False
+) -> NotificationResult:
+    """One body already read (a file, stdin): as ``receive``. ``dry_run`` decides without writing."""
+    return _one(conn, gateway, Item(0, body, exact_bytes(body)), server_key, dry_run=dry_run)
+
+
+def _one(conn: db.Connection, gateway: Gateway | None, item: Item, server_key: str, *, dry_run: bool
+         ) -> NotificationResult:
+    with db.translate_errors():
+        return _one_step(conn, gateway, item, server_key, dry_run=dry_run)
+
+
+def _one_step(conn: db.Connection, gateway: Gateway | None, item: Item, server_key: str, *, dry_run: bool
+              ) -> NotificationResult:
+    if not dry_run:
+        store(conn, [item])
+    screened = screen(conn, [item], server_key, online=gateway is not None, dry_run=dry_run)
+    for order_id, items in screened.candidates.items():
+        if gateway is None:
+            screened.decided.extend(apply_offline(conn, order_id, items, dry_run=dry_run))
+        else:
+            screened.decided.extend(apply_confirmed(conn, order_id, confirm(gateway, order_id), items,
+                                                    dry_run=dry_run))
+    [(_, result)] = screened.decided
+    return result

@@ -4,6 +4,16 @@ Each file and its row in ``midpay_schema_migrations`` commit in one transaction,
 failing file leaves nothing behind and stays pending. A session advisory lock, polled
 with a timeout, serialises concurrent runs. An applied file that was edited since, or
 a new file numbered below the highest applied one, is refused. ``status`` reads only.
+
+Files may call the helpers of ``midpay.adoption`` (``pg_temp.midpay_ensure_index``, …),
+defined in each file's transaction, so that tables another backend laid out are
+taken over without duplicating what they already have; what was found is recorded
+with the file's row.
+
+Superseded texts: 001 and 002 were rewritten to recognise indexes and constraints by
+what they are instead of by name. A database that applied the earlier text recorded its
+checksum, which ``SUPERSEDED`` lists, so that database stays valid (007 removes any
+duplicate index the earlier text created). Any other edit of an applied file is refused.
 """
 
 from __future__ import annotations
@@ -13,19 +23,30 @@ import itertools
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from midpay import adoption
 from midpay.errors import DatabaseUnavailable, MigrationError
 
 TRACKING_TABLE = "midpay_schema_migrations"
 # pg_advisory_lock key: the first 8 bytes of sha256("midpay migrate"), as a signed bigint.
 LOCK_KEY = int.from_bytes(hashlib.sha256(b"midpay migrate").digest()[:8], "big", signed=True)
 _FILE_NAME = re.compile(r"^(\d+)_([A-Za-z0-9_]+)\.sql$")
+
+# Checksums of earlier texts of a file that a database may have recorded, by version.
+# Add one only when a file's new text leaves every database that applied the old one
+# in a state the later files expect (say why next to it).
+SUPERSEDED: dict[int, frozenset[str]] = {
+    # 001 and 002 before they recognised indexes and constraints by what they are: same
+    # tables and columns; their name-checked indexes are either there or duplicates 007 drops.
+    1: frozenset({"a3134650b3aaff201ea77e18e6f7156da70497a44f731b3fcbb435ac7969a487"}),
+    2: frozenset({"f4874da6c17a48dce33367de3877d2eebfe4736a7278dccc90d167b7b1831bb7"}),
+}
 
 
 @dataclass(frozen=True)
@@ -48,6 +69,7 @@ class AppliedMigration:
     checksum: str
     applied_at: datetime
     execution_ms: int
+    found: adoption.Found | None = None  # None for files applied before midpay recorded findings
 
 
 @dataclass(frozen=True)
@@ -56,6 +78,7 @@ class MigrationStatus:
 
     applied: list[AppliedMigration]
     pending: list[MigrationFile]
+    found: adoption.Found = field(default_factory=adoption.Found)  # every applied file's findings merged
 
 
 def sql_dir() -> Path:
@@ -99,10 +122,18 @@ def read_applied(conn: psycopg.Connection[Any]) -> list[AppliedMigration]:
     exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (TRACKING_TABLE,)).fetchone()
     if not exists or not exists[0]:
         return []
+    # to_jsonb(m) -> 'found' reads a tracking table made before the column existed too.
     rows = conn.execute(
-        f"SELECT version, name, checksum, applied_at, execution_ms FROM {TRACKING_TABLE} ORDER BY version"
+        f"SELECT version, name, checksum, applied_at, execution_ms, to_jsonb(m) -> 'found' "
+        f"FROM {TRACKING_TABLE} AS m ORDER BY version"
     ).fetchall()
-    return [AppliedMigration(*row) for row in rows]
+    return [
+        AppliedMigration(
+            version=row[0], name=row[1], checksum=row[2], applied_at=row[3], execution_ms=row[4],
+            found=adoption.Found.from_json(row[5]) if row[5] is not None else None,
+        )
+        for row in rows
+    ]
 
 
 def plan(files: list[MigrationFile], applied: list[AppliedMigration]) -> list[MigrationFile]:
@@ -110,7 +141,7 @@ def plan(files: list[MigrationFile], applied: list[AppliedMigration]) -> list[Mi
     by_version = {a.version: a for a in applied}
     for f in files:
         done = by_version.get(f.version)
-        if done is not None and done.checksum != f.checksum:
+        if done is not None and done.checksum != f.checksum and done.checksum not in SUPERSEDED.get(f.version, ()):
             raise MigrationError(
                 f"{f.name} was edited after it was applied: applied checksum {done.checksum}, "
                 f"file checksum now {f.checksum}; add a new migration instead of editing this one"
@@ -131,7 +162,8 @@ def status(conn: psycopg.Connection[Any], directory: Path | None = None) -> Migr
     files = load_files(directory)
     applied = read_applied(conn)
     by_version = {a.version for a in applied}
-    return MigrationStatus(applied=applied, pending=[f for f in files if f.version not in by_version])
+    found = adoption.merge([(a.version, a.found) for a in applied if a.found is not None])
+    return MigrationStatus(applied=applied, pending=[f for f in files if f.version not in by_version], found=found)
 
 
 def migrate(
@@ -150,13 +182,19 @@ def migrate(
         if dry_run:
             return plan(files, read_applied(conn))
         _ensure_tracking_table(conn)
-        pending = plan(files, read_applied(conn))
+        applied = read_applied(conn)
+        pending = plan(files, applied)
+        adopted = set(adoption.merge([(a.version, a.found) for a in applied if a.found]).tables_adopted)
         for f in pending:
             if on_apply is not None:
                 on_apply(f)
-            _apply_one(conn, f)
+            found = _apply_one(conn, f, adopted, first=not applied and f is pending[0])
+            adopted |= set(found.tables_adopted)
         return pending
     finally:
+        from midpay.db import schema
+
+        schema.forget()  # the tables' layout may have changed
         try:
             conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
         except psycopg.Error:
@@ -190,19 +228,26 @@ def _ensure_tracking_table(conn: psycopg.Connection[Any]) -> None:
         )
         """
     )
+    conn.execute(f"ALTER TABLE {TRACKING_TABLE} ADD COLUMN IF NOT EXISTS found jsonb")
 
 
-def _apply_one(conn: psycopg.Connection[Any], f: MigrationFile) -> None:
+def _apply_one(conn: psycopg.Connection[Any], f: MigrationFile, adopted: set[str], *, first: bool) -> adoption.Found:
+    from psycopg.types.json import Jsonb
+
     started = time.perf_counter()
     try:
         with conn.transaction():
+            adoption.prepare(conn)
+            before = adoption.columns(conn)
             conn.execute(f.sql.encode("utf-8"))
+            found = adoption.collect(conn, before, adopted, first=first)
             elapsed_ms = int((time.perf_counter() - started) * 1000)
             conn.execute(
-                f"INSERT INTO {TRACKING_TABLE} (version, name, checksum, execution_ms) "
-                "VALUES (%s, %s, %s, %s)",
-                (f.version, f.name, f.checksum, elapsed_ms),
+                f"INSERT INTO {TRACKING_TABLE} (version, name, checksum, execution_ms, found) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (f.version, f.name, f.checksum, elapsed_ms, Jsonb(found.as_json())),
             )
+        return found
     except (psycopg.OperationalError, psycopg.InterfaceError):
         raise
     except psycopg.Error as exc:

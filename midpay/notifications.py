@@ -222,36 +222,64 @@ def parse_view(body: object, *, what: str = "notification") -> TransactionView:
     )
 
 
-# The status_code Midtrans puts in a notification for each state. The signature covers
-# order_id, status_code and gross_amount but not transaction_status, so without this
-# check a genuine `pending` body (201) edited to say `settlement` would verify.
-NOTIFICATION_STATUS_CODES: dict[str, frozenset[str]] = {
-    "pending": frozenset({"201"}),
-    "authorize": frozenset({"200", "201"}),
-    "capture": frozenset({"200"}),
-    "settlement": frozenset({"200"}),
-    "partial_refund": frozenset({"200"}),
-    "refund": frozenset({"200"}),
-    "deny": frozenset({"202"}),
-    "cancel": frozenset({"202"}),
-    "expire": frozenset({"202"}),
-    "failure": frozenset({"202"}),
-}
-
-
 def parse_notification(body: object) -> TransactionView:
     """Read a notification: ``parse_view`` plus the fields its signature needs.
 
-    The status_code must be the one Midtrans sends with that transaction_status
-    (201 pending; 200 settlement, capture and refunds; 202 deny, cancel, expire).
+    Nothing but the signed fields is believed (``proof``): the body's
+    transaction_status, times, transaction_id and fraud_status are read so that they
+    can be shown and kept, never to decide.
     """
     view = parse_view(body, what="notification")
-    code = _required_text(view.raw, "status_code", "notification")
+    _required_text(view.raw, "status_code", "notification")
     _required_text(view.raw, "signature_key", "notification")
-    expected = NOTIFICATION_STATUS_CODES.get(view.transaction_status)
-    if expected is not None and code not in expected:
-        raise InvalidPayload(
-            f"notification status_code {code!r} does not go with transaction_status "
-            f"{view.transaction_status!r} (Midtrans sends {', '.join(sorted(expected))})"
-        )
     return view
+
+
+# --- what a signature proves on its own (``--offline``) ----------------------------------
+
+
+@dataclass(frozen=True)
+class Proof:
+    """What a verified body's signed ``status_code`` proves, with no one asked.
+
+    ``state`` is the state it proves; when ``exact`` is false it is only a floor (the
+    transaction exists at Midtrans, so a ``created`` row is at least ``pending``) and
+    the rest awaits confirmation, for the reason in ``unproven``.
+    """
+
+    status_code: str
+    state: str | None
+    exact: bool
+    unproven: str | None = None
+
+
+# REFERENCE.md §7 (status code list) and §5 (notification samples). The signature
+# covers order_id, status_code and gross_amount only, so a body proves no more than its
+# code's group. 200 and 202 each stand for several states, some final, some paid, some
+# not: none of them can be picked without Midtrans.
+_PROOFS: dict[str, Proof] = {
+    "201": Proof("201", "pending", True),
+    "407": Proof("407", "expire", True),
+    "200": Proof(
+        "200",
+        "pending",
+        False,
+        "status_code 200 stands for settlement, capture, refund, partial_refund, cancel or authorize: "
+        "which one, and when it was paid, only Midtrans can say",
+    ),
+    "202": Proof(
+        "202",
+        "pending",
+        False,
+        "status_code 202 stands for deny, cancel, expire or failure (or a refund the bank denied): "
+        "which one only Midtrans can say",
+    ),
+}
+
+
+def proof(status_code: str) -> Proof:
+    """What a verified body with this signed ``status_code`` proves without asking Midtrans."""
+    found = _PROOFS.get(status_code)
+    if found is not None:
+        return found
+    return Proof(status_code, None, False, f"status_code {status_code[:10]!r} proves no state")

@@ -1,7 +1,7 @@
 """Operator use cases: look at payments and stored notifications; cancel or expire a payment.
 
 This module owns transaction boundaries and returns data; it never prints. Every
-change to a payment goes through ``apply.apply_view``, fed with Midtrans' own answer,
+change to a payment goes through ``apply.apply_answer``, fed with Midtrans' own answer,
 and no transaction is held open while Midtrans is being asked.
 """
 
@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from midpay import db, states
-from midpay.apply import ApplyResult, answer_view, apply_view
+from midpay.apply import ApplyResult, answer_view, apply_answer
 from midpay.errors import GatewayError, MidtransRejected, NotFoundError, OutcomeUnknown, TransactionNotFound, UsageError
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ def _end(conn: db.Connection, gateway: Gateway, order_id: str, action: str) -> A
         ) from exc
     except GatewayError as exc:
         raise type(exc)(f"{exc}; order {order_id} was not changed here") from exc
-    result = apply_view(conn, answer_view(answer, order_id, f"{action} answer"))
+    result = apply_answer(conn, order_id, answer_view(answer, order_id, f"{action} answer"))
     assert result.payment is not None
     return ActionOutcome(result.payment, result)
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from midpay import db, states, storable
-from midpay.apply import AmountMismatch, apply_view, synthetic_failure
+from midpay.apply import AnswerMismatch, apply_answer, check_answer, needs_write, synthetic_failure
 from midpay.db import schema
 from midpay.errors import (
     DataConflict,
@@ -84,40 +84,29 @@ def check(
             view = parse_view(answer, what="status answer")
         except InvalidPayload as exc:
             return Checked(before, before, exc)
-        if view.order_id != payment.order_id:
-            return Checked(before, before, InvalidPayload(
-                f"the status answer about {payment.order_id} names another order ({view.order_id[:60]!r})"
-            ))
-        same = (states.normalize(view.transaction_status), view.gross_amount) == (
-            states.normalize(before), payment.gross_amount
-        )
-        if same:  # applying it would change nothing: no transaction at all
+        if not dry_run and not needs_write(payment, view):  # it repeats what the row holds: no transaction
             return Checked(before, before, view=view)
     with connections() as conn:
         if dry_run:
             current = db.get_payment(conn, payment.order_id)
             conn.rollback()
-            now = current.status if current else before
-            if view.gross_amount != payment.gross_amount:
-                return Checked(now, now, AmountMismatch(_mismatch(payment, view)), view)
-            decision = states.decide(now, view.transaction_status)
-            return Checked(now, view.transaction_status if decision is states.Decision.APPLY else now, view=view)
+            now = current or payment
+            try:
+                target = check_answer(now, view)
+            except AnswerMismatch as exc:
+                return Checked(now.status, now.status, exc, view)
+            decision = states.decide(now.status, target)
+            return Checked(now.status, target if decision is states.Decision.APPLY else now.status, view=view)
         try:
-            with conn.transaction():  # its own transaction: apply_view must commit, not nest in a savepoint
+            with conn.transaction():  # its own transaction: apply_answer must commit, not nest in a savepoint
                 layout = schema.layout(conn, conn.info.dsn)
             storable.check_view(layout, view, what="Midtrans' status answer")
-            result = apply_view(conn, view)
-        except (InvalidPayload, AmountMismatch, DataConflict, NotFoundError) as exc:
+            result = apply_answer(conn, payment.order_id, view)
+        except (InvalidPayload, AnswerMismatch, DataConflict, NotFoundError) as exc:
             return Checked(before, before, exc, view)
     if result.note and not result.applied and states.is_open(result.status_before):
         return Checked(before, result.status_after, MidtransRejected(result.note), view, result.payment)
     return Checked(before, result.status_after, None, view, result.payment)
-
-
-def _mismatch(payment: db.Payment, view: TransactionView) -> str:
-    return (
-        f"amount mismatch for {payment.order_id}: Midtrans says {view.gross_amount_raw}, stored {payment.gross_amount}"
-    )
 
 
 @dataclass(frozen=True)

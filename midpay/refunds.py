@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from midpay import db, states
-from midpay.apply import ApplyResult, answer_view, apply_view
+from midpay.apply import ApplyResult, answer_view, apply_answer
 from midpay.errors import (
     GatewayError,
     MidpayError,
@@ -92,6 +92,7 @@ def plan_refund(conn: db.Connection, order_id: str, amount: int | None = None) -
 
 def _plan(conn: db.Connection, payment: db.Payment, amount: int | None) -> RefundPlan:
     order_id = payment.order_id
+    db.whole_amount(payment)  # a stored fraction of a rupiah is refused, never rounded
     if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0):
         raise UsageError(f"--amount must be a positive whole number of rupiah, not {amount!r}")
     refunds = db.list_refunds(conn, payment.id)
@@ -179,7 +180,7 @@ def refund(
     with conn.transaction():
         done = db.finish_refund(conn, row.id, status="done", response=answer)
     # Recorded as done first: the money has moved even if applying the answer fails.
-    result = apply_view(conn, view)
+    result = apply_answer(conn, order_id, view)
     assert result.payment is not None
     return RefundOutcome(done, result.payment, result, retried)
 

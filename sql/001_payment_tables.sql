@@ -1,6 +1,8 @@
 -- The two payment tables, as the existing web backend laid them out, so that both
 -- can share one database. Every statement tolerates tables that already exist: a
--- database created by the older Node backend (node-pg-migrate) is adopted as it is.
+-- database created by the older Node backend (node-pg-migrate) is adopted as it is,
+-- and an index or foreign key it has under another name is reused, not duplicated
+-- (pg_temp.midpay_ensure_index and _foreign_key: see midpay/adoption.py).
 
 CREATE TABLE IF NOT EXISTS payment_transactions (
     id                      uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -16,14 +18,12 @@ CREATE TABLE IF NOT EXISTS payment_transactions (
     paid_at                 timestamptz
 );
 
-CREATE UNIQUE INDEX IF NOT EXISTS payment_transactions_order_id_key
-    ON payment_transactions (order_id);
-CREATE INDEX IF NOT EXISTS payment_transactions_user_id_idx
-    ON payment_transactions (user_id);
-CREATE INDEX IF NOT EXISTS payment_transactions_status_idx
-    ON payment_transactions (status);
-CREATE UNIQUE INDEX IF NOT EXISTS payment_transactions_midtrans_transaction_id_key
-    ON payment_transactions (midtrans_transaction_id);
+SELECT pg_temp.midpay_ensure_index('payment_transactions', 'payment_transactions_order_id_key', true, '(order_id)');
+SELECT pg_temp.midpay_ensure_index('payment_transactions', 'payment_transactions_user_id_idx', false, '(user_id)');
+SELECT pg_temp.midpay_ensure_index('payment_transactions', 'payment_transactions_status_idx', false, '(status)');
+SELECT pg_temp.midpay_ensure_index(
+    'payment_transactions', 'payment_transactions_midtrans_transaction_id_key', true, '(midtrans_transaction_id)'
+);
 
 CREATE TABLE IF NOT EXISTS payment_webhook_events (
     id                      uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -37,10 +37,10 @@ CREATE TABLE IF NOT EXISTS payment_webhook_events (
     processing_error        text
 );
 
-CREATE INDEX IF NOT EXISTS payment_webhook_events_order_id_idx
-    ON payment_webhook_events (order_id);
-CREATE INDEX IF NOT EXISTS payment_webhook_events_midtrans_transaction_id_idx
-    ON payment_webhook_events (midtrans_transaction_id);
+SELECT pg_temp.midpay_ensure_index('payment_webhook_events', 'payment_webhook_events_order_id_idx', false, '(order_id)');
+SELECT pg_temp.midpay_ensure_index(
+    'payment_webhook_events', 'payment_webhook_events_midtrans_transaction_id_idx', false, '(midtrans_transaction_id)'
+);
 
 -- user_id points at the backend's users only where such a table exists with an
 -- integer key; midpay itself never needs one.
@@ -53,12 +53,10 @@ BEGIN
            AND table_name = 'users'
            AND column_name = 'id'
            AND data_type IN ('bigint', 'integer')
-    ) AND NOT EXISTS (
-        SELECT 1 FROM pg_constraint WHERE conname = 'payment_transactions_user_id_fkey'
     ) THEN
-        ALTER TABLE payment_transactions
-            ADD CONSTRAINT payment_transactions_user_id_fkey
-            FOREIGN KEY (user_id) REFERENCES users (id);
+        PERFORM pg_temp.midpay_ensure_foreign_key(
+            'payment_transactions', 'user_id', 'users', 'id', 'payment_transactions_user_id_fkey'
+        );
     END IF;
 END
 $$;

@@ -6,14 +6,16 @@ ALTER TABLE payment_transactions ADD COLUMN IF NOT EXISTS last_checked_at timest
 
 -- Open rows are few among many settled ones: reconcile reads them through this
 -- partial index, in the order it checks them.
-CREATE INDEX IF NOT EXISTS payment_transactions_open_idx
-    ON payment_transactions (last_checked_at NULLS FIRST, created_at)
-    WHERE status IN ('created', 'pending', 'authorize', 'capture');
+SELECT pg_temp.midpay_ensure_index(
+    'payment_transactions', 'payment_transactions_open_idx', false,
+    $$(last_checked_at NULLS FIRST, created_at) WHERE status IN ('created', 'pending', 'authorize', 'capture')$$
+);
 
 -- Where a stored notification came from, and what became of it.
 ALTER TABLE payment_webhook_events ADD COLUMN IF NOT EXISTS source text;
 ALTER TABLE payment_webhook_events ADD COLUMN IF NOT EXISTS outcome varchar(16);
 ALTER TABLE payment_webhook_events ADD COLUMN IF NOT EXISTS processed_at timestamptz;
 
-CREATE INDEX IF NOT EXISTS payment_webhook_events_received_at_idx
-    ON payment_webhook_events (received_at);
+SELECT pg_temp.midpay_ensure_index(
+    'payment_webhook_events', 'payment_webhook_events_received_at_idx', false, '(received_at)'
+);

@@ -20,15 +20,19 @@ ALTER TABLE payment_transactions ADD COLUMN IF NOT EXISTS check_attempts integer
 ALTER TABLE payment_transactions ADD COLUMN IF NOT EXISTS check_error text;
 ALTER TABLE payment_transactions ADD COLUMN IF NOT EXISTS check_retry_at timestamptz;
 
--- The open rows in the order reconcile takes them: never checked first, then by when
--- they were last checked (or, after a failure, when they may be tried again).
--- Statuses are matched case-insensitively: another backend may write 'PENDING'.
+-- The rows reconcile asks about (open ones, in any letter case: another backend may
+-- write 'PENDING'; and those awaiting confirmation, sql/004), in the order it takes
+-- them: never checked first, then by when they were last checked (or, after a
+-- failure, when they may be tried again). Replaces 002's index of open rows.
 DROP INDEX IF EXISTS payment_transactions_open_idx;
-CREATE INDEX IF NOT EXISTS payment_transactions_due_idx
-    ON payment_transactions ((COALESCE(check_retry_at, last_checked_at)) NULLS FIRST, created_at)
-    WHERE lower(status) IN ('created', 'pending', 'authorize', 'capture');
+SELECT pg_temp.midpay_ensure_index(
+    'payment_transactions', 'payment_transactions_due_idx', false,
+    $$((COALESCE(check_retry_at, last_checked_at)) NULLS FIRST, created_at)
+      WHERE (lower(status) IN ('created', 'pending', 'authorize', 'capture') OR unconfirmed_since IS NOT NULL)$$
+);
 
 -- The rows one run holds, for renewing and releasing its leases.
-CREATE INDEX IF NOT EXISTS payment_transactions_lease_owner_idx
-    ON payment_transactions (check_lease_owner)
-    WHERE check_lease_owner IS NOT NULL;
+SELECT pg_temp.midpay_ensure_index(
+    'payment_transactions', 'payment_transactions_lease_owner_idx', false,
+    '(check_lease_owner) WHERE check_lease_owner IS NOT NULL'
+);

@@ -64,10 +64,11 @@ def test_whole_lifecycle_through_the_cli(cli: Any, db_url: str, sandbox: Any, tm
     replay = cli("replay-webhook", str(_write(tmp_path / "n.json", body)), "--json")
     assert replay.exit_code == 0, replay
     rdoc = replay.json()
-    assert rdoc["summary"] == {"total": 1, "applied": 1, "unchanged": 0, "rejected": 0}
+    assert rdoc["summary"] == {"total": 1, "applied": 1, "unchanged": 0, "awaiting": 0, "rejected": 0}
     assert rdoc["results"][0] == {
         "source": str(tmp_path / "n.json"), "order_id": order_id, "verified": True, "applied": True,
         "status_before": "pending", "status_after": "settlement", "error": None,
+        "outcome": "applied", "confirmed": True,
     }
 
     final = cli("status", order_id, "--json").json()
@@ -99,7 +100,7 @@ def test_five_replays_one_transition_paid_at_unchanged(cli: Any, db_url: str, sa
     for _ in range(4):
         again = cli("replay-webhook", str(path), "--json")
         assert again.exit_code == 0
-        assert again.json()["summary"] == {"total": 1, "applied": 0, "unchanged": 1, "rejected": 0}
+        assert again.json()["summary"] == {"total": 1, "applied": 0, "unchanged": 1, "awaiting": 0, "rejected": 0}
     assert _row(db_url, order_id) == paid
     events = _events(db_url, order_id)
     assert len(events) == 5
@@ -117,7 +118,9 @@ def test_late_pending_after_settlement_changes_nothing(cli: Any, db_url: str, sa
     result = late.json()["results"][0]
     assert (result["status_before"], result["status_after"], result["applied"]) == ("settlement", "settlement", False)
     assert _row(db_url, order_id) == before
-    assert "status only moves forward" in (_events(db_url, order_id)[-1][3] or "")
+    # Confirmed with Midtrans, which still says settlement: the late body changes nothing.
+    assert result["outcome"] == "unchanged" and result["confirmed"] is True
+    assert "Midtrans says settlement" in (_events(db_url, order_id)[-1][3] or "")
 
 
 def test_wrong_signature_amount_and_unknown_order_are_stored_and_rejected(
@@ -140,7 +143,7 @@ def test_wrong_signature_amount_and_unknown_order_are_stored_and_rejected(
     result = cli("replay-webhook", str(folder), "--json")
     assert result.exit_code == 1
     doc = result.json()
-    assert doc["summary"] == {"total": 3, "applied": 0, "unchanged": 0, "rejected": 3}
+    assert doc["summary"] == {"total": 3, "applied": 0, "unchanged": 0, "awaiting": 0, "rejected": 3}
     errors = [r["error"] for r in doc["results"]]
     assert "signature" in errors[0] and doc["results"][0]["verified"] is False
     assert "amount mismatch" in errors[1] and doc["results"][1]["verified"] is True
@@ -344,10 +347,11 @@ def test_reconcile_while_notifications_land(cli: Any, db_url: str, sandbox: Any,
 
     def replay() -> None:
         from midpay import bodies, intake
+        from midpay.gateway import Gateway
 
-        with psycopg.connect(db_url) as conn:
+        with psycopg.connect(db_url) as conn, Gateway(base_url=sandbox.url, server_key=SERVER_KEY) as gateway:
             outcome["results"] = [
-                intake.process_notification(conn, body, SERVER_KEY)
+                intake.process_notification(conn, body, SERVER_KEY, gateway=gateway)
                 for body in bodies.iter_bodies([str(folder)], lambda: "")
             ]
 
@@ -377,8 +381,10 @@ def test_transaction_id_taken_by_another_payment_is_rejected_not_crashed(
     body["signature_key"] = compute_signature("twin", body["status_code"], body["gross_amount"], SERVER_KEY)
     result = cli("replay-webhook", str(_write(tmp_path / "twin.json", body)), "--json")
     assert result.exit_code == 1, result
-    assert "refused the update" in result.json()["results"][0]["error"]
+    # Confirmed with Midtrans, which knows no order "twin": the borrowed transaction id is never stored.
+    assert "Midtrans does not know" in result.json()["results"][0]["error"]
     assert _row(db_url, "twin")["status"] == "created"
+    assert _row(db_url, "twin")["midtrans_transaction_id"] is None
     assert [e[2] for e in _events(db_url, "twin")] == ["rejected"]
 
 
@@ -414,7 +420,7 @@ def test_a_body_that_breaks_the_decision_is_still_stored(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("decision exploded")
 
-    monkeypatch.setattr(intake, "apply_to", broken)
+    monkeypatch.setattr(intake, "apply_locked", broken)
     result = cli("replay-webhook", str(path), "--json")
     assert result.exit_code == 1, result
     assert result.json()["results"][0]["error"] == "not processed: RuntimeError: decision exploded"

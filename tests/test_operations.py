@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from midpay import intake, operations, refunds
+from midpay import confirm, operations, refunds
 from midpay.errors import UsageError
 from midpay.notifications import compute_signature
 
@@ -226,16 +226,19 @@ def test_reprocess_applies_a_body_whose_order_arrived_later(
             {
                 "source": f"event:{event_id}", "order_id": "late-1", "verified": True, "applied": True,
                 "status_before": "pending", "status_after": "settlement", "error": None,
+        "outcome": "applied", "confirmed": True,
             }
         ],
-        "summary": {"total": 1, "applied": 1, "unchanged": 0, "rejected": 0},
+        "summary": {"total": 1, "applied": 1, "unchanged": 0, "awaiting": 0, "rejected": 0},
     }
     assert _status(db_url, "late-1") == "settlement"
     assert _events(db_url) == [(event_id, "late-1", True, True, "applied", None)]  # the same row, no new one
 
     nothing = cli("events", "reprocess", "--json")
     assert nothing.exit_code == 0
-    assert nothing.json() == {"results": [], "summary": {"total": 0, "applied": 0, "unchanged": 0, "rejected": 0}}
+    assert nothing.json() == {
+        "results": [], "summary": {"total": 0, "applied": 0, "unchanged": 0, "awaiting": 0, "rejected": 0},
+    }
 
 
 def test_reprocess_after_the_server_key_was_fixed(
@@ -264,8 +267,11 @@ def test_reprocess_after_the_server_key_was_fixed(
     assert only_order.exit_code == 0 and only_order.json()["summary"]["total"] == 0
 
 
-def test_reprocess_rejected_only_skips_rows_never_decided(conn: psycopg.Connection[Any], cli: Any) -> None:
+def test_reprocess_rejected_only_skips_rows_never_decided(
+    conn: psycopg.Connection[Any], cli: Any, db_url: str, gateway: Any, sandbox: Any
+) -> None:
     _charge(cli, 33000, "legacy-1")
+    sandbox.pay("legacy-1", "settlement")  # what Midtrans will confirm
     body = {
         "order_id": "legacy-1", "status_code": "200", "gross_amount": "33000.00", "transaction_status": "settlement",
         "signature_key": compute_signature("legacy-1", "200", "33000.00", SERVER_KEY),
@@ -276,10 +282,10 @@ def test_reprocess_rejected_only_skips_rows_never_decided(conn: psycopg.Connecti
         ("legacy-1", json.dumps(body)),
     )
     conn.commit()
-    assert intake.reprocess_events(conn, SERVER_KEY, rejected_only=True) == []
-    [result] = intake.reprocess_events(conn, SERVER_KEY)
+    assert confirm.reprocess(db_url, gateway, SERVER_KEY, rejected_only=True).results == []
+    [result] = confirm.reprocess(db_url, gateway, SERVER_KEY).results
     assert (result.outcome, result.status_before, result.status_after) == ("applied", "pending", "settlement")
-    assert intake.reprocess_events(conn, SERVER_KEY) == []
+    assert confirm.reprocess(db_url, gateway, SERVER_KEY).results == []
 
 
 # --- cancel and expire -----------------------------------------------------------------

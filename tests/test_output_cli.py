@@ -250,13 +250,14 @@ def test_since_without_offset_is_wib_whatever_the_machine_zone(monkeypatch: pyte
 # --- small things -------------------------------------------------------------------------
 
 
-def test_dry_run_says_would_apply(cli: Any, tmp_path: Path) -> None:
+def test_dry_run_says_would_apply(cli: Any, tmp_path: Path, sandbox: Any) -> None:
     from midpay.notifications import compute_signature
 
     from .conftest import SERVER_KEY
 
     charged = cli("charge", "--amount", "25000", "--order-id", "dry-1", "--json")
     assert charged.exit_code == 0, charged
+    sandbox.pay("dry-1", "settlement")  # what the confirmation will find
     body = {"order_id": "dry-1", "status_code": "200", "gross_amount": "25000.00", "transaction_status": "settlement",
             "transaction_id": charged.json()["midtrans_transaction_id"], "payment_type": "gopay"}
     body["signature_key"] = compute_signature("dry-1", "200", "25000.00", SERVER_KEY)

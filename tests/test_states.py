@@ -27,8 +27,12 @@ MIDTRANS = CONTRACT_STATES - {"created"}
 FORWARD: dict[str, set[str]] = {
     # a notification can beat the charge response: any Midtrans state directly
     "created": set(MIDTRANS),
-    "pending": {"settlement", "capture", "deny", "cancel", "expire", "failure", "authorize"},
-    "authorize": {"settlement", "capture", "deny", "cancel", "expire", "failure"},
+    # ... and "Midtrans may report a created or pending row directly as partial_refund or
+    # refund (paid, then refunded, while notifications were lost)"; authorize beside pending
+    "pending": {
+        "settlement", "capture", "deny", "cancel", "expire", "failure", "authorize", "partial_refund", "refund",
+    },
+    "authorize": {"settlement", "capture", "deny", "cancel", "expire", "failure", "partial_refund", "refund"},
     "capture": {"settlement", "partial_refund", "refund"},
     "settlement": {"partial_refund", "refund"},
     # partial_refund may repeat
@@ -89,6 +93,11 @@ def test_decide_every_pair(current: str, new: str) -> None:
         ("settlement", "settlement", Decision.UNCHANGED),
         ("refund", "refund", Decision.UNCHANGED),
         ("created", "created", Decision.REFUSED),
+        # refunded after lost notifications
+        ("pending", "refund", Decision.APPLY),
+        ("pending", "partial_refund", Decision.APPLY),
+        ("created", "refund", Decision.APPLY),
+        ("expire", "refund", Decision.REFUSED),
     ],
 )
 def test_contract_examples(current: str, new: str, decision: Decision) -> None:
@@ -188,3 +197,61 @@ def test_paid_states_reachable_from_open_states() -> None:
     for paid in PAID:
         assert decide("pending", paid) is Decision.APPLY
         assert decide("created", paid) is Decision.APPLY
+
+
+# --- fraud_status: what Midtrans' pair means ----------------------------------------------
+
+FRAUD_VALUES = [None, "", "accept", "ACCEPT", " Accept ", "challenge", "deny", "review"]
+
+
+def expected_recorded(status: str, fraud: str | None) -> str | None:
+    """CONTRACT.md: paid means settlement, or capture with fraud_status accept or absent."""
+    f = (fraud or "").strip().lower()
+    money = {"settlement", "capture", "partial_refund", "refund"}
+    if status not in money or f in ("", "accept"):
+        return status
+    if status == "capture" and f == "challenge":
+        return "pending"  # the fraud check has not decided: not paid
+    return None  # the pair contradicts itself: nothing applied
+
+
+FRAUD_PAIRS = [(s, f) for s in sorted(MIDTRANS) for f in FRAUD_VALUES]
+
+
+@pytest.mark.parametrize(("status", "fraud"), FRAUD_PAIRS, ids=[f"{s}+{f}" for s, f in FRAUD_PAIRS])
+def test_recorded_state_every_status_and_fraud_status(status: str, fraud: str | None) -> None:
+    assert states.recorded_state(status, fraud) == expected_recorded(status, fraud)
+
+
+@pytest.mark.parametrize(
+    ("status", "fraud", "paid"),
+    [
+        ("settlement", None, True),
+        ("settlement", "accept", True),
+        ("capture", None, True),
+        ("capture", "accept", True),
+        ("capture", "challenge", False),
+        ("capture", "deny", False),
+        ("settlement", "deny", False),
+        ("settlement", "challenge", False),
+        ("pending", "accept", False),
+        ("deny", "deny", False),
+        ("refund", None, False),  # paid once, given back: not money received now
+        ("partial_refund", "accept", False),
+        ("SETTLEMENT", " ACCEPT", True),
+    ],
+)
+def test_is_paid(status: str, fraud: str | None, paid: bool) -> None:
+    assert states.is_paid(status, fraud) is paid
+
+
+def test_a_challenged_capture_never_moves_a_row_into_a_paid_state() -> None:
+    for current in states.ALL_STATES:
+        target = states.recorded_state("capture", "challenge")
+        assert target == "pending"
+        if decide(current, target) is Decision.APPLY:
+            assert target not in states.PAID_STATES
+
+
+def test_money_states_are_the_paid_ones_and_the_refunds() -> None:
+    assert set(states.MONEY_STATES) == PAID | {"partial_refund", "refund"}

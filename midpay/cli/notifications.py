@@ -1,26 +1,78 @@
 """Commands about notifications: replay-webhook, events, events reprocess."""
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from midpay.cli.common import (
     JsonFlag,
-    JsonSpool,
     LimitFlag,
     app,
-    error_line,
+    database_url,
     errors_to_exit,
     exit_for,
+    fail,
     open_connection,
+    open_gateway,
     settings,
     subapp,
-    terminate_as_interrupt,
 )
 from midpay.errors import UsageError
 
+if TYPE_CHECKING:
+    from midpay.confirm import RunReport
+    from midpay.errors import MidpayError
+
 # --- replay-webhook --------------------------------------------------------------------
+
+OfflineFlag = Annotated[
+    bool,
+    typer.Option(
+        "--offline",
+        help="Ask Midtrans nothing: apply only what each signed status_code proves (201 pending, 407 expire); "
+        "store the rest as awaiting confirmation (exit 1).",
+    ),
+]
+ConcurrencyFlag = Annotated[
+    int, typer.Option("--concurrency", min=1, max=64, help="Confirmations with Midtrans at a time.")
+]
+
+
+def _finish(report: "RunReport", *, json_out: bool, dry_run: bool, offline: bool) -> None:
+    """Render the results, then exit by the contract: 0, 1 (rejected or awaiting), 2 (key), 3 (unreachable)."""
+    from midpay import output
+    from midpay.errors import DependencyError
+
+    problem = report.fatal
+    if problem is None and report.unreachable is not None and not offline:
+        waiting = sum(r.outcome == "awaiting" for r in report.results)
+        problem = DependencyError(
+            f"Midtrans could not be asked to confirm {waiting} notification(s) ({report.unreachable}); "
+            "they are stored awaiting confirmation: run `midpay events reprocess` once Midtrans answers, "
+            "or use --offline to apply only what their signatures prove"
+        )
+    if json_out:
+        doc = output.notification_document(report.results)
+        if problem is not None:
+            from midpay.config import redact
+
+            doc["error"] = redact(str(problem).splitlines()[0], settings().secrets())
+        output.write_json(doc, compact=len(report.results) > 100)
+    else:
+        output.render_notifications(output.console(), report.results, dry_run=dry_run)
+    if problem is not None:
+        fail(problem)
+    exit_for(any(r.outcome in ("rejected", "awaiting") for r in report.results))
+
+
+def _no_key(stored: int) -> "MidpayError":
+    from midpay.errors import ConfigError
+
+    return ConfigError(
+        f"MIDTRANS_SERVER_KEY is not set, so no signature can be checked: {stored} bodies stored undecided; "
+        "set it and run `midpay events reprocess`"
+    )
 
 
 @app.command("replay-webhook")
@@ -29,40 +81,46 @@ def replay_webhook(
         list[str],
         typer.Argument(help="Files, directories (their *.json), .jsonl files, or - for stdin.", show_default=False),
     ],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Verify and report; write nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Verify, confirm and report; write nothing.")
+    ] = False,
+    offline: OfflineFlag = False,
+    concurrency: ConcurrencyFlag = 8,
     json_out: JsonFlag = False,
 ) -> None:
-    """Push saved notification bodies through the same check and update a live one gets."""
-    from midpay import bodies, intake, output
+    """Push saved notification bodies through the intake a live one gets: store, verify, confirm, apply.
+
+    Every body is stored first (its exact bytes too). A body whose signature (sha512 of
+    order_id, status_code, gross_amount and the server key), order or amount does not
+    check out is rejected. The others are confirmed with Midtrans: Get Status for the
+    order, and Midtrans' answer is what applies, checked against the row; the body's
+    own transaction_status, times, transaction_id and fraud_status never decide
+    anything. Several bodies of one order make one call; a body identical to one
+    confirmed before makes none.
+
+    --offline asks Midtrans nothing: a verified body applies only what its signed
+    status_code proves (201: pending; 407: expire; 200 and 202 stand for several states
+    and only show that the transaction exists). The rest is stored awaiting
+    confirmation (exit 1); `midpay events reprocess` or `midpay reconcile` settles it.
+    Midtrans unreachable: exit 3, every body stored, awaiting confirmation.
+    """
+    from midpay import bodies, confirm
 
     with errors_to_exit():
-        server_key = settings().require_server_key()
-        received = bodies.iter_bodies(paths, sys.stdin.buffer)  # every path checked here; bodies read lazily
-        conn = open_connection()
-        spool = JsonSpool() if json_out else None
-        results = []  # for the human table only: --json streams through the spool
-        counts = {"total": 0, "applied": 0, "unchanged": 0, "rejected": 0}
-        with conn, terminate_as_interrupt():
-            try:
-                for body in received:
-                    result = intake.process_notification(conn, body, server_key, dry_run=dry_run)
-                    counts["total"] += 1
-                    counts[result.outcome] += 1
-                    if spool is not None:
-                        spool.add(output.notification_document([result])["results"][0])
-                    else:
-                        results.append(result)
-            except BaseException as exc:
-                if spool is not None:
-                    spool.close(counts, error_line(exc))
-                raise
-        if spool is not None:
-            spool.close(counts, None)
-        else:
-            output.render_notifications(output.console(), results, dry_run=dry_run)
-        exit_for(counts["rejected"] > 0)
-
-
+        received = bodies.iter_bodies(paths, sys.stdin.buffer)  # every path checked now, bodies read lazily
+        key = settings().server_key
+        if not key:
+            if dry_run:
+                settings().require_server_key()
+            fail(_no_key(confirm.store_only(database_url(), received)))
+        url = database_url()
+        gateway = None if offline else open_gateway(pool_size=concurrency)
+        try:
+            report = confirm.replay(url, gateway, received, key, concurrency=concurrency, dry_run=dry_run)
+        finally:
+            if gateway is not None:
+                gateway.close()
+        _finish(report, json_out=json_out, dry_run=dry_run, offline=offline)
 
 
 events_app = subapp()
@@ -74,7 +132,8 @@ def events_list(
     ctx: typer.Context,
     order_id: Annotated[str | None, typer.Option("--order-id", help="Only notifications of this order.")] = None,
     rejected: Annotated[
-        bool, typer.Option("--rejected", help="Only those not processed (rejected, or never decided).")
+        bool,
+        typer.Option("--rejected", help="Only those not processed (rejected, awaiting confirmation, never decided)."),
     ] = False,
     limit: LimitFlag = 50,
     json_out: JsonFlag = False,
@@ -104,31 +163,35 @@ def events_list(
 @events_app.command("reprocess")
 def events_reprocess(
     rejected: Annotated[
-        bool, typer.Option("--rejected", help="Only those recorded as rejected (not those never decided).")
+        bool, typer.Option("--rejected", help="Only those recorded as rejected (not awaiting, not undecided).")
     ] = False,
     order_id: Annotated[str | None, typer.Option("--order-id", help="Only notifications of this order.")] = None,
+    offline: OfflineFlag = False,
+    concurrency: ConcurrencyFlag = 8,
     json_out: JsonFlag = False,
 ) -> None:
-    """Verify and apply stored notifications that were not applied, once the cause is fixed.
+    """Decide again the stored notifications that were not applied: rejected, awaiting confirmation, undecided.
 
-    For instance after MIDTRANS_SERVER_KEY was corrected, or a missing order was
-    inserted. Each stored body is verified again with the current server key and goes
-    through the same update a live notification gets; its new outcome is recorded on the
-    same stored row (no second row is written). Without --rejected every unprocessed
-    notification is taken: the rejected ones and those never decided (e.g. stored by an
-    older backend). Oldest first. Exits 1 when any is still rejected.
+    For instance after MIDTRANS_SERVER_KEY was corrected, a missing order was inserted,
+    or Midtrans answers again after an --offline replay. Each stored body (its exact
+    bytes when kept) is verified again with the current server key and confirmed with
+    Midtrans like a live one; its new outcome is recorded on the same stored row (no
+    second row is written). Without --rejected every unprocessed notification is
+    taken, including those never decided (e.g. stored by an older backend). Oldest
+    first. Exits 1 when any is still rejected or awaiting, 3 when Midtrans cannot be
+    reached (--offline then applies what the signatures prove).
     """
-    from midpay import intake, output
+    from midpay import confirm
 
     with errors_to_exit():
-        server_key = settings().require_server_key()
-        conn = open_connection()
-        with conn:
-            results = intake.reprocess_events(conn, server_key, order_id=order_id, rejected_only=rejected)
-        if json_out:
-            output.write_json(output.notification_document(results))
-        else:
-            output.render_notifications(output.console(), results, dry_run=False)
-        exit_for(any(r.outcome == "rejected" for r in results))
-
-
+        key = settings().require_server_key()
+        url = database_url()
+        gateway = None if offline else open_gateway(pool_size=concurrency)
+        try:
+            report = confirm.reprocess(
+                url, gateway, key, order_id=order_id, rejected_only=rejected, concurrency=concurrency
+            )
+        finally:
+            if gateway is not None:
+                gateway.close()
+        _finish(report, json_out=json_out, dry_run=False, offline=offline)

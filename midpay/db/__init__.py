@@ -35,6 +35,7 @@ from midpay.db.payments import (
     insert_payment,
     list_payments,
     update_payment,
+    whole_amount,
 )
 from midpay.db.refunds import Refund, finish_refund, insert_refund, list_refunds
 
@@ -69,4 +70,5 @@ __all__ = [
     "select_unprocessed_event_ids",
     "translate_errors",
     "update_payment",
+    "whole_amount",
 ]

@@ -41,12 +41,18 @@ RETRY_CAP_SECONDS = 3600.0
 # completed check. Never-checked rows (NULL) come first. The index has this expression.
 _ORDER_KEY = "COALESCE(check_retry_at, last_checked_at)"
 
-# The one due-row predicate. A row is due when it is open, old enough, not leased by a
-# live run, not claimed since this run started (%(started)s; NULL for a listing), and
-# either its last check failed and its retry time has come, or its last completed
-# check is older than --recheck-after.
+# Rows worth asking Midtrans about: open ones, and any row awaiting confirmation (a
+# notification not yet confirmed, or a paid state found without paid_at: sql/004).
+# The partial index of sql/005 has exactly this predicate. Another class of rows
+# (refunds not yet reflected, say) is one more OR here and in a migration's index.
+_CANDIDATES = f"({_OPEN} OR unconfirmed_since IS NOT NULL)"
+
+# The one due-row predicate. A row is due when it is a candidate, old enough, not
+# leased by a live run, not claimed since this run started (%(started)s; NULL for a
+# listing), and either its last check failed and its retry time has come, or its last
+# completed check is older than --recheck-after.
 _DUE_ROWS = (
-    f"{_OPEN} "
+    f"{_CANDIDATES} "
     "AND created_at < now() - make_interval(secs => %(min_age)s) "
     "AND (check_lease_until IS NULL OR check_lease_until < now()) "
     "AND (%(started)s::timestamptz IS NULL OR check_claimed_at IS NULL OR check_claimed_at < %(started)s) "

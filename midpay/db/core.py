@@ -7,6 +7,7 @@ returns dataclasses, never cursors.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,6 +40,18 @@ def resolve_url(settings: Settings, announce: Callable[[str], None] | None = Non
     return url
 
 
+def _server_timezone() -> None:
+    """Leave the session's TimeZone at the server's default, as the other backend's sessions have it.
+
+    ``timestamp`` columns written by the older backend hold wall-clock times in its
+    sessions' TimeZone, which is the server's (or the database's, or the role's)
+    default: node-postgres sends none. libpq would send ``PGTZ`` from the environment,
+    so it is dropped. A ``TimeZone`` given in DATABASE_URL's ``options`` is kept: that
+    is how an operator says the other backend's sessions used another zone.
+    """
+    os.environ.pop("PGTZ", None)
+
+
 # PostgreSQL answered, and refused who or what DATABASE_URL names: fixing the URL (or
 # the server's pg_hba.conf) is the cure, retrying is not (exit 2, not 3).
 _REFUSED = re.compile(
@@ -63,6 +76,7 @@ def connect_error(exc: psycopg.Error) -> MidpayError:
 
 def connect(url: str, *, autocommit: bool = False) -> Connection:
     """Open one connection; failures become ``DatabaseRefused`` or ``DatabaseUnavailable``, without the password."""
+    _server_timezone()
     try:
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT)
     except psycopg.Error as exc:
@@ -76,7 +90,7 @@ def open_pool(url: str, size: int) -> ConnectionPool[Connection]:
     from psycopg_pool import ConnectionPool, PoolTimeout
 
     # One plain connection first: an unreachable server fails at once, with libpq's
-    # reason, instead of after the pool's timeout.
+    # reason, instead of after the pool's timeout. (It also drops PGTZ: see connect.)
     connect(url).close()
     # The pool logs every failed reconnection as a warning; midpay reports failures itself.
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)

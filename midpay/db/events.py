@@ -10,6 +10,7 @@ from typing import Any
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from midpay.db import schema
 from midpay.db.core import Connection
 from midpay.db.payments import PAYMENT_COLUMNS, SET_EVENT, Payment
 
@@ -32,9 +33,10 @@ class WebhookEvent:
     processed_at: datetime | None
 
 
+# Times read as timestamptz whatever the column type (see db.payments).
 _EVENT_COLUMNS = (
-    "id, received_at, order_id, midtrans_transaction_id, raw_body, signature_key, is_verified, "
-    "processed, processing_error, source, outcome, processed_at"
+    "id, received_at::timestamptz AS received_at, order_id, midtrans_transaction_id, raw_body, signature_key, "
+    "is_verified, processed, processing_error, source, outcome, processed_at::timestamptz AS processed_at"
 )
 
 
@@ -51,8 +53,10 @@ def insert_event(
     """Store a received body before anything is decided about it.
 
     With ``lock_order_id``, the same statement also reads and locks that payment
-    (``FOR UPDATE``) for the decision that follows: one round trip for both.
+    (``FOR UPDATE``) for the decision that follows: one round trip for both. Text
+    fields longer than this database's columns are cut to fit; ``raw_body`` keeps them whole.
     """
+    layout = schema.of(conn)
     with conn.cursor() as cur:
         cur.execute(
             "WITH e AS (INSERT INTO payment_webhook_events "
@@ -61,8 +65,9 @@ def insert_event(
             f"SELECT e.id, p.* FROM e LEFT JOIN LATERAL ("
             f"SELECT {PAYMENT_COLUMNS} FROM payment_transactions WHERE order_id = %s FOR UPDATE) p ON true",
             (
-                Jsonb(raw_body), source, _clip(order_id), _clip(transaction_id), _clip(signature_key),
-                lock_order_id,
+                Jsonb(raw_body), source, _clip(layout, "order_id", order_id),
+                _clip(layout, "midtrans_transaction_id", transaction_id),
+                _clip(layout, "signature_key", signature_key), lock_order_id,
             ),
         )
         row = cur.fetchone()
@@ -96,8 +101,11 @@ def list_events(
         return cur.fetchall()
 
 
-def _clip(value: str | None, size: int = 255) -> str | None:
-    return None if value is None else value[:size]
+def _clip(layout: schema.Layout, column: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    size = layout.max_length("payment_webhook_events", column)
+    return value if size is None else value[:size]
 
 
 # --- reprocessing stored notifications -------------------------------------------------

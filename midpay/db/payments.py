@@ -1,18 +1,37 @@
-"""The rows of payment_transactions: read, insert, move forward, list."""
+"""The rows of payment_transactions: read, insert, move forward, list.
+
+The table may have been laid out by the older Node backend, so rows are read as what
+they are, whatever the column types:
+
+- times come back as ``timestamptz`` (``created_at::timestamptz``): a ``timestamp``
+  column holds wall-clock times in the writing session's TimeZone (what
+  ``current_timestamp`` wrote), and the cast reads them in this session's TimeZone,
+  which ``db.connect`` leaves at the server's default, as the Node side's sessions have
+  it. Writes (``now()``, an aware ``paid_at``) are converted back the same way;
+- a ``numeric`` amount is an exact ``int`` when it is whole; one with a fraction of a
+  rupiah stays a ``Decimal``, never equals Midtrans' whole amount, so nothing applies
+  to it, and refunds refuse it (``whole_amount``);
+- a status in any letter case reads as its lower-case self (``PENDING`` is
+  ``pending``); it is written only when the payment moves forward;
+- a charge answer stored as a JSON string reads as the object it encodes.
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from midpay.db import schema
 from midpay.db.core import Connection, first_line
-from midpay.errors import DataConflict
+from midpay.errors import DataConflict, MidpayError, UsageError
 
 
 @dataclass(frozen=True)
@@ -31,24 +50,105 @@ class Payment:
     updated_at: datetime
     paid_at: datetime | None
     last_checked_at: datetime | None
+    unconfirmed_since: datetime | None = None  # a notification awaits Midtrans' confirmation
+
+    def __post_init__(self) -> None:
+        status = self.status
+        if not status.islower() or status != status.strip():
+            object.__setattr__(self, "status", status.strip().lower())
+        if isinstance(self.gross_amount, Decimal):
+            object.__setattr__(self, "gross_amount", _exact(self.gross_amount))
+        if isinstance(self.midtrans_response_json, str):
+            object.__setattr__(self, "midtrans_response_json", _decoded(self.midtrans_response_json))
 
 
+def _exact(amount: Decimal) -> Any:
+    whole = amount.to_integral_value()
+    return int(whole) if amount == whole else amount
+
+
+def _decoded(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, dict) else text
+
+
+def whole_amount(payment: Payment) -> int:
+    """The payment's amount, refusing one stored with a fraction of a rupiah."""
+    if not isinstance(payment.gross_amount, int):
+        raise MidpayError(
+            f"order {payment.order_id} has gross_amount {payment.gross_amount} stored, not a whole number of "
+            "rupiah: midpay does not act on it (fix the row first)"
+        )
+    return payment.gross_amount
+
+
+# Times are read as timestamptz whatever the column type (see the module docstring).
+# Each item stays valid when prefixed with a table alias ("p." + item).
 PAYMENT_COLUMNS = (
     "id, user_id, order_id, gross_amount, payment_type, status, midtrans_transaction_id, "
-    "midtrans_response_json, created_at, updated_at, paid_at, last_checked_at"
+    "midtrans_response_json, created_at::timestamptz AS created_at, updated_at::timestamptz AS updated_at, "
+    "paid_at::timestamptz AS paid_at, last_checked_at::timestamptz AS last_checked_at, unconfirmed_since"
 )
+
+_TABLE = "payment_transactions"
+_INSERTED = frozenset({"order_id", "gross_amount", "payment_type", "status", "user_id"})
+
+
+def check_insert(conn: Connection, *, order_id: str, user_id: int | None) -> None:
+    """Refuse, before anything is written, a row this database's layout would not take.
+
+    An order id longer than the column, no ``--user-id`` where ``user_id`` is NOT NULL,
+    or another NOT NULL column without a default that midpay has no value for.
+    """
+    layout = schema.of(conn)
+    limit = layout.max_length(_TABLE, "order_id")
+    if limit is not None and len(order_id) > limit:
+        raise UsageError(
+            f"order id {order_id[:60]!r} is {len(order_id)} characters, but {_TABLE}.order_id in this database "
+            f"takes at most {limit}: give a shorter --order-id"
+        )
+    user = layout.column(_TABLE, "user_id")
+    if user_id is None and user is not None and user.required:
+        raise UsageError(
+            f"this database needs a user for every payment ({_TABLE}.user_id is NOT NULL): give --user-id N"
+        )
+    unknown = [name for name in layout.required(_TABLE) if name not in _INSERTED]
+    if unknown:
+        raise UsageError(
+            f"{_TABLE} in this database has NOT NULL columns without a default that midpay cannot fill: "
+            f"{', '.join(unknown)}"
+        )
 
 
 def insert_payment(
     conn: Connection, *, order_id: str, gross_amount: int, payment_type: str, user_id: int | None
 ) -> Payment | None:
-    """Insert a ``created`` row; None when the order id is already taken."""
+    """Insert a ``created`` row; None when the order id is already taken.
+
+    Checked against the table's real layout first (``check_insert``): a value it would
+    refuse is a usage error (exit 2), and nothing is written.
+    """
+    check_insert(conn, order_id=order_id, user_id=user_id)
     with conn.cursor(row_factory=class_row(Payment)) as cur:
-        cur.execute(
-            f"INSERT INTO payment_transactions (order_id, gross_amount, payment_type, status, user_id) "
-            f"VALUES (%s, %s, %s, 'created', %s) ON CONFLICT (order_id) DO NOTHING RETURNING {PAYMENT_COLUMNS}",
-            (order_id, gross_amount, payment_type, user_id),
-        )
+        try:
+            cur.execute(
+                f"INSERT INTO payment_transactions (order_id, gross_amount, payment_type, status, user_id) "
+                f"VALUES (%s, %s, %s, 'created', %s) ON CONFLICT (order_id) DO NOTHING RETURNING {PAYMENT_COLUMNS}",
+                (order_id, gross_amount, payment_type, user_id),
+            )
+        except psycopg.errors.ForeignKeyViolation as exc:
+            raise UsageError(
+                f"--user-id {user_id}: no such user ({exc.diag.message_detail or first_line(exc)})"
+            ) from exc
+        except psycopg.errors.NotNullViolation as exc:
+            raise UsageError(
+                f"{_TABLE}.{exc.diag.column_name or '?'} is NOT NULL in this database and midpay has no value for it"
+            ) from exc
+        except psycopg.errors.CheckViolation as exc:
+            raise UsageError(f"the database refused the new payment: {first_line(exc)}") from exc
         return cur.fetchone()
 
 
@@ -79,7 +179,9 @@ _SET_PAYMENT = (
     "midtrans_transaction_id = COALESCE(midtrans_transaction_id, %s), "
     "midtrans_response_json = CASE WHEN jsonb_typeof(midtrans_response_json) = 'object' "
     "THEN midtrans_response_json ELSE '{}'::jsonb END || %s, "
-    "paid_at = COALESCE(paid_at, %s), updated_at = now()"
+    "paid_at = COALESCE(paid_at, %s), payment_type = COALESCE(%s, payment_type), "
+    "unconfirmed_since = CASE WHEN %s::boolean IS NULL THEN unconfirmed_since "
+    "WHEN %s::boolean THEN COALESCE(unconfirmed_since, now()) END, updated_at = now()"
 )
 SET_EVENT = "is_verified = %s, processed = %s, outcome = %s, processing_error = %s, processed_at = now()"
 
@@ -93,13 +195,21 @@ def update_payment(
     response: Any,
     paid_at: datetime | None,
     event: EventOutcome | None = None,
+    payment_type: str | None = None,
+    unconfirmed: bool | None = None,
 ) -> Payment:
     """Write Midtrans' view onto a locked row. ``paid_at`` is only ever filled, never replaced.
 
     The stored answer is merged key by key over the earlier ones, so the charge's
     ``actions``, ``qr_string`` and expiry survive later status answers that lack them.
+    ``payment_type`` replaces the stored one when given; ``unconfirmed`` True marks the
+    row as awaiting confirmation (keeping the first mark's time), False clears the mark,
+    None leaves it.
     """
-    params: tuple[Any, ...] = (status, midtrans_transaction_id, Jsonb(response), paid_at, payment_id)
+    params: tuple[Any, ...] = (
+        status, midtrans_transaction_id, Jsonb(response), paid_at, payment_type, unconfirmed, unconfirmed,
+        payment_id,
+    )
     query = f"UPDATE payment_transactions SET {_SET_PAYMENT} WHERE id = %s RETURNING {PAYMENT_COLUMNS}"
     if event is not None:  # one round trip for both rows
         query = (
@@ -126,7 +236,7 @@ def list_payments(
     with conn.cursor(row_factory=class_row(Payment)) as cur:
         cur.execute(
             f"SELECT {PAYMENT_COLUMNS} FROM payment_transactions "
-            "WHERE (%s::text IS NULL OR status = %s) AND (%s::timestamptz IS NULL OR created_at >= %s) "
+            "WHERE (%s::text IS NULL OR lower(status) = %s) AND (%s::timestamptz IS NULL OR created_at >= %s) "
             "ORDER BY created_at DESC, order_id LIMIT %s",
             (status, status, since, since, limit),
         )

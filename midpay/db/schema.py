@@ -28,6 +28,21 @@ class Column:
     nullable: bool
     has_default: bool
 
+    @property
+    def required(self) -> bool:
+        """NOT NULL without a default: an insert must give it a value."""
+        return not self.nullable and not self.has_default
+
+    @property
+    def wall_clock(self) -> bool:
+        """``timestamp without time zone``: a wall-clock time in the writing session's TimeZone."""
+        return self.data_type == "timestamp without time zone"
+
+    @property
+    def numeric(self) -> bool:
+        """``numeric``/``decimal``: exact, and possibly with a fraction."""
+        return self.data_type == "numeric"
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -43,6 +58,10 @@ class Layout:
         """The character limit of a text column, or None when it has none (or does not exist)."""
         found = self.column(table, name)
         return found.max_length if found is not None else None
+
+    def required(self, table: str) -> list[str]:
+        """The columns of ``table`` that are NOT NULL without a default, by name."""
+        return sorted(c.name for c in self.columns.values() if c.table == table and c.required)
 
 
 _cache: dict[str, Layout] = {}
@@ -70,6 +89,14 @@ def layout(conn: Connection, key: str) -> Layout:
         with _lock:
             _cache[key] = found
     return found
+
+
+def of(conn: Connection) -> Layout:
+    """The layout of the database ``conn`` is connected to, read once per process.
+
+    The key is the connection's parameters without the password (libpq's view of them).
+    """
+    return layout(conn, conn.info.dsn)
 
 
 def forget() -> None:

@@ -68,6 +68,7 @@ def notification_document(results: list[NotificationResult]) -> dict[str, Any]:
         "total": len(results),
         "applied": sum(r.outcome == "applied" for r in results),
         "unchanged": sum(r.outcome == "unchanged" for r in results),
+        "awaiting": sum(r.outcome == "awaiting" for r in results),
         "rejected": sum(r.outcome == "rejected" for r in results),
     }
     return {
@@ -80,6 +81,8 @@ def notification_document(results: list[NotificationResult]) -> dict[str, Any]:
                 "status_before": r.status_before,
                 "status_after": r.status_after,
                 "error": r.error,
+                "outcome": r.outcome,
+                "confirmed": r.confirmed,
             }
             for r in results
         ],
@@ -119,6 +122,7 @@ def migration_document(status: MigrationStatus) -> dict[str, Any]:
             for a in status.applied
         ],
         "pending": [{"version": f.version, "name": f.name, "checksum": f.checksum} for f in status.pending],
+        "adoption": status.found.as_json(),
     }
 
 

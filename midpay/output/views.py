@@ -157,7 +157,7 @@ NOTIFICATION_COLUMNS = (
     Column("result"),
     Column("detail", fold=True),
 )
-_OUTCOME_STYLE = {"applied": "green", "unchanged": "", "rejected": "red"}
+_OUTCOME_STYLE = {"applied": "green", "unchanged": "", "awaiting": "yellow", "rejected": "red"}
 
 
 def render_notifications(con: Console, results: list[NotificationResult], *, dry_run: bool) -> None:
@@ -179,6 +179,7 @@ def render_notifications(con: Console, results: list[NotificationResult], *, dry
     applied = f"{s['applied']} would apply" if dry_run else f"{s['applied']} applied"
     con.print(join(
         f"{s['total']} bodies: ", text(applied, "green"), f", {s['unchanged']} unchanged, ",
+        text(f"{s['awaiting']} awaiting confirmation", "yellow" if s["awaiting"] else "green"), ", ",
         text(f"{s['rejected']} rejected", "red" if s["rejected"] else "green"),
     ))
 
@@ -216,6 +217,28 @@ def render_migration_status(con: Console, status: MigrationStatus) -> None:
     rows += [[text(f.version), text(f.name), text("pending", "yellow"), text(f.checksum[:12]), text("-")]
              for f in status.pending]
     records(con, MIGRATION_COLUMNS, rows, title="Migrations (times in WIB)", empty="No migration files.")
+    render_adoption(con, status)
+
+
+def render_adoption(con: Console, status: MigrationStatus) -> None:
+    """What the migrations found in tables another backend had laid out (nothing when none)."""
+    found = status.found
+    if found.is_empty():
+        return
+    lines = []
+    if found.tables_adopted:
+        adopted = text(", ".join(found.tables_adopted))
+        lines.append(join("tables adopted (there before midpay's first migration): ", adopted))
+    for e in found.indexes_reused:
+        lines.append(join("index reused: ", text(e["existing"]), " (instead of midpay's ", text(e["name"]), ")"))
+    for e in found.constraints_reused:
+        lines.append(join("constraint reused: ", text(e["existing"]), " (instead of midpay's ", text(e["name"]), ")"))
+    for e in found.indexes_dropped:
+        lines.append(join("duplicate dropped: midpay's ", text(e["name"]), " (the same as ", text(e["existing"]), ")"))
+    for e in found.columns_added:
+        lines.append(join("column added: ", text(f"{e['table']}.{e['column']}"), f" ({e['version']:03d})"))
+    for line in lines:
+        con.print(line)
 
 
 def render_refund(con: Console, refund: Refund, payment: Payment, *, retried: bool) -> None:

@@ -3,11 +3,14 @@
 Whatever arrives: exactly one stored event per body, a one-line reason when it is
 rejected, no write to any payment unless the body is fully valid (verified, known
 order, matching amount), and through the command line exit 0/1 only, one JSON
-document, no traceback.
+document, no traceback. The library entry point runs offline (no Midtrans): a valid
+body then writes no more than its signed status_code proves. The command line runs
+online against the sandbox, which knows the orders a test means to be paid.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +23,7 @@ from hypothesis import strategies as st
 
 from midpay import bodies, intake, states
 from midpay.errors import InvalidPayload
-from midpay.notifications import compute_signature, parse_amount, parse_notification
+from midpay.notifications import compute_signature, parse_amount, parse_notification, proof
 from midpay.sandbox import NOTIFICATION_CODES
 
 from ..conftest import SERVER_KEY
@@ -190,7 +193,7 @@ def _check_property(probe: Any, conn: Any, text: str) -> str:
     stored = _rows_on(probe)
     events = _events_on(probe)
     decoded = bodies.decode_body("hypothesis", text)
-    result = intake.process_notification(conn, decoded, SERVER_KEY)
+    result = intake.process_notification(conn, decoded, SERVER_KEY, gateway=None)
     after = _rows_on(probe)
     assert _events_on(probe) == events + 1, "exactly one stored event per body"
     if result.error is not None:
@@ -201,14 +204,18 @@ def _check_property(probe: Any, conn: Any, text: str) -> str:
         assert after == stored, "a body that is not fully valid wrote to a payment"
     else:
         order_id = decoded.parsed["order_id"]
-        assert result.outcome in ("applied", "unchanged"), (text[:300], result)
+        proven = proof(decoded.parsed["status_code"])
+        expected = ("applied", "unchanged") if proven.exact else ("awaiting",)
+        assert result.outcome in expected, (text[:300], result)
         assert {k for k in after if after[k] != stored[k]} <= {order_id}
-        new = states.normalize(decoded.parsed["transaction_status"])
-        if result.applied:
-            assert states.decide(stored[order_id][0], new) is states.Decision.APPLY
-            assert after[order_id][0] == new
+        if result.applied:  # only ever the state the signed status_code proves
+            assert proven.state is not None
+            assert states.decide(stored[order_id][0], proven.state) is states.Decision.APPLY
+            assert after[order_id][0] == proven.state
         else:
             assert after[order_id][0] == stored[order_id][0]
+        assert after[order_id][1] == stored[order_id][1], "paid_at never comes from an unsigned time"
+        assert after[order_id][3] == stored[order_id][3], "the unsigned transaction_id is never stored"
     return result.outcome
 
 
@@ -278,7 +285,9 @@ def test_deep_nesting_just_below_the_recursion_limit_is_stored_and_rejected(host
     with psycopg.connect(hostile_db, autocommit=True) as conn:
         for depth in range(850, 1001):
             try:
-                intake.process_notification(conn, bodies.decode_body("deep", "[" * depth + "]" * depth), SERVER_KEY)
+                intake.process_notification(
+                    conn, bodies.decode_body("deep", "[" * depth + "]" * depth), SERVER_KEY, gateway=None
+                )
             except RecursionError:
                 crashed.append(depth)
     assert crashed == []
@@ -289,7 +298,9 @@ def test_a_genuine_pending_signature_cannot_claim_settlement(hostile_db: str) ->
     forged = {**genuine, "transaction_status": "settlement", "settlement_time": "2026-11-26 10:01:02"}
     before = _snapshot(hostile_db)
     with psycopg.connect(hostile_db, autocommit=True) as conn:
-        result = intake.process_notification(conn, bodies.decode_body("forged", json.dumps(forged)), SERVER_KEY)
+        result = intake.process_notification(
+            conn, bodies.decode_body("forged", json.dumps(forged)), SERVER_KEY, gateway=None
+        )
     assert not result.applied
     assert _snapshot(hostile_db) == before
 
@@ -297,7 +308,7 @@ def test_a_genuine_pending_signature_cannot_claim_settlement(hostile_db: str) ->
 def _assert_stored_and_rejected(url: str, text: str) -> None:
     before, events = _snapshot(url), _events(url)
     with psycopg.connect(url, autocommit=True) as conn:
-        result = intake.process_notification(conn, bodies.decode_body("hostile", text), SERVER_KEY)
+        result = intake.process_notification(conn, bodies.decode_body("hostile", text), SERVER_KEY, gateway=None)
     assert result.outcome == "rejected" and result.error
     assert _events(url) == events + 1
     assert _snapshot(url) == before
@@ -306,8 +317,16 @@ def _assert_stored_and_rejected(url: str, text: str) -> None:
 # --- the command line: replay-webhook with hostile files --------------------------------
 
 
-def _replay(cli: Any, *paths: Path) -> Any:
-    result = cli("replay-webhook", *map(str, paths), "--json")
+def _known(gateway: Any, sandbox: Any, *order_ids: str) -> None:
+    """Orders the sandbox knows, paid: what confirming their notifications will find."""
+    for order_id in order_ids:
+        key = "k-" + hashlib.sha256(order_id.encode()).hexdigest()[:30]
+        gateway.charge(order_id=order_id, gross_amount=ORDERS[order_id], idempotency_key=key)
+        sandbox.pay(order_id, "settlement")
+
+
+def _replay(cli: Any, *paths: Path, offline: bool = False) -> Any:
+    result = cli("replay-webhook", *map(str, paths), "--json", *(["--offline"] if offline else []))
     assert "Traceback" not in result.stderr, result
     assert result.exit_code in (0, 1), result
     assert result.stderr == "", result  # rejections are reported in the JSON, not as errors
@@ -350,14 +369,19 @@ def test_hostile_files_are_rejected_stored_and_change_nothing(
     figures.wrongly_applied = sum(1 for k in before if _snapshot(hostile_db)[k] != before[k])
     figures.notes = {"errors": {Path(r["source"]).name: r["error"] for r in doc["results"]}}
     assert result.exit_code == 1
-    assert doc["summary"] == {"total": len(CLI_CASES), "applied": 0, "unchanged": 0, "rejected": len(CLI_CASES)}
+    assert doc["summary"] == {
+        "total": len(CLI_CASES), "applied": 0, "unchanged": 0, "awaiting": 0, "rejected": len(CLI_CASES),
+    }
     for item in doc["results"]:
         assert item["error"] and "\n" not in item["error"] and len(item["error"]) < 300, item
     assert figures.lost == 0 and figures.wrongly_applied == 0
 
 
-def test_odd_but_valid_bodies_apply_once(cli: Any, hostile_db: str, tmp_path: Path) -> None:
+def test_odd_but_valid_bodies_apply_once(
+    cli: Any, hostile_db: str, tmp_path: Path, gateway: Any, sandbox: Any
+) -> None:
     """A 10 MB body, and bytes that are not UTF-8 in a field the signature does not cover, are still genuine."""
+    _known(gateway, sandbox, "h-1", "h-3")
     big = tmp_path / "big.json"
     big.write_text(json.dumps(body("h-1", "settlement", "10000.00", padding="p" * (10 * 1024 * 1024))))
     latin = tmp_path / "latin1.json"
@@ -388,7 +412,7 @@ def test_wrong_types_for_every_field(cli: Any, hostile_db: str, tmp_path: Path, 
     path = tmp_path / "wrong-types.jsonl"
     path.write_text("".join(text + "\n" for *_, text in lines))
     before, events = _snapshot(hostile_db), _events(hostile_db)
-    result = _replay(cli, path)
+    result = _replay(cli, path, offline=True)  # Midtrans knows none of these: what the signatures prove
     doc = result.json()
     after = _snapshot(hostile_db)
     wrong = []
@@ -398,21 +422,28 @@ def test_wrong_types_for_every_field(cli: Any, hostile_db: str, tmp_path: Path, 
             if item["applied"] or after[target] != before[target]:
                 wrong.append((field, value))
             assert item["error"] and "\n" not in item["error"], item
-        else:  # a tolerated optional value (null, empty, an unread field): applied like any valid body
-            assert item["applied"], item
+        else:  # a tolerated optional value (null, empty, an unread field): verified like any valid body;
+            # offline, a 200 proves no state, so it awaits confirmation and writes no state
+            assert item["verified"] and item["outcome"] == "awaiting" and not item["applied"], item
+            if after[target][0] != before[target][0]:
+                wrong.append((field, value))
     figures.events = len(lines)
     figures.orders = len(lines)
     figures.lost = len(lines) - (_events(hostile_db) - events)
     figures.wrongly_applied = len(wrong)
     figures.notes = {
         "rejected": doc["summary"]["rejected"],
-        "accepted_optional": sorted({f for (f, v, _), i in zip(lines, doc["results"], strict=True) if i["applied"]}),
+        "accepted_optional": sorted(
+            {f for (f, v, _), i in zip(lines, doc["results"], strict=True) if i["outcome"] == "awaiting"}
+        ),
     }
     assert result.exit_code == 1
     assert wrong == [] and figures.lost == 0
 
 
-def test_hostile_order_ids_and_missing_fields(cli: Any, hostile_db: str, tmp_path: Path, figures: Figures) -> None:
+def test_hostile_order_ids_and_missing_fields(
+    cli: Any, hostile_db: str, tmp_path: Path, figures: Figures, gateway: Any, sandbox: Any
+) -> None:
     bodies = [body(order_id, "settlement", "10000.00") for order_id in HOSTILE_IDS]
     for field in (*REQUIRED, "transaction_id", "settlement_time"):  # the last two may be missing
         doc = body("h-2", "settlement", "20000.00")
@@ -420,6 +451,7 @@ def test_hostile_order_ids_and_missing_fields(cli: Any, hostile_db: str, tmp_pat
         bodies.append(resign(doc) if field != "signature_key" else doc)
     # Known rows with awkward ids take a valid body like any other.
     awkward = ("a/b#c", "kartu-💳", "\u202eevil-rtl")
+    _known(gateway, sandbox, *awkward)  # and confirmed with Midtrans through awkward URLs
     valid = [body(order_id, "settlement", f"{ORDERS[order_id]}.00") for order_id in awkward]
     path = tmp_path / "ids.jsonl"
     path.write_text("".join(json.dumps(b, ensure_ascii=False) + "\n" for b in bodies + valid), encoding="utf-8")
@@ -460,7 +492,10 @@ def test_hostile_order_ids_and_missing_fields(cli: Any, hostile_db: str, tmp_pat
         ),
     ],
 )
-def test_one_unstorable_body_does_not_sink_the_batch(cli: Any, hostile_db: str, tmp_path: Path, line: str) -> None:
+def test_one_unstorable_body_does_not_sink_the_batch(
+    cli: Any, hostile_db: str, tmp_path: Path, line: str, gateway: Any, sandbox: Any
+) -> None:
+    _known(gateway, sandbox, "h-3")
     good = json.dumps(body("h-3", "settlement", "30000.00"))
     hostile = line.count("\n") + 1
     path = tmp_path / "batch.jsonl"
@@ -468,7 +503,9 @@ def test_one_unstorable_body_does_not_sink_the_batch(cli: Any, hostile_db: str, 
     events = _events(hostile_db)
     result = cli("replay-webhook", str(path), "--json")
     assert result.exit_code == 1 and result.stderr == "", result
-    assert result.json()["summary"] == {"total": hostile + 2, "applied": 1, "unchanged": 1, "rejected": hostile}
+    assert result.json()["summary"] == {
+        "total": hostile + 2, "applied": 1, "unchanged": 1, "awaiting": 0, "rejected": hostile,
+    }
     assert _events(hostile_db) == events + hostile + 2
 
 

@@ -1,0 +1,253 @@
+"""Many notifications at once (``replay-webhook``, ``events reprocess``): the intake's steps, scheduled.
+
+Bodies are read in batches; each batch is stored and screened on one connection (two
+commits), then every order with bodies left to confirm gets one Get Status call, run
+``concurrency`` at a time over the gateway's pooled session. A worker waiting for
+Midtrans holds no database connection; it takes one from a small pool only to apply
+the answer. Bodies of one order are applied in the order they came, and an order seen
+again later in the run reuses the answer it got (remembered for ``REMEMBERED`` orders).
+
+Midtrans unreachable (connection refused, 5xx after the retries) trips a breaker: no
+more calls are made, and every body left waits for confirmation. A 401 does the same and
+ends the run as a configuration error. What is decided here is decided by ``intake``.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import TYPE_CHECKING, Any
+
+from midpay import db, intake, received
+from midpay.bodies import Body
+from midpay.db import intake as sql
+from midpay.errors import ConfigError, DependencyError, GatewayUnavailable, MidpayError
+from midpay.intake import Decided, NotificationResult
+from midpay.notifications import TransactionView
+from midpay.received import Item
+
+if TYPE_CHECKING:
+    from midpay.gateway import Gateway
+
+BATCH = 200
+REMEMBERED = 10_000
+
+
+@dataclass
+class RunReport:
+    """A run's results (in the order the bodies came), the status calls made, and what cut it short."""
+
+    results: list[NotificationResult]
+    calls: int = 0
+    fatal: MidpayError | None = None  # PostgreSQL lost, or Midtrans refused the key: the run stopped
+    unreachable: MidpayError | None = None  # the first reason Midtrans could not be asked
+
+
+@dataclass
+class _Order:
+    queue: list[Item] = field(default_factory=list)
+    answer: TransactionView | MidpayError | None = None
+    running: bool = False
+
+
+class _Run:
+    """The shared state of one run: per-order work, the breaker, the results."""
+
+    def __init__(self, pool: Any, gateway: Gateway | None, *, concurrency: int, dry_run: bool) -> None:
+        self.pool = pool
+        self.gateway = gateway
+        self.dry_run = dry_run
+        self.lock = threading.Lock()
+        self.orders: OrderedDict[str, _Order] = OrderedDict()
+        self.decided: Decided = []
+        self.calls = 0
+        self.tripped: MidpayError | None = None
+        self.fatal: MidpayError | None = None
+        self.unreachable: MidpayError | None = None
+        self.slots = threading.BoundedSemaphore(max(1, concurrency) * 4)
+        self.executor = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="confirm")
+
+    def add(self, decided: Decided) -> None:
+        with self.lock:
+            self.decided.extend(decided)
+
+    def submit(self, order_id: str, items: list[Item]) -> None:
+        with self.lock:
+            work = self.orders.get(order_id)
+            if work is None:
+                work = self.orders[order_id] = _Order()
+                self._forget_some()
+            self.orders.move_to_end(order_id)
+            work.queue.extend(items)
+            if work.running:
+                return  # the worker on it takes these too, after the earlier ones
+            work.running = True
+        self.slots.acquire()
+        self.executor.submit(self._work, order_id, work)
+
+    def _forget_some(self) -> None:
+        while len(self.orders) > REMEMBERED:
+            oldest = next(iter(self.orders))
+            if self.orders[oldest].running:
+                return
+            del self.orders[oldest]
+
+    def _answer(self, order_id: str) -> TransactionView | MidpayError:
+        with self.lock:
+            stop = self.tripped or self.fatal
+            if stop is None:
+                self.calls += 1
+        if stop is not None:
+            return stop
+        assert self.gateway is not None
+        answer = intake.confirm(self.gateway, order_id)
+        if isinstance(answer, GatewayUnavailable | ConfigError):
+            with self.lock:
+                self.tripped = self.tripped or answer
+        if isinstance(answer, ConfigError):
+            with self.lock:
+                self.fatal = self.fatal or answer
+        if isinstance(answer, DependencyError | ConfigError):
+            with self.lock:
+                self.unreachable = self.unreachable or answer
+        return answer
+
+    def _work(self, order_id: str, work: _Order) -> None:
+        try:
+            if work.answer is None:
+                work.answer = self._answer(order_id)
+            while True:
+                with self.lock:
+                    batch, work.queue = work.queue, []
+                    if not batch:
+                        work.running = False
+                        return
+                self._apply(order_id, work.answer, batch)
+        except Exception as exc:  # noqa: BLE001 - a worker's failure must reach the run, never vanish
+            mapped = db.map_error(exc)
+            with self.lock:
+                work.running = False
+                self.fatal = self.fatal or mapped or MidpayError(f"unexpected {type(exc).__name__}: {exc}")
+        finally:
+            self.slots.release()
+
+    def _apply(self, order_id: str, answer: TransactionView | MidpayError, batch: list[Item]) -> None:
+        if self.fatal is not None and isinstance(self.fatal, DependencyError):
+            return  # PostgreSQL is gone: nothing can be recorded; the bodies stay as stored
+        try:
+            with db.translate_errors(), self.pool.connection() as conn:
+                try:
+                    decided = intake.apply_confirmed(conn, order_id, answer, batch, dry_run=self.dry_run)
+                except Exception as exc:
+                    if db.map_error(exc) is not None:
+                        raise
+                    decided = _rejected(conn, batch, exc, record=not self.dry_run)
+            self.add(decided)
+        except DependencyError as exc:
+            with self.lock:
+                self.fatal = self.fatal or exc
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
+def _rejected(conn: db.Connection, items: list[Item], exc: Exception, *, record: bool) -> Decided:
+    """Whatever went wrong applying, the bodies are recorded rejected with the reason."""
+    reason = f"not processed: {type(exc).__name__}: {exc}"
+    decided = [(i.seq, intake.make_result(i, "rejected", reason)) for i in items]
+    if record:
+        with conn.transaction():
+            sql.record_outcomes(conn, [intake.outcome_row(i, r) for i, (_, r) in zip(items, decided, strict=True)])
+    return decided
+
+
+def _batches(items: Iterable[Item]) -> Iterator[list[Item]]:
+    it = iter(items)
+    while batch := list(islice(it, BATCH)):
+        yield batch
+
+
+def run(
+    url: str,
+    gateway: Gateway | None,
+    items: Iterable[Item],
+    server_key: str,
+    *,
+    store: bool,
+    concurrency: int = 8,
+    dry_run: bool = False,
+) -> RunReport:
+    """Store (``store``), screen, confirm and apply every item; ``gateway`` None is offline."""
+    pool = db.open_pool(url, min(max(1, concurrency), 4) + 1)
+    state = _Run(pool, gateway, concurrency=concurrency, dry_run=dry_run)
+    try:
+        with db.translate_errors(), pool.connection() as conn:
+            for batch in _batches(items):
+                if isinstance(state.fatal, DependencyError):
+                    break  # PostgreSQL is gone; a refused key still lets every body be stored
+                if store and not dry_run:
+                    received.store(conn, batch)
+                screened = intake.screen(conn, batch, server_key, online=gateway is not None, dry_run=dry_run)
+                state.add(screened.decided)
+                for order_id, found in screened.candidates.items():
+                    if gateway is None:
+                        state.add(intake.apply_offline(conn, order_id, found, dry_run=dry_run))
+                    else:
+                        state.submit(order_id, found)
+    except DependencyError as exc:
+        state.fatal = state.fatal or exc
+    finally:
+        state.close()
+        pool.close()
+    state.decided.sort(key=lambda pair: pair[0])
+    return RunReport([r for _, r in state.decided], state.calls, state.fatal, state.unreachable)
+
+
+def replay(
+    url: str, gateway: Gateway | None, bodies: Iterable[Body], server_key: str, *, concurrency: int = 8,
+    dry_run: bool = False,
+) -> RunReport:
+    """``replay-webhook``: every body stored first, then decided; offline when ``gateway`` is None."""
+    return run(url, gateway, received.items_of(bodies), server_key, store=True, concurrency=concurrency,
+               dry_run=dry_run)
+
+
+def store_only(url: str, bodies: Iterable[Body]) -> int:
+    """Store every body, undecided (no server key to verify them with); how many were stored."""
+    count = 0
+    with db.translate_errors(), db.connect(url) as conn:
+        for batch in _batches(received.items_of(bodies)):
+            received.store(conn, batch)
+            count += len(batch)
+    return count
+
+
+def reprocess(
+    url: str, gateway: Gateway | None, server_key: str, *, order_id: str | None = None, rejected_only: bool = False,
+    concurrency: int = 8,
+) -> RunReport:
+    """``events reprocess``: every stored notification not processed, oldest first, decided again.
+
+    Rejected ones, those awaiting confirmation, and those never decided (stored by an
+    older backend, or cut short by a crash); with ``rejected_only`` only the rejected.
+    Each outcome is recorded on the notification's own row.
+    """
+    with db.translate_errors(), db.connect(url) as conn:
+        ids = db.select_unprocessed_event_ids(conn, order_id=order_id, rejected_only=rejected_only)
+    return run(url, gateway, _stored(url, ids), server_key, store=False, concurrency=concurrency)
+
+
+def _stored(url: str, ids: list[uuid.UUID]) -> Iterator[Item]:
+    seq = 0
+    with db.translate_errors(), db.connect(url) as conn:
+        for start in range(0, len(ids), BATCH):
+            with conn.transaction():
+                rows = sql.stored_bodies(conn, ids[start:start + BATCH])
+            for row in rows:
+                yield received.stored_item(seq, row)
+                seq += 1
