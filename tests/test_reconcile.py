@@ -179,8 +179,8 @@ def test_an_answer_that_cannot_be_stored_fails_only_its_row(
         "iso-1": "Midtrans' status answer cannot be stored: midtrans_transaction_id is 300 characters long, "
                  "the column holds 255",
         "iso-3": "Midtrans' status answer cannot be stored: field 'status_message' contains a NUL character",
-        "iso-5": "amount mismatch for iso-5: Midtrans says 1.00, stored 5005",
-        "iso-6": "the status answer about iso-6 names another order ('someone-else')",
+        "iso-5": "amount mismatch for iso-5: Midtrans says 1.00, stored 5005; nothing applied",
+        "iso-6": "order iso-6: Midtrans' answer is about order 'someone-else'; nothing applied",
     }
     assert doc["summary"] == {"checked": 8, "changed": 4, "unchanged": 0, "errors": 4}
     records = _records(db_url)

@@ -191,7 +191,7 @@ def _announce(line: str) -> None:
     sys.stderr.write(visible(line) + "\n")
 
 
-def database_url() -> str:
+def _resolved_url() -> str:
     """The PostgreSQL URL, resolved once per process (``embedded`` starts its server here)."""
     if state.url is None:
         from midpay.db import resolve_url
@@ -200,11 +200,19 @@ def database_url() -> str:
     return state.url
 
 
+def database_url(*, check_schema: bool = True) -> str:
+    """DATABASE_URL, resolved; unless told otherwise, of a server that answers with its migrations all applied."""
+    url = _resolved_url()
+    if check_schema and not state.schema_checked:
+        open_connection().close()
+    return url
+
+
 def open_connection(*, check_schema: bool = True) -> "Connection":
     """A connection to DATABASE_URL; unless told otherwise, to a database whose migrations are all applied."""
     from midpay.db import connect
 
-    conn = connect(database_url())
+    conn = connect(_resolved_url())
     if check_schema:
         try:
             require_schema(conn)
