@@ -7,6 +7,7 @@ returns dataclasses, never cursors.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -23,6 +24,11 @@ if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
 Connection = psycopg.Connection[Any]
+
+# psycopg logs what it ignores while cleaning up after a lost connection ("error ignored
+# terminating <Pipeline>", "error ignored in rollback") as warnings on stderr; midpay
+# reports the loss itself, as the one `Error:` line.
+logging.getLogger("psycopg").setLevel(logging.ERROR)
 CONNECT_TIMEOUT = 10
 
 
