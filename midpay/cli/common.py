@@ -312,7 +312,7 @@ class JsonSpool:
     def add(self, item: dict[str, Any]) -> None:
         from midpay.output import json_text
 
-        self._file.write(("," if self._count else "") + json_text(item, compact=True))
+        self._file.write(json_text(item, compact=True) + "\n")  # one item a line here; JSON text has no newline
         self._count += 1
 
     def close(self, summary: dict[str, int], error: str | None) -> None:
@@ -328,8 +328,15 @@ class JsonSpool:
         try:
             out.write('{"results": [')
             self._file.seek(0)
-            while chunk := self._file.read(1 << 16):
-                out.write(chunk)
+            pending = 0
+            for n, line in enumerate(self._file):
+                out.write(("," if n else "") + line.rstrip("\n"))
+                pending += len(line)
+                if pending >= 1 << 16:
+                    # stdout redacts line by line and holds a partial line until a flush: flushing at item
+                    # boundaries keeps a long one-line document from piling up there whole.
+                    out.flush()
+                    pending = 0
             out.write("], " + json_text(tail, compact=True)[1:] + "\n")
             out.flush()
         except BrokenPipeError:
