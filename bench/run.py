@@ -3,6 +3,7 @@
     python bench/run.py                  the full run (about 8 to 9 minutes on 2 cores)
     python bench/run.py --quick          tiny sizes, seconds: the CI smoke version
     python bench/run.py --only replay,startup
+    python bench/run.py --only listen --listen-workers 1,2
     python bench/run.py --memory-rows 20000
 
 Each run starts its own embedded PostgreSQL under a temporary MIDPAY_HOME, a fresh
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import REPO, RESULTS, Lab, Result, log
 
-BENCHES = ("reconcile", "replay", "startup", "scale", "memory")
+BENCHES = ("reconcile", "replay", "startup", "scale", "memory", "listen")
 
 
 def _run_one(name: str, lab: Lab, args: argparse.Namespace) -> Result:
@@ -51,6 +52,18 @@ def _run_one(name: str, lab: Lab, args: argparse.Namespace) -> Result:
         import bench_memory
 
         return bench_memory.run(lab, quick=args.quick, rows=args.memory_rows, in_sandbox=args.memory_in_sandbox)
+    if name == "listen":
+        import bench_listen
+
+        workers = [int(w) for w in args.listen_workers.split(",")] if args.listen_workers else None
+        return bench_listen.run(
+            lab,
+            quick=args.quick,
+            notifications=args.listen_notifications,
+            latency_ms=args.listen_latency_ms,
+            workers=workers,
+            threads=args.listen_threads,
+        )
     raise ValueError(name)
 
 
@@ -137,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         default=False,
         help="charge the memory benchmark's orders in the sandbox first (default: they answer 404)",
     )
+    parser.add_argument("--listen-notifications", type=int, help="notifications per listen run (default 2000)")
+    parser.add_argument("--listen-workers", help="comma-separated --workers values for listen (default 1,2,4)")
+    parser.add_argument("--listen-latency-ms", type=int, help="confirmation latency the sandbox adds (default 50)")
+    parser.add_argument("--listen-threads", type=int, help="threads per listen worker (default: listen's default)")
     args = parser.parse_args(argv)
     wanted = [b.strip() for b in args.only.split(",") if b.strip()]
     unknown = sorted(set(wanted) - set(BENCHES))

@@ -83,9 +83,11 @@ def run(settings: Settings, con: Console, step: Callable[[str], None]) -> DemoRe
 
 def _walk(settings: Settings, con: Console, step: Callable[[str], None], home: Path) -> dict[str, Any]:
     from midpay import bodies, charges, db, intake, migrate, output, refresh
+    from midpay import listen as listening
     from midpay import reconcile as reconciling
     from midpay.gateway import Gateway
     from midpay.sandbox import DEV_SERVER_KEY, SandboxServer
+    from midpay.webhook import DEFAULT_PATH
 
     notify_dir = home / "notifications"
     step("Starting the embedded PostgreSQL and a fresh demo database")
@@ -97,7 +99,12 @@ def _walk(settings: Settings, con: Console, step: Callable[[str], None], home: P
         applied = migrate.migrate(conn)
     con.print(output.text(f"  applied {len(applied)} migration(s): " + ", ".join(f.name for f in applied)))
 
-    with SandboxServer(server_key=DEV_SERVER_KEY, notify_dir=notify_dir) as sandbox:
+    # The sandbox POSTs each notification to `midpay listen`, as Midtrans would, where
+    # this Python can start one (it cannot when its interpreter is out of this user's reach).
+    cannot_listen = listening.cannot_start_process()
+    listen_port = listening.free_port()
+    notify_url = None if cannot_listen else f"http://127.0.0.1:{listen_port}{DEFAULT_PATH}"
+    with SandboxServer(server_key=DEV_SERVER_KEY, notify_dir=notify_dir, notify_url=notify_url) as sandbox:
         con.print(f"  Midtrans sandbox listening on {sandbox.url} (development key, in-process)")
         with Gateway(base_url=sandbox.url, server_key=DEV_SERVER_KEY, timeout=10.0) as gateway, db.connect(url) as conn:
             amount = 154_600
@@ -111,8 +118,18 @@ def _walk(settings: Settings, con: Console, step: Callable[[str], None], home: P
             says = output.status_text(outcome.payment.status)
             con.print(output.join("  Midtrans says: ", says, " (the customer has not paid yet)"))
 
-            step("The customer scans the QR and pays (midpay sandbox pay)")
-            sandbox.pay(order_id, "settlement")
+            if cannot_listen is None:
+                step("midpay listen; the customer scans the QR and pays (midpay sandbox pay)")
+                env = listening.child_env(database_url=url, server_key=DEV_SERVER_KEY, api_url=sandbox.url, home=home)
+                with listening.start_process(env, home / "listen.log", port=listen_port, cwd=home) as listener:
+                    con.print(output.text(f"  midpay listen receives notifications on {listener.url}"))
+                    sandbox.pay(order_id, "settlement")
+                    arrived = listening.describe(listener.wait_for(order_id))
+                    con.print(output.text(f"  Midtrans notified it over HTTP: {arrived}"))
+            else:
+                step("The customer scans the QR and pays (midpay sandbox pay)")
+                sandbox.pay(order_id, "settlement")
+                con.print(output.text(f"  (no midpay listen here: {cannot_listen}; the file is replayed instead)"))
             files = sorted(notify_dir.glob("*.json"), key=lambda p: p.stat().st_mtime)
             notification = next(p for p in reversed(files) if "settlement" in p.name)
             con.print(output.join("  Midtrans sent a signed notification; saved as ", output.text(notification)))
@@ -183,10 +200,11 @@ def render_account(con: Console, report: DemoReport) -> None:
         f"  export MIDTRANS_SERVER_KEY={DEV_SERVER_KEY}",
         "  export MIDTRANS_API_URL=http://127.0.0.1:8765",
         "  midpay migrate",
-        "  midpay sandbox serve > sandbox.log &           # a local Midtrans (stop it: kill %1)",
+        "  midpay listen 2> listen.log &                  # receives the notifications (later: kill %1 %2)",
+        "  midpay sandbox serve --notify-url http://127.0.0.1:8080/midtrans/notification > sandbox.log &",
         "  midpay charge --amount 25000 --qris            # note the order id it prints",
-        "  midpay sandbox pay ORDER_ID > paid.json        # the customer pays",
-        "  midpay replay-webhook paid.json                # the notification arrives",
+        "  midpay sandbox pay ORDER_ID > paid.json        # the customer pays; listen applies it",
+        "  midpay replay-webhook paid.json                # the same body again: unchanged",
         "  midpay status ORDER_ID",
         "  midpay reconcile --min-age 0",
         "  midpay db stop                                 # when done: stop the embedded PostgreSQL",

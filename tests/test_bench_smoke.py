@@ -65,6 +65,17 @@ EXPECTED_METRICS = {
         "select_due_plan",
     },
     "memory": {"open_rows", "peak_rss_mb", "wall_s", "summary"},
+    "listen": {
+        "notifications",
+        "senders",
+        "confirmation_latency_ms",
+        "listen_per_s_w1",
+        "listen_p50_ms_w1",
+        "listen_p99_ms_w1",
+        "bare_per_s_w1",
+        "listen_vs_bare_w1",
+        "summary",
+    },
 }
 HEAVY = ("psycopg", "psycopg_pool", "requests", "urllib3", "rich")
 
@@ -104,6 +115,8 @@ def test_quick_benchmarks_complete_and_report_their_figures(tmp_path: Path) -> N
     assert replay["summary"]["applied"] == replay["events"]
     memory = document["benchmarks"]["memory"]["metrics"]
     assert memory["summary"]["checked"] == memory["open_rows"]
+    listen = document["benchmarks"]["listen"]["metrics"]
+    assert listen["summary"] == {"runs": 2, "answered_200": 2 * listen["notifications"]}
 
 
 _PROBE = """

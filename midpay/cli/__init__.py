@@ -6,15 +6,16 @@ commands on import:
     setup          migrate, demo, sandbox serve|pay
     lifecycle      charge, status, payments
     notifications  replay-webhook, events, events reprocess
+    listen         listen (the HTTP notification receiver)
     reconcile      reconcile
     operator       cancel, expire, refund
     database       db status|start|stop, doctor
 """
 
-from midpay.cli import database, lifecycle, notifications, operator, reconcile, setup
+from midpay.cli import database, lifecycle, listen, notifications, operator, reconcile, setup
 from midpay.cli.common import app
 
-__all__ = ["app", "database", "lifecycle", "main", "notifications", "operator", "reconcile", "setup"]
+__all__ = ["app", "database", "lifecycle", "listen", "main", "notifications", "operator", "reconcile", "setup"]
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from midpay.db.core import (
     map_error,
     open_pool,
     resolve_url,
+    serving_pool,
     translate_errors,
 )
 from midpay.db.events import (
@@ -68,6 +69,7 @@ __all__ = [
     "resolve_url",
     "select_due",
     "select_unprocessed_event_ids",
+    "serving_pool",
     "translate_errors",
     "update_payment",
     "whole_amount",

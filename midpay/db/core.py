@@ -112,6 +112,33 @@ def open_pool(url: str, size: int) -> ConnectionPool[Connection]:
     return pool
 
 
+def serving_pool(url: str, size: int, *, timeout: float) -> ConnectionPool[Connection]:
+    """A pool for a long-running server: up to ``size`` connections, opened lazily.
+
+    Unlike ``open_pool`` it does not wait for PostgreSQL: a server that is down now is
+    reconnected to in the background, and a caller that finds no working connection
+    within ``timeout`` seconds gets ``PoolTimeout`` (``map_error`` turns it into
+    ``DatabaseUnavailable``). Each connection is checked before it is handed out, so
+    one that died with a restarted server is replaced instead of failing a request.
+    """
+    import logging
+
+    from psycopg_pool import ConnectionPool
+
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+    pool: ConnectionPool[Connection] = ConnectionPool(
+        url,
+        min_size=1,
+        max_size=max(1, size),
+        open=False,
+        timeout=timeout,
+        check=ConnectionPool.check_connection,
+        kwargs={"connect_timeout": CONNECT_TIMEOUT},
+    )
+    pool.open(wait=False)
+    return pool
+
+
 def map_error(exc: BaseException) -> MidpayError | None:
     """The midpay error for a psycopg failure that escaped a use case, if it is one."""
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
