@@ -94,7 +94,7 @@ def charge(
         layout = schema.layout(conn, conn.info.dsn)
         # Integer ranges of this database's columns (lengths and NOT NULL: db.insert_payment).
         for column, value in (("user_id", user_id), ("gross_amount", amount)):
-            problem = storable.column_problem(layout, _TABLE, column, value)
+            problem = storable.column_problem(layout, _TABLE, column, value) if value is not None else None
             if problem is not None:
                 raise UsageError(f"cannot store this payment: {problem}")
         payment = db.insert_payment(
