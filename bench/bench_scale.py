@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import random
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -176,6 +177,8 @@ def run(lab: Lab, *, quick: bool, rows: int | None = None) -> Result:
         "recheck_after": 30.0,
         "limit": BATCH,
         "run_started": datetime.now(UTC),
+        "owner": uuid.uuid4(),
+        "lease_seconds": 60.0,
     }
     with psycopg.connect(db_url, cursor_factory=RecordingCursor) as conn:
         RecordingCursor.recorded.clear()

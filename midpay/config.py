@@ -138,6 +138,41 @@ def _parse_timeout(raw: str) -> float:
     return value
 
 
+def _parse_api_url(raw: str) -> str:
+    """MIDTRANS_API_URL: http(s), a host, a valid port, nothing a request could not be sent to."""
+    url = raw.strip()
+    shown = url[:100]
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise ConfigError(f"MIDTRANS_API_URL must not contain spaces or control characters, not {shown!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises for a port out of range or not a number
+        host = parts.hostname
+    except ValueError as exc:
+        raise ConfigError(f"MIDTRANS_API_URL is not a valid URL ({exc}): {shown!r}") from None
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        raise ConfigError(f"MIDTRANS_API_URL must be an http:// or https:// URL with a host, not {shown!r}")
+    if port == 0:
+        raise ConfigError(f"MIDTRANS_API_URL has port 0, which nothing listens on: {shown!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError("MIDTRANS_API_URL must not carry a user name or password (the server key is sent apart)")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"MIDTRANS_API_URL must be a base URL without ?query or #fragment, not {shown!r}")
+    return url
+
+
+def _parse_home(raw: str) -> Path:
+    """MIDPAY_HOME: a directory, or a path where one can be made (not a file, not under a file)."""
+    home = Path(raw).expanduser()
+    probe = home
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        what = "is a file" if probe == home else f"is under {probe}, which is a file"
+        raise ConfigError(f"MIDPAY_HOME must be a directory, but {home} {what}")
+    return home
+
+
 def read_env_file(path: Path) -> dict[str, str]:
     """Variables of a dotenv file; unreadable files are a usage error (exit 2)."""
     from dotenv import dotenv_values
@@ -174,14 +209,10 @@ def load_settings(env_file: Path | None = None, environ: Mapping[str, str] | Non
             "MIDTRANS_SERVER_KEY looks like a sandbox key (SB-…) but MIDTRANS_IS_PRODUCTION=true: "
             "use the production key, or set MIDTRANS_IS_PRODUCTION=false"
         )
-    api_url = get("MIDTRANS_API_URL") or (PRODUCTION_API_URL if is_production else SANDBOX_API_URL)
-    parts = urlsplit(api_url.strip())
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"MIDTRANS_API_URL must be an http:// or https:// URL with a host, not {api_url!r}")
-    api_url = api_url.strip()
+    api_url = _parse_api_url(get("MIDTRANS_API_URL") or (PRODUCTION_API_URL if is_production else SANDBOX_API_URL))
     timeout = _parse_timeout(get("MIDPAY_TIMEOUT") or str(DEFAULT_TIMEOUT))
     home_raw = get("MIDPAY_HOME")
-    home = Path(home_raw).expanduser() if home_raw else default_home()
+    home = _parse_home(home_raw) if home_raw else default_home()
     return Settings(
         database_url=get("DATABASE_URL"),
         server_key=server_key,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -58,8 +58,16 @@ class _Order:
 class _Run:
     """The shared state of one run: per-order work, the breaker, the results."""
 
-    def __init__(self, pool: Any, gateway: Gateway | None, *, concurrency: int, dry_run: bool) -> None:
+    def __init__(
+        self, pool: Any, gateway: Gateway | None, *, concurrency: int, dry_run: bool,
+        on_result: Callable[[NotificationResult], None] | None = None,
+    ) -> None:
         self.pool = pool
+        # With on_result, results are handed out in input order as soon as every earlier
+        # body is decided (memory stays flat); the few decided ahead of their turn wait here.
+        self.on_result = on_result
+        self.waiting: dict[int, NotificationResult] = {}
+        self.next_seq = 0
         self.gateway = gateway
         self.dry_run = dry_run
         self.lock = threading.Lock()
@@ -74,7 +82,20 @@ class _Run:
 
     def add(self, decided: Decided) -> None:
         with self.lock:
-            self.decided.extend(decided)
+            if self.on_result is None:
+                self.decided.extend(decided)
+                return
+            self.waiting.update(decided)
+            while self.next_seq in self.waiting:
+                self.on_result(self.waiting.pop(self.next_seq))
+                self.next_seq += 1
+
+    def drain(self) -> None:
+        """Hand out whatever is left (bodies never decided leave gaps), in input order."""
+        with self.lock:
+            if self.on_result is not None:
+                for seq in sorted(self.waiting):
+                    self.on_result(self.waiting.pop(seq))
 
     def submit(self, order_id: str, items: list[Item]) -> None:
         with self.lock:
@@ -181,10 +202,14 @@ def run(
     store: bool,
     concurrency: int = 8,
     dry_run: bool = False,
+    on_result: Callable[[NotificationResult], None] | None = None,
 ) -> RunReport:
-    """Store (``store``), screen, confirm and apply every item; ``gateway`` None is offline."""
+    """Store (``store``), screen, confirm and apply every item; ``gateway`` None is offline.
+
+    With ``on_result``, each result goes there (in input order) instead of into the report.
+    """
     pool = db.open_pool(url, min(max(1, concurrency), 4) + 1)
-    state = _Run(pool, gateway, concurrency=concurrency, dry_run=dry_run)
+    state = _Run(pool, gateway, concurrency=concurrency, dry_run=dry_run, on_result=on_result)
     try:
         with db.translate_errors(), pool.connection() as conn:
             for batch in _batches(items):
@@ -204,17 +229,18 @@ def run(
     finally:
         state.close()
         pool.close()
+        state.drain()
     state.decided.sort(key=lambda pair: pair[0])
     return RunReport([r for _, r in state.decided], state.calls, state.fatal, state.unreachable)
 
 
 def replay(
     url: str, gateway: Gateway | None, bodies: Iterable[Body], server_key: str, *, concurrency: int = 8,
-    dry_run: bool = False,
+    dry_run: bool = False, on_result: Callable[[NotificationResult], None] | None = None,
 ) -> RunReport:
     """``replay-webhook``: every body stored first, then decided; offline when ``gateway`` is None."""
     return run(url, gateway, received.items_of(bodies), server_key, store=True, concurrency=concurrency,
-               dry_run=dry_run)
+               dry_run=dry_run, on_result=on_result)
 
 
 def store_only(url: str, bodies: Iterable[Body]) -> int:

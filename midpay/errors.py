@@ -2,8 +2,10 @@
 
     MidpayError                      exit 1: something was rejected or failed
     ├── UsageError                   exit 2: bad flag, bad argument, unreadable file
-    ├── ConfigError                  exit 2: missing or contradictory configuration
-    │   └── GatewayAuthError         exit 2: Midtrans refused the server key (401)
+    ├── ConfigError                  exit 2: missing, malformed or contradictory configuration
+    │   ├── GatewayAuthError         exit 2: Midtrans refused the server key (401)
+    │   ├── DatabaseRefused          exit 2: PostgreSQL refused DATABASE_URL (password, role, database)
+    │   └── SchemaNotReady           exit 2: migrations pending or unknown: run `midpay migrate`
     ├── InvalidPayload               exit 1: a notification or answer body is malformed
     ├── NotFoundError                exit 1: no such order (here or at Midtrans)
     │   └── TransactionNotFound      exit 1: Midtrans says "Transaction doesn't exist." (404)
@@ -11,10 +13,12 @@
     │   └── DuplicateOrder           exit 1: the order id was used before (406 on charge)
     ├── MigrationError               exit 1: a migration file failed or was refused
     ├── DataConflict                 exit 1: PostgreSQL refused a write (a unique id already taken, …)
+    ├── Interrupted                  exit 130: stopped by SIGINT or SIGTERM
     └── DependencyError              exit 3: a dependency could not be reached
         ├── DatabaseUnavailable      exit 3: PostgreSQL could not be reached
         └── GatewayError             exit 3: Midtrans could not be reached or answered nonsense
             ├── GatewayUnavailable   exit 3: never sent, or 5xx/429 after retries
+            │   └── GatewayUnreachable  exit 3: never sent: connection refused, DNS, connect timeout
             ├── OutcomeUnknown       exit 3: sent, but no answer came (read timeout)
             └── GatewayProtocolError exit 3: the answer was not Midtrans-shaped
 
@@ -45,6 +49,14 @@ class ConfigError(MidpayError):
 
 class GatewayAuthError(ConfigError):
     """Midtrans answered 401: wrong server key or wrong environment."""
+
+
+class DatabaseRefused(ConfigError):
+    """PostgreSQL was reached but refused the connection: password, role, database name, pg_hba."""
+
+
+class SchemaNotReady(ConfigError):
+    """The database's migrations are not the ones this midpay expects (pending, unknown or edited)."""
 
 
 class InvalidPayload(MidpayError):
@@ -80,6 +92,12 @@ class DataConflict(MidpayError):
     """PostgreSQL refused a write for this item: a unique value already taken, say."""
 
 
+class Interrupted(MidpayError):
+    """The command was stopped by SIGINT (Ctrl-C) or SIGTERM before it finished."""
+
+    exit_code = 130
+
+
 class DependencyError(MidpayError):
     """A dependency (PostgreSQL or Midtrans) could not be reached."""
 
@@ -96,6 +114,10 @@ class GatewayError(DependencyError):
 
 class GatewayUnavailable(GatewayError):
     """The request was never accepted: connection refused, DNS, or 5xx/429 after retries."""
+
+
+class GatewayUnreachable(GatewayUnavailable):
+    """The request never left: connection refused, the host name did not resolve, connect timeout, TLS."""
 
 
 class OutcomeUnknown(GatewayError):

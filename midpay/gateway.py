@@ -10,7 +10,7 @@ Every call returns Midtrans' decoded JSON object, or raises one midpay error:
     other body 3xx/4xx (400, 402, 412, 414, ...)   MidtransRejected (Midtrans' status_message)
     HTTP 5xx/429 after the retries                 GatewayUnavailable
     not JSON / not an object / no status_code      GatewayProtocolError
-    connection refused, DNS, connect timeout       GatewayUnavailable (never sent)
+    connection refused, DNS, connect timeout       GatewayUnreachable (a GatewayUnavailable: never sent)
     read timeout, connection dropped mid-answer    OutcomeUnknown (sent; Midtrans may have acted)
 
 Retries are urllib3's, mounted on the session: connection failures and HTTP
@@ -48,6 +48,7 @@ from midpay.errors import (
     GatewayAuthError,
     GatewayProtocolError,
     GatewayUnavailable,
+    GatewayUnreachable,
     MidtransRejected,
     OutcomeUnknown,
     TransactionNotFound,
@@ -322,7 +323,7 @@ class Gateway:
                 verify=self.session.verify,
             )
         except requests.ConnectTimeout as exc:
-            raise GatewayUnavailable(
+            raise GatewayUnreachable(
                 f"{what}: could not connect to Midtrans at {self.base_url}: {_connect_reason(exc)}"
             ) from exc
         except requests.ReadTimeout as exc:
@@ -331,7 +332,7 @@ class Gateway:
         except requests.ConnectionError as exc:
             if _was_sent(exc):
                 raise OutcomeUnknown(self._unknown(what, method, "the connection dropped before an answer")) from exc
-            raise GatewayUnavailable(
+            raise GatewayUnreachable(
                 f"{what}: could not connect to Midtrans at {self.base_url}: {_connect_reason(exc)}"
             ) from exc
         except requests.RequestException as exc:  # ChunkedEncodingError, ContentDecodingError, ...

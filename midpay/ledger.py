@@ -66,6 +66,7 @@ def wants_refresh(conn: db.Connection, payment: db.Payment) -> bool:
     Unsettled payments; ``partial_refund`` ones (a refund may have been made elsewhere);
     and any with a refund whose outcome or bank confirmation midpay has not seen.
     """
-    if payment.status in states.UNSETTLED_STATES or payment.status == states.PARTIAL_REFUND:
+    state = states.normalize(payment.status)  # another backend may store it upper-case
+    if state in states.UNSETTLED_STATES or state == states.PARTIAL_REFUND:
         return True
     return unsettled(db.list_refunds(conn, payment.id))

@@ -1,36 +1,59 @@
-"""``reconcile``: check every due open payment against Midtrans, concurrently.
+"""``reconcile``: check every due open payment against Midtrans, concurrently, under leases.
 
-Rows are claimed in batches (``last_checked_at`` stamped and committed), so an
-overlapping run skips them; only a bounded window of rows is in memory at once. The
-HTTP call holds no lock: a notification landing meanwhile applies at once, and the
-forward-only rule keeps the later write from moving the row backwards.
+A run leases rows a few at a time, just ahead of the workers (``db.claims``), renews
+its leases while it lives and ends each one when the row's check ends: completed
+(``last_checked_at`` stamped), failed (the attempt, the reason and a retry time
+recorded on the row) or released (not checked: the run stopped first). A leased row
+is due for no other run, so overlapping runs of any speed never check a row twice;
+a run that dies leaves its leases to expire.
+
+The HTTP call holds no lock: a notification landing meanwhile applies at once, and
+the forward-only rule keeps the later write from moving the row backwards.
+
+The run stops early, and says why in ``ReconcileSummary.fatal``, when Midtrans refuses
+the server key (the first 401), when Midtrans cannot be reached (a refused connection,
+or BREAKER_THRESHOLD failed calls in a row: the circuit breaker), when PostgreSQL is
+lost, or when it is interrupted. Rows it did not get to are released, not failed.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
-import time
+import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING
 
-from midpay import db, states
-from midpay.apply import apply_answer, needs_write, synthetic_failure
-from midpay.db.claims import REFUND_RECHECK_SECONDS
-from midpay.errors import DependencyError, GatewayError, MidpayError, TransactionNotFound, UsageError
-from midpay.notifications import parse_view
-from midpay.refresh import CREATED_GRACE_SECONDS
+from midpay import db, refresh
+from midpay.db import claims
+from midpay.errors import (
+    DatabaseUnavailable,
+    GatewayAuthError,
+    GatewayError,
+    GatewayUnavailable,
+    GatewayUnreachable,
+    Interrupted,
+    MidpayError,
+    UsageError,
+)
+from midpay.leases import LeaseBook
+from midpay.pacing import Breaker, RateLimiter
 
 if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
     from midpay.gateway import Gateway
 
-# A row checked this recently (by this run or an overlapping one) is not due again:
-# this is what keeps overlapping cron runs from checking the same row twice.
+# A row whose last check completed this recently is not due again.
 RECHECK_AFTER_SECONDS = 30.0
-
+# How long a claimed row stays reserved if the run holding it dies (renewed while it lives).
+LEASE_SECONDS = 60.0
+# Failed calls in a row (timeouts, 5xx after retries, garbage answers) that open the
+# circuit breaker: this many, or twice --concurrency if that is more (the slow failures
+# of the rows in flight arrive together); a refused connection opens it at once.
+BREAKER_THRESHOLD = 5
 
 
 @dataclass(frozen=True)
@@ -49,13 +72,14 @@ class ReconcileResult:
 
 @dataclass
 class ReconcileSummary:
-    """Counts of a reconcile run."""
+    """Counts of a reconcile run; ``fatal`` says why it stopped early, if it did."""
 
     checked: int = 0
     changed: int = 0
     unchanged: int = 0
     errors: int = 0
-    fatal: DependencyError | None = field(default=None, repr=False)
+    unchecked: int = 0  # claimed, then released because the run stopped first
+    fatal: MidpayError | None = field(default=None, repr=False)
 
     def add(self, result: ReconcileResult) -> None:
         self.checked += 1
@@ -67,24 +91,16 @@ class ReconcileSummary:
             self.unchanged += 1
 
 
-class RateLimiter:
-    """Spaces calls at least 1/rate seconds apart across threads (a ceiling, not a target)."""
+# What became of one claimed row.
+DONE, FAILED, TRANSPORT, SKIPPED, FATAL = "done", "failed", "transport", "skipped", "fatal"
 
-    def __init__(self, rate: float | None):
-        self._interval = 1.0 / rate if rate and rate > 0 else 0.0
-        self._next = time.monotonic()
-        self._lock = threading.Lock()
 
-    def wait(self) -> None:
-        if not self._interval:
-            return
-        with self._lock:
-            now = time.monotonic()
-            slot = max(self._next, now)
-            self._next = slot + self._interval
-        delay = slot - now
-        if delay > 0:
-            time.sleep(delay)
+@dataclass(frozen=True)
+class _Checked:
+    payment: db.Payment
+    kind: str
+    result: ReconcileResult | None = None
+    error: MidpayError | None = None
 
 
 def count_due(
@@ -92,13 +108,12 @@ def count_due(
     *,
     min_age: float,
     limit: int | None,
-    recheck_after: float = RECHECK_AFTER_SECONDS,
-    refund_recheck_after: float = REFUND_RECHECK_SECONDS,
+    recheck_after: float,
+    refund_recheck_after: float = claims.REFUND_RECHECK_SECONDS,
 ) -> int:
     """How many rows a reconcile run would check now (for its progress bar)."""
-    count = db.count_due(
-        conn, statuses=states.OPEN_STATES, min_age=min_age, recheck_after=recheck_after,
-        refund_recheck_after=refund_recheck_after,
+    count = claims.count_due(
+        conn, min_age=min_age, recheck_after=recheck_after, refund_recheck_after=refund_recheck_after
     )
     conn.commit()
     return min(count, limit) if limit is not None else count
@@ -113,163 +128,246 @@ def reconcile(
     concurrency: int = 8,
     max_rps: float | None = None,
     dry_run: bool = False,
-    grace: float = CREATED_GRACE_SECONDS,
+    grace: float = refresh.CREATED_GRACE_SECONDS,
     recheck_after: float = RECHECK_AFTER_SECONDS,
-    refund_recheck_after: float = REFUND_RECHECK_SECONDS,
-    batch_size: int = 200,
+    refund_recheck_after: float = claims.REFUND_RECHECK_SECONDS,
+    lease_seconds: float = LEASE_SECONDS,
+    breaker_threshold: int | None = None,
     on_result: Callable[[ReconcileResult], None] | None = None,
 ) -> ReconcileSummary:
-    """Check every due open row against Midtrans, ``concurrency`` at a time.
-
-    Rows are claimed in batches (``last_checked_at`` stamped and committed), so an
-    overlapping run skips them; only a bounded window of rows is in memory at once.
-    The HTTP call holds no lock: a notification landing meanwhile applies at once,
-    and the forward-only rule keeps the later write from moving the row backwards.
-    """
+    """Check every due open row against Midtrans, ``concurrency`` at a time (module docstring)."""
     if concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
-    summary = ReconcileSummary()
-    limiter = RateLimiter(max_rps)
-    pool = db.open_pool(url, concurrency + 1)
-    finished: queue.SimpleQueue[Future[ReconcileResult]] = queue.SimpleQueue()
+    pool = db.open_pool(url, concurrency + 2)
     try:
-        with db.translate_errors(), pool.connection() as conn:
-            run_started = db.database_now(conn)
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="reconcile") as executor:
-            in_flight = 0
-            rows = _due_rows(
-                pool,
-                min_age=min_age,
-                recheck_after=recheck_after,
-                refund_recheck_after=refund_recheck_after,
-                limit=limit,
-                dry_run=dry_run,
-                batch_size=batch_size,
-                run_started=run_started,
-            )
-            for payment in rows:
-                # A bounded window of rows in flight: memory stays flat however many are due.
-                while in_flight >= concurrency * 2 and summary.fatal is None:
-                    in_flight -= _collect(finished, summary, on_result)
-                if summary.fatal is not None:
-                    break
-                future = executor.submit(_check_row, pool, gateway, limiter, payment, dry_run, grace)
-                future.add_done_callback(finished.put)
-                in_flight += 1
-            while in_flight:
-                in_flight -= _collect(finished, summary, on_result)
+        run = _Run(
+            pool, gateway, url=url, concurrency=concurrency, max_rps=max_rps, dry_run=dry_run, grace=grace,
+            lease_seconds=lease_seconds, on_result=on_result,
+            breaker_threshold=breaker_threshold or max(BREAKER_THRESHOLD, 2 * concurrency),
+        )
+        run.execute(min_age=min_age, recheck_after=recheck_after, refund_recheck_after=refund_recheck_after,
+                    limit=limit)
+        return run.summary
     finally:
         pool.close()
-    return summary
 
 
-def _collect(
-    finished: queue.SimpleQueue[Future[ReconcileResult]],
-    summary: ReconcileSummary,
-    on_result: Callable[[ReconcileResult], None] | None,
-) -> int:
-    """Take at least one finished check off the queue (waiting for it); return how many."""
-    taken = [finished.get()]
-    while True:
-        try:
-            taken.append(finished.get_nowait())
-        except queue.Empty:
-            break
-    for future in taken:
-        try:
-            result = future.result()
-        except DependencyError as exc:  # the database went away: stop claiming more
-            summary.fatal = summary.fatal or exc
-            continue
-        summary.add(result)
-        if on_result is not None:
-            on_result(result)
-    return len(taken)
+class _Run:
+    """One reconcile run: the claiming loop on the calling thread, the checks on workers."""
 
+    def __init__(
+        self, pool: ConnectionPool[db.Connection], gateway: Gateway, *, url: str, concurrency: int,
+        max_rps: float | None, dry_run: bool, grace: float, lease_seconds: float, breaker_threshold: int,
+        on_result: Callable[[ReconcileResult], None] | None,
+    ) -> None:
+        self.pool, self.gateway, self.url = pool, gateway, url
+        self.concurrency, self.dry_run, self.grace = concurrency, dry_run, grace
+        self.lease_seconds, self.breaker_threshold, self.on_result = lease_seconds, breaker_threshold, on_result
+        self.limiter = RateLimiter(max_rps)
+        self.owner = uuid.uuid4()
+        self.stop = threading.Event()
+        self.summary = ReconcileSummary()
+        self.book = LeaseBook(pool, url, owner=self.owner, lease_seconds=lease_seconds, dry_run=dry_run)
+        self._suspects: list[_Checked] = []  # failed calls that may turn out to be an outage
+        self._tripped = False
+        self.breaker = Breaker(breaker_threshold, self.stop)
 
-def _due_rows(
-    pool: Any,
-    *,
-    min_age: float,
-    recheck_after: float,
-    refund_recheck_after: float,
-    limit: int | None,
-    dry_run: bool,
-    batch_size: int,
-    run_started: datetime,
-) -> Iterator[db.Payment]:
-    if dry_run:  # nothing is claimed: stream what would be, in claiming order
-        with db.translate_errors(), pool.connection() as conn:
-            yield from db.iter_due(
-                conn, statuses=states.OPEN_STATES, min_age=min_age, recheck_after=recheck_after, limit=limit,
-                refund_recheck_after=refund_recheck_after,
-            )
-        return
-    remaining = limit
-    while remaining is None or remaining > 0:
-        size = batch_size if remaining is None else min(batch_size, remaining)
-        with db.translate_errors(), pool.connection() as conn:
-            rows = db.claim_due(
-                conn,
-                statuses=states.OPEN_STATES,
-                min_age=min_age,
-                recheck_after=recheck_after,
-                limit=size,
-                run_started=run_started,
-                refund_recheck_after=refund_recheck_after,
-            )
-        if not rows:
-            return
-        yield from rows
-        if remaining is not None:
-            remaining -= len(rows)
-        if len(rows) < size:
-            return
+    # -- the loop -------------------------------------------------------------------
 
+    def execute(self, *, min_age: float, recheck_after: float, refund_recheck_after: float, limit: int | None) -> None:
+        window = max(2 * self.concurrency, 4)
+        renewer = None if self.dry_run else threading.Thread(
+            target=self.book.renew, args=(self.stop,), name="reconcile-lease", daemon=True
+        )
+        in_flight: dict[Future[_Checked], db.Payment] = {}
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="reconcile") as executor:
+            try:
+                started = self.book.sql(db.database_now)
+                rows = self._rows(min_age, recheck_after, refund_recheck_after, limit=limit, started=started)
+                if renewer is not None:
+                    renewer.start()
+                exhausted = False
+                while not self.stop.is_set():
+                    if not exhausted and window - len(in_flight) >= max(1, self.concurrency // 2):
+                        batch = rows(window - len(in_flight))
+                        exhausted = len(batch) < window - len(in_flight)
+                        for payment in batch:
+                            in_flight[executor.submit(self._check, payment)] = payment
+                    if not in_flight:
+                        break
+                    finished, _ = wait(in_flight, timeout=1.0, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        del in_flight[future]
+                        self._take(future.result())
+                    self.book.flush()
+            except KeyboardInterrupt:
+                self._fatal(Interrupted("interrupted"))
+            except MidpayError as exc:
+                self._fatal(exc)
+            finally:
+                self.stop.set()
+                self._finish(in_flight)
+        if renewer is not None:
+            renewer.join(5)
 
-def _check_row(
-    pool: Any, gateway: Gateway, limiter: RateLimiter, payment: db.Payment, dry_run: bool, grace: float
-) -> ReconcileResult:
-    before = payment.status
-    limiter.wait()
-    try:
-        try:
-            answer = gateway.status(payment.order_id)
-        except TransactionNotFound:
-            age = (datetime.now(UTC) - payment.created_at).total_seconds()
-            if payment.status != states.CREATED:
-                return ReconcileResult(payment.order_id, before, before, "unknown at Midtrans (404)")
-            if age < grace:
-                return ReconcileResult(payment.order_id, before, before, None)
-            answer = None
-        if answer is not None and not dry_run:
-            early = parse_view(answer, what="status answer")
-            if not needs_write(payment, early) and not ({"refunds", "refund_amount"} & answer.keys()):
-                # Nothing to write (apply_answer would change nothing): no transaction at all. An
-                # answer reporting refunds may still bring the ledger news (refunds).
-                return ReconcileResult(payment.order_id, before, before, None)
-        with db.translate_errors(), pool.connection() as conn:
-            if answer is None:
-                view = synthetic_failure(
-                    payment, "404", "the charge never reached Midtrans (unknown there after the grace period)", {}
-                )
+    def _rows(
+        self, min_age: float, recheck_after: float, refund_recheck_after: float, *, limit: int | None,
+        started: datetime,
+    ) -> Callable[[int], list[db.Payment]]:
+        """A function giving up to n more due rows each call: claimed, or under --dry-run listed."""
+        taken = 0
+        stream: Iterator[db.Payment] | None = None
+
+        def more(n: int) -> list[db.Payment]:
+            nonlocal taken, stream
+            if limit is not None:
+                n = min(n, limit - taken)
+            if n <= 0:
+                return []
+            if self.dry_run:
+                if stream is None:
+                    stream = self._listing(min_age, recheck_after, refund_recheck_after, limit=limit)
+                batch = [p for _, p in zip(range(n), stream, strict=False)]
             else:
-                view = parse_view(answer, what="status answer")
-            if dry_run:
-                current = db.get_payment(conn, payment.order_id)
-                conn.rollback()
-                now = current.status if current else before
-                decision = states.decide(now, view.transaction_status)
-                after = view.transaction_status if decision is states.Decision.APPLY else now
-                return ReconcileResult(payment.order_id, now, after, None)
-            result = apply_answer(conn, payment.order_id, view)
-        if result.note and not result.applied and result.status_before in states.OPEN_STATES:
-            return ReconcileResult(payment.order_id, before, result.status_after, result.note)
-        return ReconcileResult(payment.order_id, before, result.status_after, None)
-    except DependencyError as exc:
-        if isinstance(exc, GatewayError):
-            return ReconcileResult(payment.order_id, before, before, str(exc))
-        raise
-    except MidpayError as exc:
-        return ReconcileResult(payment.order_id, before, before, str(exc))
+                batch = self.book.sql(
+                    lambda conn: claims.claim_due(
+                        conn, owner=self.owner, min_age=min_age, recheck_after=recheck_after, limit=n,
+                        refund_recheck_after=refund_recheck_after,
+                        run_started=started, lease_seconds=self.lease_seconds,
+                    )
+                )
+            taken += len(batch)
+            return batch
 
+        return more
+
+    def _listing(
+        self, min_age: float, recheck_after: float, refund_recheck_after: float, *, limit: int | None
+    ) -> Iterator[db.Payment]:
+        with db.translate_errors(), self.pool.connection() as conn:
+            yield from claims.iter_due(
+                conn, min_age=min_age, recheck_after=recheck_after, refund_recheck_after=refund_recheck_after,
+                limit=limit,
+            )
+
+    def _take(self, checked: _Checked) -> None:
+        """Account for one finished check (on the loop's thread): report it, and queue its row's outcome."""
+        if checked.kind == SKIPPED:
+            self.book.released(checked.payment.id)
+        elif checked.kind == FATAL:
+            assert checked.error is not None
+            self._fatal(checked.error)
+            self.book.released(checked.payment.id)
+        elif checked.kind == TRANSPORT:
+            assert checked.error is not None
+            self._suspects.append(checked)
+            if (
+                self._tripped
+                or isinstance(checked.error, GatewayUnreachable)
+                or len(self._suspects) >= self.breaker_threshold
+            ):
+                self._trip(checked.error)
+        else:
+            self._settle_suspects()  # Midtrans answered: the failures before this were the rows' own
+            self._report(checked)
+
+    def _report(self, checked: _Checked) -> None:
+        assert checked.result is not None
+        self.summary.add(checked.result)
+        if self.on_result is not None:
+            self.on_result(checked.result)
+        if checked.kind == DONE:
+            self.book.completed(checked.payment.id)
+        else:
+            self.book.failed(checked.payment.id, checked.result.error or "check failed")
+
+    def _settle_suspects(self) -> None:
+        for suspect in self._suspects:
+            self._report(suspect)
+        self._suspects.clear()
+
+    def _trip(self, last: MidpayError) -> None:
+        """The circuit breaker: stop calling Midtrans. The calls that failed are reported, their rows released."""
+        for suspect in self._suspects:
+            assert suspect.result is not None
+            self.summary.add(suspect.result)
+            if self.on_result is not None:
+                self.on_result(suspect.result)
+            self.book.released(suspect.payment.id)
+        count = len(self._suspects)
+        self._suspects.clear()
+        if self._tripped:  # a call that was already under way when the breaker opened
+            return
+        self._tripped = True
+        reason = _line(last)
+        if isinstance(last, GatewayUnreachable):
+            self._fatal(GatewayUnavailable(f"Midtrans could not be reached, reconcile stopped: {reason}"))
+        else:
+            self._fatal(
+                GatewayUnavailable(f"Midtrans failed {count} calls in a row, reconcile stopped: {reason}")
+            )
+
+    def _fatal(self, exc: MidpayError) -> None:
+        if self.summary.fatal is None:
+            self.summary.fatal = exc
+        self.stop.set()
+
+    def _finish(self, in_flight: dict[Future[_Checked], db.Payment]) -> None:
+        """Stop: skip what has not started, wait for the calls under way, write every outcome, release the rest."""
+        for future in list(in_flight):
+            if future.cancel():
+                self.book.released(in_flight.pop(future).id)
+        for future in list(in_flight):
+            try:
+                self._take(future.result())
+            except BaseException:  # noqa: BLE001 - an interrupt while draining: the lease will expire
+                self.book.released(in_flight[future].id)
+        if self.breaker.opened_by is not None and self.summary.fatal is None:  # the workers saw the outage first
+            self._trip(self.breaker.opened_by)
+        if self._suspects:  # no later answer decided either way: the failures stand as the rows' own
+            self._settle_suspects()
+        self.summary.unchecked = self.book.released_total
+        self.book.close(self._fatal)
+
+    # -- one row (on a worker thread) ---------------------------------------------------
+
+    def _check(self, payment: db.Payment) -> _Checked:
+        if not self.limiter.wait(self.stop):
+            return _Checked(payment, SKIPPED)
+        before = payment.status
+        try:
+            return self._ask(payment)
+        except GatewayAuthError as exc:
+            self.stop.set()  # at once: no other worker starts a call meanwhile
+            return _Checked(payment, FATAL, error=GatewayAuthError(f"reconcile stopped at the first 401: {_line(exc)}"))
+        except GatewayError as exc:
+            self.breaker.failed(exc)  # stops the other workers at once, not when the loop gets to this result
+            return _Checked(payment, TRANSPORT, _failed(payment, before, exc), exc)
+        except DatabaseUnavailable as exc:
+            return _Checked(payment, FATAL, error=exc)
+        except MidpayError as exc:
+            return _Checked(payment, FAILED, _failed(payment, before, exc))
+        except Exception as exc:  # noqa: BLE001 - one row's surprise must not sink the run
+            mapped = db.map_error(exc)
+            if mapped is not None:
+                return _Checked(payment, FATAL, error=mapped)
+            text = db.first_line(exc)
+            return _Checked(payment, FAILED, ReconcileResult(
+                payment.order_id, before, before, f"could not be applied: {type(exc).__name__}: {text}"[:500]
+            ))
+
+    def _ask(self, payment: db.Payment) -> _Checked:
+        checked = refresh.check(self.pool.connection, self.gateway, payment, grace=self.grace, dry_run=self.dry_run)
+        self.breaker.answered()
+        error = _line(checked.problem) if checked.problem is not None else None
+        result = ReconcileResult(payment.order_id, checked.status_before, checked.status_after, error)
+        return _Checked(payment, DONE if error is None else FAILED, result)
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _failed(payment: db.Payment, before: str, exc: MidpayError) -> ReconcileResult:
+    return ReconcileResult(payment.order_id, before, before, _line(exc))

@@ -1,14 +1,25 @@
-"""Ask Midtrans about one payment and apply its answer (``status``, ``charge --wait``)."""
+"""Ask Midtrans about one payment and apply its answer: ``status``, ``charge --wait`` and each row of ``reconcile``.
+
+``check`` is the one place that reads a Get Status answer about a stored payment: the
+answer must name the order asked about, fit the columns it will be written to, and
+then goes through the one apply path. A ``created`` row that Midtrans does not know is
+left alone for ``grace`` seconds (the charge may still be on its way), then ends as
+``failure``; any other open row Midtrans does not know is an error for that row.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from midpay import db, states
-from midpay.apply import AnswerMismatch, ApplyResult, apply_answer, synthetic_failure
+from midpay import db, states, storable
+from midpay.apply import AnswerMismatch, apply_answer, check_answer, needs_write, synthetic_failure
+from midpay.db import schema
 from midpay.errors import (
+    DataConflict,
     GatewayError,
     InvalidPayload,
     MidpayError,
@@ -26,6 +37,79 @@ if TYPE_CHECKING:
 # that never arrived: well past the five-minute life of its Idempotency-Key.
 CREATED_GRACE_SECONDS = 600.0
 
+Connections = Callable[[], AbstractContextManager[db.Connection]]
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What asking Midtrans about one payment did: the state before and after, and the row's problem if any."""
+
+    status_before: str
+    status_after: str
+    problem: MidpayError | None = None  # Midtrans answered, but the answer could not be applied
+    view: TransactionView | None = None
+    payment: db.Payment | None = None  # the row as written, when it was written
+
+
+def check(
+    connections: Connections,
+    gateway: Gateway,
+    payment: db.Payment,
+    *,
+    grace: float = CREATED_GRACE_SECONDS,
+    dry_run: bool = False,
+) -> Checked:
+    """Ask Midtrans about ``payment`` and apply the answer (module docstring).
+
+    Raises when Midtrans could not be asked (GatewayError, GatewayAuthError) or
+    PostgreSQL was lost (DatabaseUnavailable); a row-level problem comes back in
+    ``problem``. ``connections()`` gives a connection only when one is needed: an
+    answer that changes nothing writes nothing.
+    """
+    before = payment.status
+    try:
+        answer = gateway.status(payment.order_id)
+    except TransactionNotFound:
+        if states.normalize(before) != states.CREATED:
+            return Checked(before, before, MidtransRejected(
+                f"Midtrans does not know order {payment.order_id} (404) although it is {before} here", "404"
+            ))
+        if (datetime.now(UTC) - payment.created_at).total_seconds() < grace:
+            return Checked(before, before)  # Midtrans may still be processing the charge
+        answer = None
+        view = synthetic_failure(
+            payment, "404", "the charge never reached Midtrans (unknown there after the grace period)", {}
+        )
+    if answer is not None:
+        try:
+            view = parse_view(answer, what="status answer")
+        except InvalidPayload as exc:
+            return Checked(before, before, exc)
+        # An answer that repeats what the row holds needs no transaction, unless it reports
+        # refunds: those may still bring the ledger news (db.sync_ledger, in the apply path).
+        if not dry_run and not needs_write(payment, view) and not ({"refunds", "refund_amount"} & answer.keys()):
+            return Checked(before, before, view=view)
+    with connections() as conn:
+        if dry_run:
+            current = db.get_payment(conn, payment.order_id)
+            conn.rollback()
+            now = current or payment
+            try:
+                target = check_answer(now, view)
+            except AnswerMismatch as exc:
+                return Checked(now.status, now.status, exc, view)
+            decision = states.decide(now.status, target)
+            return Checked(now.status, target if decision is states.Decision.APPLY else now.status, view=view)
+        try:
+            with conn.transaction():  # its own transaction: apply_answer must commit, not nest in a savepoint
+                layout = schema.layout(conn, conn.info.dsn)
+            storable.check_view(layout, view, what="Midtrans' status answer")
+            result = apply_answer(conn, payment.order_id, view)
+        except (InvalidPayload, AnswerMismatch, DataConflict, NotFoundError) as exc:
+            return Checked(before, before, exc, view)
+    if result.note and not result.applied and states.is_open(result.status_before):
+        return Checked(before, result.status_after, MidtransRejected(result.note), view, result.payment)
+    return Checked(before, result.status_after, None, view, result.payment)
 
 
 @dataclass(frozen=True)
@@ -34,7 +118,6 @@ class RefreshOutcome:
 
     payment: db.Payment
     view: TransactionView | None = None
-    result: ApplyResult | None = None
     error: MidpayError | None = None
 
 
@@ -46,39 +129,75 @@ def refresh(
     grace: float = CREATED_GRACE_SECONDS,
 ) -> RefreshOutcome:
     """Read one payment; when it is unsettled (or its refunds are, ``ledger.wants_refresh``) and a
-    gateway is given, apply Midtrans' answer."""
+    gateway is given, apply Midtrans' answer.
+
+    A refused or unusable answer, or Midtrans out of reach, comes back in ``error``
+    with the payment as stored; a lost PostgreSQL or a refused server key raises.
+    """
     payment = db.get_payment(conn, order_id)
     conn.commit()
     if payment is None:
         raise NotFoundError(f"no such order: {order_id}")
-    if gateway is None or not wants_refresh(conn, payment):
-        conn.commit()
+    wanted = gateway is not None and wants_refresh(conn, payment)
+    conn.commit()  # check() and the apply path open transactions of their own
+    if gateway is None or not wanted:
         return RefreshOutcome(payment)
+    from midpay.errors import GatewayAuthError
+
     try:
-        return _check(conn, gateway, payment, grace=grace)
-    except (GatewayError, MidtransRejected, InvalidPayload, AnswerMismatch) as exc:
+        checked = check(lambda: nullcontext(conn), gateway, payment, grace=grace)
+    except GatewayAuthError:
+        raise
+    except GatewayError as exc:
         return RefreshOutcome(payment, error=exc)
+    current = checked.payment
+    if current is None and checked.status_after != checked.status_before:
+        current = db.get_payment(conn, order_id)
+        conn.commit()
+    return RefreshOutcome(current or payment, checked.view, checked.problem)
 
 
-def _check(conn: db.Connection, gateway: Gateway, payment: db.Payment, *, grace: float) -> RefreshOutcome:
-    try:
-        answer = gateway.status(payment.order_id)
-    except TransactionNotFound as exc:
-        age = (datetime.now(UTC) - payment.created_at).total_seconds()
-        if payment.status == states.CREATED and age >= grace:
-            view = synthetic_failure(
-                payment, "404", "the charge never reached Midtrans (unknown there after the grace period)", {}
-            )
-            result = apply_answer(conn, payment.order_id, view)
-            assert result.payment is not None
-            return RefreshOutcome(result.payment, view, result)
-        if payment.status == states.CREATED:
-            return RefreshOutcome(payment)  # Midtrans may still be processing the charge
-        raise MidtransRejected(
-            f"Midtrans does not know order {payment.order_id} although it is {payment.status} here", "404"
-        ) from exc
-    view = parse_view(answer, what="status answer")
-    result = apply_answer(conn, payment.order_id, view)
-    assert result.payment is not None
-    return RefreshOutcome(result.payment, view, result)
+@dataclass(frozen=True)
+class Waited:
+    """How ``wait_final`` ended: the payment as last seen, whether it is final, the last refusal if any."""
 
+    payment: db.Payment
+    final: bool
+    last_error: MidpayError | None
+    polls: int
+
+
+def wait_final(
+    conn: db.Connection,
+    gateway: Gateway,
+    order_id: str,
+    *,
+    deadline: float,
+    interval: float = 2.0,
+    on_poll: Callable[[db.Payment], None] | None = None,
+    on_refusal: Callable[[MidpayError, int], None] | None = None,
+) -> Waited:
+    """Poll Midtrans about ``order_id`` until the payment is final or the monotonic ``deadline`` passes.
+
+    Each answer that could not be used (refused, malformed, Midtrans out of reach) is
+    passed to ``on_refusal`` with the poll's number; a refused server key or a lost
+    PostgreSQL raises at once.
+    """
+    import time
+
+    polls = 0
+    last_error: MidpayError | None = None
+    while True:
+        polls += 1
+        outcome = refresh(conn, gateway, order_id)
+        last_error = outcome.error
+        if outcome.error is not None and on_refusal is not None:
+            on_refusal(outcome.error, polls)
+        if states.normalize(outcome.payment.status) not in states.UNSETTLED_STATES:
+            return Waited(outcome.payment, True, None, polls)
+        if on_poll is not None:
+            on_poll(outcome.payment)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return Waited(outcome.payment, False, last_error, polls)
+        time.sleep(min(interval, left))

@@ -107,12 +107,12 @@ def test_a_database_that_applied_the_earlier_texts_stays_valid_and_loses_the_dup
             conn.execute(
                 "UPDATE midpay_schema_migrations SET checksum = %s, found = NULL WHERE version = %s", (old, version)
             )
-        conn.execute("DELETE FROM midpay_schema_migrations WHERE version = 7")
-        assert migrate.plan(files, migrate.read_applied(conn)) == [f for f in files if f.version == 7]
+        conn.execute("DELETE FROM midpay_schema_migrations WHERE version >= 7")  # 007 and what followed it
+        assert migrate.plan(files, migrate.read_applied(conn)) == [f for f in files if f.version >= 7]
         applied = migrate.migrate(conn)
         found = migrate.status(conn).found
         indexes = _indexes(conn, "payment_transactions") | _indexes(conn, "payment_webhook_events")
-    assert [f.version for f in applied] == [7]
+    assert [f.version for f in applied] == [f.version for f in files if f.version >= 7]
     dropped = {e["name"]: e["existing"] for e in found.indexes_dropped}
     assert dropped == {
         "payment_transactions_order_id_key": "their_order_unique",

@@ -11,10 +11,11 @@ from midpay.cli.common import (
     app,
     errors_to_exit,
     fail,
+    finite,
     open_connection,
     open_gateway,
 )
-from midpay.errors import DependencyError
+from midpay.errors import MidpayError, UsageError
 
 if TYPE_CHECKING:
     from midpay.db import Connection
@@ -30,58 +31,93 @@ def charge(
         str, typer.Option("--amount", help="Amount in whole rupiah (IDR), e.g. 25000.", show_default=False)
     ],
     order_id: Annotated[
-        str | None, typer.Option("--order-id", help="Your order id (default: a generated unique one).")
+        str | None,
+        typer.Option("--order-id", help="Your order id (default: a generated unique one). The id of a charge "
+                     "that never reached Midtrans resumes it."),
     ] = None,
-    user_id: Annotated[int | None, typer.Option("--user-id", help="The paying user's id.")] = None,
+    user_id: Annotated[
+        int | None, typer.Option("--user-id", min=-(2**63), max=2**63 - 1, help="The paying user's id.")
+    ] = None,
     qris: Annotated[bool, typer.Option("--qris", help="Charge QRIS (acquirer gopay) instead of GoPay.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Poll the status until the payment is final.")] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", min=1, max=8 * 86_400, callback=finite,
+                     help="With --wait: give up after this many seconds (default: the QR's expiry, plus a minute)."),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Create a GoPay or QRIS charge; show its QR code, deeplink and expiry."""
+    """Create a GoPay or QRIS charge; show its QR code, deeplink and expiry.
+
+    Again with the same --order-id and --amount, a charge that never reached Midtrans
+    (connection refused, wrong server key, answer lost) is resumed: Midtrans is asked
+    first and the charge is sent only if it does not know the order, so an order is
+    never charged twice.
+    """
     from midpay import charges, operations, output
 
     with errors_to_exit():
         whole = operations.parse_amount(amount)
-        conn = open_connection()
+        if timeout is not None and not wait:
+            raise UsageError("--timeout only applies with --wait")
         gateway = open_gateway()
+        conn = open_connection()
         with conn, gateway:
             outcome = charges.charge(conn, gateway, amount=whole, order_id=order_id, user_id=user_id, qris=qris)
             payment = outcome.payment
             con = output.console(sys.stderr if json_out else None)
+            if outcome.note:
+                sys.stderr.write(f"midpay: {output.visible(outcome.note)}\n")
             if not json_out:
-                output.render_payment(con, payment, title="Charge created", show_qr=True)
+                title = "Charge resumed" if outcome.resumed else "Charge created"
+                output.render_payment(con, payment, title=title, show_qr=True)
             if wait:
-                payment = _wait_final(conn, gateway, payment.order_id, con, quiet=json_out)
+                waited = _wait_final(conn, gateway, payment, con, timeout=timeout, quiet=json_out)
+                payment = waited.payment
                 if not json_out:
-                    output.render_payment(con, payment, title="Final status")
+                    output.render_payment(con, payment, title="Final status" if waited.final else "Status")
             if json_out:
                 output.write_json(output.payment_document(payment))
+            if wait and not waited.final:
+                if waited.last_error is not None:
+                    fail(waited.last_error)
+                raise MidpayError(
+                    f"order {payment.order_id} is still {payment.status} after waiting: "
+                    f"`midpay status {payment.order_id}` shows it later"
+                )
 
 
-def _wait_final(conn: "Connection", gateway: "Gateway", order_id: str, con: Any, *, quiet: bool) -> Any:
+def _wait_final(
+    conn: "Connection", gateway: "Gateway", payment: Any, con: Any, *, timeout: float | None, quiet: bool
+) -> Any:
     import time
+    from datetime import UTC, datetime
 
-    from midpay import refresh, states
+    from midpay import output, refresh
+    from midpay.output import join, text, visible
 
-    interval = 2.0
-    from midpay.output import join, text
+    if timeout is None:  # the QR's own expiry (Midtrans' default is 15 minutes), and a minute to see it expire
+        expiry = output.payment_expiry(payment)
+        left = (expiry - datetime.now(UTC)).total_seconds() if expiry is not None else 15 * 60
+        timeout = max(left, 0) + 60
+    deadline = time.monotonic() + timeout
+    order_id = payment.order_id
+    status = con.status(join("waiting for ", text(order_id), " to be paid…"), spinner="dots") if not quiet else None
 
-    waiting = join("waiting for ", text(order_id), " to be paid…")
-    status = con.status(waiting, spinner="dots") if not quiet else None
+    def polled(current: Any) -> None:
+        if status is not None:
+            status.update(join("waiting for ", text(order_id), ": ", text(current.status), " (Ctrl-C stops waiting)"))
+
+    def refused(error: Exception, poll: int) -> None:
+        from midpay.cli.common import error_line
+
+        sys.stderr.write(f"midpay: status check {poll} of {visible(order_id)} failed, still waiting: "
+                         f"{visible(error_line(error))}\n")
+
     if status is not None:
         status.start()
     try:
-        while True:
-            outcome = refresh.refresh(conn, gateway, order_id)
-            if outcome.error is not None and isinstance(outcome.error, DependencyError):
-                raise outcome.error
-            if outcome.payment.status not in states.UNSETTLED_STATES:
-                return outcome.payment
-            if status is not None:
-                status.update(
-                    join("waiting for ", text(order_id), ": ", text(outcome.payment.status), " (Ctrl-C stops waiting)")
-                )
-            time.sleep(interval)
+        return refresh.wait_final(conn, gateway, order_id, deadline=deadline, on_poll=polled, on_refusal=refused)
     finally:
         if status is not None:
             status.stop()
@@ -92,7 +128,7 @@ def _wait_final(conn: "Connection", gateway: "Gateway", order_id: str, con: Any,
 
 @app.command()
 def status(
-    order_id: Annotated[str, typer.Argument(help="The order id.", show_default=False)],
+    order_id: Annotated[str, typer.Argument(help="The order id.", show_default=False, metavar="ORDER_ID")],
     no_refresh: Annotated[bool, typer.Option("--no-refresh", help="Show the stored row; do not ask Midtrans.")] = False,
     json_out: JsonFlag = False,
 ) -> None:

@@ -7,9 +7,11 @@ import typer
 
 from midpay.cli.common import (
     JsonFlag,
+    JsonSpool,
     LimitFlag,
     app,
     database_url,
+    error_line,
     errors_to_exit,
     exit_for,
     fail,
@@ -23,6 +25,7 @@ from midpay.errors import UsageError
 if TYPE_CHECKING:
     from midpay.confirm import RunReport
     from midpay.errors import MidpayError
+    from midpay.intake import NotificationResult
 
 # --- replay-webhook --------------------------------------------------------------------
 
@@ -39,31 +42,58 @@ ConcurrencyFlag = Annotated[
 ]
 
 
-def _finish(report: "RunReport", *, json_out: bool, dry_run: bool, offline: bool) -> None:
-    """Render the results, then exit by the contract: 0, 1 (rejected or awaiting), 2 (key), 3 (unreachable)."""
+def _finish(
+    report: "RunReport", *, json_out: bool, dry_run: bool, offline: bool, streamed: "_Streamed | None" = None
+) -> None:
+    """Render the results, then exit by the contract: 0, 1 (rejected or awaiting), 2 (key), 3 (unreachable).
+
+    ``streamed``: the results went to a spool as they were decided (replay-webhook --json).
+    """
     from midpay import output
     from midpay.errors import DependencyError
 
+    counts = streamed.counts if streamed is not None else output.notification_document(report.results)["summary"]
     problem = report.fatal
     if problem is None and report.unreachable is not None and not offline:
-        waiting = sum(r.outcome == "awaiting" for r in report.results)
         problem = DependencyError(
-            f"Midtrans could not be asked to confirm {waiting} notification(s) ({report.unreachable}); "
+            f"Midtrans could not be asked to confirm {counts['awaiting']} notification(s) ({report.unreachable}); "
             "they are stored awaiting confirmation: run `midpay events reprocess` once Midtrans answers, "
             "or use --offline to apply only what their signatures prove"
         )
-    if json_out:
-        doc = output.notification_document(report.results)
-        if problem is not None:
-            from midpay.config import redact
+    error = None
+    if problem is not None:
+        from midpay.config import redact
 
-            doc["error"] = redact(str(problem).splitlines()[0], settings().secrets())
+        error = redact(str(problem).splitlines()[0], settings().secrets())
+    if streamed is not None:
+        streamed.spool.close(counts, error)
+    elif json_out:
+        doc = output.notification_document(report.results)
+        if error is not None:
+            doc["error"] = error
         output.write_json(doc, compact=len(report.results) > 100)
     else:
         output.render_notifications(output.console(), report.results, dry_run=dry_run)
     if problem is not None:
         fail(problem)
-    exit_for(any(r.outcome in ("rejected", "awaiting") for r in report.results))
+    exit_for(counts["rejected"] + counts["awaiting"] > 0)
+
+
+class _Streamed:
+    """replay-webhook --json: each result spooled as it is decided, and counted (memory stays flat)."""
+
+    def __init__(self) -> None:
+        from midpay import output
+
+        self.spool = JsonSpool()
+        self.counts = output.notification_document([])["summary"]
+
+    def add(self, result: "NotificationResult") -> None:
+        from midpay import output
+
+        self.spool.add(output.notification_document([result])["results"][0])
+        self.counts["total"] += 1
+        self.counts[result.outcome] = self.counts.get(result.outcome, 0) + 1
 
 
 def _no_key(stored: int) -> "MidpayError":
@@ -107,7 +137,7 @@ def replay_webhook(
     from midpay import bodies, confirm
 
     with errors_to_exit():
-        received = bodies.iter_bodies(paths, sys.stdin.read)
+        received = bodies.iter_bodies(paths, sys.stdin.buffer)  # every path checked now, bodies read lazily
         key = settings().server_key
         if not key:
             if dry_run:
@@ -115,12 +145,20 @@ def replay_webhook(
             fail(_no_key(confirm.store_only(database_url(), received)))
         url = database_url()
         gateway = None if offline else open_gateway(pool_size=concurrency)
+        streamed = _Streamed() if json_out else None
         try:
-            report = confirm.replay(url, gateway, received, key, concurrency=concurrency, dry_run=dry_run)
+            report = confirm.replay(
+                url, gateway, received, key, concurrency=concurrency, dry_run=dry_run,
+                on_result=streamed.add if streamed is not None else None,
+            )
+        except BaseException as exc:
+            if streamed is not None:
+                streamed.spool.close(streamed.counts, error_line(exc))
+            raise
         finally:
             if gateway is not None:
                 gateway.close()
-        _finish(report, json_out=json_out, dry_run=dry_run, offline=offline)
+        _finish(report, json_out=json_out, dry_run=dry_run, offline=offline, streamed=streamed)
 
 
 events_app = subapp()

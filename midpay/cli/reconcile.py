@@ -1,119 +1,165 @@
 """The cron job: reconcile."""
 
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from midpay.cli.common import JsonFlag, app, database_url, errors_to_exit, exit_for, fail, open_gateway
+from midpay.cli.common import (
+    MAX_SECONDS,
+    JsonFlag,
+    JsonSpool,
+    app,
+    database_url,
+    error_line,
+    errors_to_exit,
+    exit_for,
+    fail,
+    finite,
+    open_connection,
+    open_gateway,
+    terminate_as_interrupt,
+)
 
-# --- reconcile -------------------------------------------------------------------------
+if TYPE_CHECKING:
+    from midpay.reconcile import ReconcileResult, ReconcileSummary
+
+NOTABLE_SHOWN = 500
 
 
 @app.command()
 def reconcile(
     min_age: Annotated[
-        float, typer.Option("--min-age", min=0, help="Only rows created more than this many seconds ago.")
+        float,
+        typer.Option("--min-age", min=0, max=MAX_SECONDS, callback=finite,
+                     help="Only rows created more than this many seconds ago."),
     ] = 60.0,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Check at most this many rows.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, max=1_000_000_000, help="Check at most this many rows.")
+    ] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=128, help="Parallel status calls.")] = 8,
     max_rps: Annotated[
-        float | None, typer.Option("--max-rps", min=0.01, help="Ceiling on status calls per second.")
+        float | None,
+        typer.Option("--max-rps", min=0.01, max=100_000, callback=finite, help="Ceiling on status calls per second."),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Ask Midtrans and report; write nothing.")] = False,
     grace: Annotated[
         float,
-        typer.Option("--grace", min=0, help="Seconds before a `created` row unknown to Midtrans becomes failure."),
+        typer.Option("--grace", min=0, max=MAX_SECONDS, callback=finite,
+                     help="Seconds before a `created` row unknown to Midtrans becomes failure."),
     ] = 600.0,
     recheck_after: Annotated[
         float,
-        typer.Option(
-            "--recheck-after", min=0, help="Skip rows checked less than this many seconds ago (by any run)."
-        ),
+        typer.Option("--recheck-after", min=0, max=MAX_SECONDS, callback=finite,
+                     help="Skip rows whose last completed check is younger than this many seconds (by any run)."),
     ] = 30.0,
     refund_recheck_after: Annotated[
         float,
-        typer.Option(
-            "--refund-recheck-after", min=0,
-            help="Re-check partial_refund payments and refunds the bank has not confirmed at most this often "
-            "(seconds).",
-        ),
+        typer.Option("--refund-recheck-after", min=0, max=MAX_SECONDS, callback=finite,
+                     help="Re-check partial_refund payments and refunds the bank has not confirmed at most this "
+                     "often (seconds)."),
     ] = 3600.0,
+    lease: Annotated[
+        float,
+        typer.Option("--lease", min=1, max=86_400, callback=finite,
+                     help="Seconds a claimed row stays reserved if this run dies (renewed while it runs)."),
+    ] = 60.0,
     json_out: JsonFlag = False,
 ) -> None:
-    """Bring every open payment in line with Midtrans (the cron job)."""
-    from midpay import output
+    """Bring every open payment in line with Midtrans (the cron job).
+
+    Exit 0: every due row checked; 1: some rows could not be checked (each is due again
+    on the next run); 2: Midtrans refused the server key (stops at the first 401) or a
+    configuration error; 3: Midtrans or PostgreSQL could not be reached. With --json,
+    stdout gets one complete document on every path, on one line (made for `>> file.jsonl`),
+    with a top-level "error" when the run was cut short.
+    """
     from midpay import reconcile as reconciling
 
     with errors_to_exit():
-        url = database_url()
         gateway = open_gateway(pool_size=concurrency)
         with gateway:
-            notable: list[reconciling.ReconcileResult] = []
-            interactive = sys.stdout.isatty() and not json_out
-            stream = _JsonResultStream() if json_out else None
-            progress = None
-            task = None
-            if interactive:
-                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-                from midpay.db import connect
-
-                with connect(url) as conn:
-                    total = reconciling.count_due(
+            conn = open_connection()
+            with conn:
+                url = database_url()
+                interactive = sys.stdout.isatty() and not json_out
+                total = (
+                    reconciling.count_due(
                         conn, min_age=min_age, limit=limit, recheck_after=recheck_after,
                         refund_recheck_after=refund_recheck_after,
                     )
-                progress = Progress(
-                    TextColumn("reconcile"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=output.console(),
+                    if interactive else None
                 )
-                task = progress.add_task("reconcile", total=total)
-                progress.start()
-
-            def on_result(result: reconciling.ReconcileResult) -> None:
-                if stream is not None:
-                    stream.add(output.reconcile_result(result))
-                elif result.error is not None or result.changed:
-                    notable.append(result)
-                if progress is not None and task is not None:
-                    progress.advance(task)
-
-            try:
-                summary = reconciling.reconcile(
-                    url, gateway, min_age=min_age, limit=limit, concurrency=concurrency, max_rps=max_rps,
-                    dry_run=dry_run, grace=grace, recheck_after=recheck_after,
-                    refund_recheck_after=refund_recheck_after, on_result=on_result,
-                )
-            finally:
-                if progress is not None:
-                    progress.stop()
-            if stream is not None:
-                stream.close(output.reconcile_summary(summary))
-            else:
-                output.render_reconcile(output.console(), notable, summary, dry_run=dry_run)
+            report = _Report(json_out=json_out, total=total)
+            with terminate_as_interrupt():
+                try:
+                    summary = reconciling.reconcile(
+                        url, gateway, min_age=min_age, limit=limit, concurrency=concurrency, max_rps=max_rps,
+                        dry_run=dry_run, grace=grace, recheck_after=recheck_after,
+                        refund_recheck_after=refund_recheck_after, lease_seconds=lease,
+                        on_result=report.add,
+                    )
+                except BaseException as exc:
+                    report.abort(exc)
+                    raise
+            report.finish(summary, dry_run=dry_run)
             if summary.fatal is not None:
                 fail(summary.fatal)
             exit_for(summary.errors > 0)
 
 
-class _JsonResultStream:
-    """Writes ``{"results": [...], "summary": {...}}`` as results arrive: memory stays flat."""
+class _Report:
+    """Where results go: a spooled JSON document, or the notable rows and a progress bar."""
 
-    def __init__(self) -> None:
-        self._first = True
-        sys.stdout.write('{"results": [')
+    def __init__(self, *, json_out: bool, total: int | None) -> None:
+        from midpay import output
 
-    def add(self, item: dict[str, Any]) -> None:
-        from midpay.output import json_text
+        self.spool = JsonSpool() if json_out else None
+        self.notable: list[ReconcileResult] = []
+        self.more = 0
+        self.progress: Any = None
+        if total is not None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        sys.stdout.write(("\n  " if self._first else ",\n  ") + json_text(item, compact=True))
-        self._first = False
+            self.progress = Progress(
+                TextColumn("reconcile"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=output.console(),
+            )
+            self.task = self.progress.add_task("reconcile", total=total)
+            self.progress.start()
 
-    def close(self, summary: dict[str, int]) -> None:
-        import json
+    def add(self, result: "ReconcileResult") -> None:
+        from midpay import output
 
-        sys.stdout.write(("" if self._first else "\n") + '], "summary": ' + json.dumps(summary) + "}\n")
-        sys.stdout.flush()
+        if self.spool is not None:
+            self.spool.add(output.reconcile_result(result))
+        elif result.error is not None or result.changed:
+            if len(self.notable) < NOTABLE_SHOWN:
+                self.notable.append(result)
+            else:
+                self.more += 1
+        if self.progress is not None:
+            self.progress.advance(self.task)
 
+    def _stop_progress(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
 
+    def abort(self, exc: BaseException) -> None:
+        """The run raised before it could return a summary: still one complete document."""
+        self._stop_progress()
+        if self.spool is not None:
+            self.spool.close({"checked": 0, "changed": 0, "unchanged": 0, "errors": 0}, error_line(exc))
+
+    def finish(self, summary: "ReconcileSummary", *, dry_run: bool) -> None:
+        from midpay import output
+
+        self._stop_progress()
+        if self.spool is not None:
+            error = error_line(summary.fatal) if summary.fatal is not None else None
+            self.spool.close(output.reconcile_summary(summary), error)
+        else:
+            output.render_reconcile(output.console(), self.notable, summary, dry_run=dry_run)
+            if self.more:
+                output.console().print(f"… and {self.more} more changed or failed rows (use --json for all)")

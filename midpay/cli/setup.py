@@ -23,7 +23,7 @@ def migrate(
     from midpay import output
 
     with errors_to_exit():
-        conn = open_connection()
+        conn = open_connection(check_schema=False)
         with conn:
             if status:
                 st = migrations.status(conn)

@@ -7,6 +7,7 @@ returns dataclasses, never cursors.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -17,12 +18,17 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from midpay.config import Settings
-from midpay.errors import DatabaseUnavailable, MidpayError, UsageError
+from midpay.errors import DatabaseRefused, DatabaseUnavailable, MidpayError, UsageError
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
 Connection = psycopg.Connection[Any]
+
+# psycopg logs what it ignores while cleaning up after a lost connection ("error ignored
+# terminating <Pipeline>", "error ignored in rollback") as warnings on stderr; midpay
+# reports the loss itself, as the one `Error:` line.
+logging.getLogger("psycopg").setLevel(logging.ERROR)
 CONNECT_TIMEOUT = 10
 
 
@@ -52,13 +58,35 @@ def _server_timezone() -> None:
     os.environ.pop("PGTZ", None)
 
 
+# PostgreSQL answered, and refused who or what DATABASE_URL names: fixing the URL (or
+# the server's pg_hba.conf) is the cure, retrying is not (exit 2, not 3).
+_REFUSED = re.compile(
+    r"password authentication failed|authentication failed|no password supplied|no pg_hba\.conf entry"
+    r"|role \S+ does not exist|database \S+ does not exist|permission denied for database"
+    r"|is not permitted to log in|server does not support SSL|SSL off",
+    re.IGNORECASE,
+)
+# libpq could not make sense of DATABASE_URL at all.
+_MALFORMED = re.compile(r"invalid integer value|invalid port number|invalid sslmode|invalid connection option")
+
+
+def connect_error(exc: psycopg.Error) -> MidpayError:
+    """The midpay error for a failed connection attempt: refused or malformed (exit 2), unreachable (exit 3)."""
+    line = first_line(exc)
+    if isinstance(exc, psycopg.ProgrammingError) or _MALFORMED.search(line):
+        return DatabaseRefused(f"DATABASE_URL is not a usable PostgreSQL URL: {line}")
+    if _REFUSED.search(line):
+        return DatabaseRefused(f"PostgreSQL refused the connection that DATABASE_URL describes: {line}")
+    return DatabaseUnavailable(f"cannot connect to PostgreSQL: {line}")
+
+
 def connect(url: str, *, autocommit: bool = False) -> Connection:
-    """Open one connection; failures become ``DatabaseUnavailable`` without the password."""
+    """Open one connection; failures become ``DatabaseRefused`` or ``DatabaseUnavailable``, without the password."""
     _server_timezone()
     try:
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT)
     except psycopg.Error as exc:
-        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {first_line(exc)}") from exc
+        raise connect_error(exc) from exc
 
 
 def open_pool(url: str, size: int) -> ConnectionPool[Connection]:
@@ -73,7 +101,8 @@ def open_pool(url: str, size: int) -> ConnectionPool[Connection]:
     # The pool logs every failed reconnection as a warning; midpay reports failures itself.
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     pool: ConnectionPool[Connection] = ConnectionPool(
-        url, min_size=1, max_size=max(1, size), open=False, kwargs={"connect_timeout": CONNECT_TIMEOUT}
+        url, min_size=1, max_size=max(1, size), open=False, timeout=CONNECT_TIMEOUT,
+        kwargs={"connect_timeout": CONNECT_TIMEOUT},
     )
     try:
         pool.open(wait=True, timeout=CONNECT_TIMEOUT)

@@ -64,10 +64,6 @@ def test_statuses_in_upper_case_read_filter_and_refund_as_lower_case(
         assert row.fetchone() == ("PENDING",)
 
 
-@pytest.mark.xfail(
-    reason="reconcile's due-row predicate (db/claims.py, issue 13, cron) still matches statuses by exact case",
-    strict=False,
-)
 def test_reconcile_finds_open_rows_in_upper_case(sibling_db: NodeDb, sibling_cli: Any, sibling: dict[str, Any]) -> None:
     orders = sibling["orders"]
     result = sibling_cli("reconcile", "--min-age", "0", "--json")
