@@ -34,6 +34,8 @@ FLAGS = [
     (("reconcile", "--min-age", "nan"), "'--min-age': nan is not a finite number (see `midpay reconcile --help`)"),
     (("reconcile", "--recheck-after", "nan"), "'--recheck-after': nan is not a finite number"),
     (("reconcile", "--recheck-after", "-1"), f"'--recheck-after': -1.0 {RANGE} 0<=x<=1000000000."),
+    (("reconcile", "--refund-recheck-after", "nan"), "'--refund-recheck-after': nan is not a finite number"),
+    (("reconcile", "--refund-recheck-after", "-1"), f"'--refund-recheck-after': -1.0 {RANGE} 0<=x<=1000000000."),
     (("reconcile", "--grace", "1e400"), f"'--grace': inf {RANGE} 0<=x<=1000000000."),
     (("reconcile", "--max-rps", "0"), f"'--max-rps': 0.0 {RANGE} 0.01<=x<=100000."),
     (("reconcile", "--max-rps", "nan"), "'--max-rps': nan is not a finite number"),
