@@ -12,8 +12,24 @@ commands on import:
     database       db status|start|stop, doctor
 """
 
+from typing import Any
+
 from midpay.cli import database, lifecycle, listen, notifications, operator, reconcile, setup
 from midpay.cli.common import app
+
+# `midpay --help` lists the commands in the order of a payment's life, then upkeep.
+_ORDER = (
+    "migrate", "charge", "status", "payments", "reconcile", "replay-webhook", "listen",
+    "cancel", "expire", "refund", "doctor", "demo",
+)
+
+
+def _place(command: Any) -> int:
+    name = command.name or command.callback.__name__.replace("_", "-")
+    return _ORDER.index(name) if name in _ORDER else len(_ORDER)
+
+
+app.registered_commands.sort(key=_place)
 
 __all__ = ["app", "database", "lifecycle", "listen", "main", "notifications", "operator", "reconcile", "setup"]
 

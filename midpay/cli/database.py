@@ -6,7 +6,7 @@ import typer
 from midpay.cli.common import JsonFlag, app, errors_to_exit, settings, state, subapp
 
 db_app = subapp(help="The embedded PostgreSQL (DATABASE_URL=embedded) of MIDPAY_HOME.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
+app.add_typer(db_app, name="db", short_help="Show, start or stop the embedded PostgreSQL.")
 
 
 def _runs_as() -> str | None:
@@ -31,18 +31,31 @@ def _show(server: object, json_out: bool, extra: dict[str, object] | None = None
         render_server(output.console(), server, _runs_as(), configured=settings().database_url == "embedded")
 
 
-@db_app.command("status")
+@db_app.command("status", short_help='Show whether the embedded PostgreSQL runs.')
 def db_status(json_out: JsonFlag = False) -> None:
-    """Show the embedded PostgreSQL of MIDPAY_HOME: running or not, where, as whom. Starts nothing."""
+    """Show the embedded PostgreSQL of MIDPAY_HOME: running or not, where, as whom. Starts nothing.
+
+    Examples:
+
+    \b
+      midpay db status
+      midpay db status --json
+    """
     from midpay import embedded
 
     with errors_to_exit():
         _show(embedded.status(settings().home), json_out)
 
 
-@db_app.command("start")
+@db_app.command("start", short_help='Start the embedded PostgreSQL.')
 def db_start(json_out: JsonFlag = False) -> None:
-    """Start the embedded PostgreSQL of MIDPAY_HOME (any command with DATABASE_URL=embedded also does)."""
+    """Start the embedded PostgreSQL of MIDPAY_HOME (any command with DATABASE_URL=embedded also does).
+
+    Examples:
+
+    \b
+      midpay db start
+    """
     from midpay import embedded
 
     with errors_to_exit():
@@ -50,9 +63,15 @@ def db_start(json_out: JsonFlag = False) -> None:
         _show(embedded.status(settings().home), json_out)
 
 
-@db_app.command("stop")
+@db_app.command("stop", short_help='Stop the embedded PostgreSQL; its data stays.')
 def db_stop(json_out: JsonFlag = False) -> None:
-    """Stop the embedded PostgreSQL of MIDPAY_HOME (a fast shutdown; its data stays)."""
+    """Stop the embedded PostgreSQL of MIDPAY_HOME (a fast shutdown; its data stays).
+
+    Examples:
+
+    \b
+      midpay db stop
+    """
     from midpay import embedded, output
 
     with errors_to_exit():
@@ -69,9 +88,16 @@ def db_stop(json_out: JsonFlag = False) -> None:
             con.print(output.join("the embedded PostgreSQL of ", output.text(home), " was not running"))
 
 
-@app.command()
+@app.command(short_help='Check configuration, database, key and clock.')
 def doctor(json_out: JsonFlag = False) -> None:
-    """Check configuration, database, migrations, the Midtrans key and the clock; say what to fix."""
+    """Check configuration, database, migrations, the Midtrans key and the clock; say what to fix.
+
+    Examples:
+
+    \b
+      midpay doctor
+      midpay doctor --json
+    """
     from midpay import doctor as checking
     from midpay import output
     from midpay.output.system import doctor_document, render_doctor

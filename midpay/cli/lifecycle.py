@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # --- charge ----------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(short_help='Create a GoPay or QRIS charge and show its QR.')
 def charge(
     amount: Annotated[
         str, typer.Option("--amount", help="Amount in whole rupiah (IDR), e.g. 25000.", show_default=False)
@@ -53,6 +53,13 @@ def charge(
     (connection refused, wrong server key, answer lost) is resumed: Midtrans is asked
     first and the charge is sent only if it does not know the order, so an order is
     never charged twice.
+
+    Examples:
+
+    \b
+      midpay charge --amount 25000
+      midpay charge --amount 25000 --qris --order-id shop-1042 --wait
+      midpay charge --amount 25000 --order-id shop-1042   # again: resumes a charge that never arrived
     """
     from midpay import charges, operations, output
 
@@ -126,7 +133,7 @@ def _wait_final(
 # --- status ----------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(short_help='Show one payment, asking Midtrans if not final.')
 def status(
     order_id: Annotated[str, typer.Argument(help="The order id.", show_default=False, metavar="ORDER_ID")],
     no_refresh: Annotated[bool, typer.Option("--no-refresh", help="Show the stored row; do not ask Midtrans.")] = False,
@@ -136,6 +143,12 @@ def status(
 
     A payment is asked about while it is unsettled, partly refunded, or has a refund
     whose outcome (or bank confirmation) midpay has not seen yet.
+
+    Examples:
+
+    \b
+      midpay status shop-1042
+      midpay status shop-1042 --no-refresh --json
     """
     from midpay import ledger as refund_ledger
     from midpay import output, refresh
@@ -169,7 +182,7 @@ def status(
 
 
 
-@app.command("payments")
+@app.command("payments", short_help='List recent payments, newest first.')
 def payments_list(
     status: Annotated[
         str | None, typer.Option("--status", help="Only payments in this state (pending, settlement, refund, …).")
@@ -188,7 +201,14 @@ def payments_list(
     ] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """List recent payments, newest first, with what was refunded of each."""
+    """List recent payments, newest first, with what was refunded of each.
+
+    Examples:
+
+    \b
+      midpay payments --since 2h
+      midpay payments --status settlement --since 2026-12-01 --json
+    """
     from midpay import ledger as refund_ledger
     from midpay import operations, output
 

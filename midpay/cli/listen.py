@@ -8,7 +8,7 @@ from midpay.cli.common import app, errors_to_exit, settings
 from midpay.errors import UsageError
 
 
-@app.command()
+@app.command(short_help="Receive Midtrans' notifications over HTTP.")
 def listen(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free port).")] = 8080,
@@ -32,6 +32,12 @@ def listen(
     fixed. GET /healthz answers 200 while PostgreSQL and the migrations are in order.
     One JSON line per request on stderr. SIGTERM finishes the requests in flight and
     exits 0.
+
+    Examples:
+
+    \b
+      midpay listen --port 8080 --workers 2
+      midpay listen --host 0.0.0.0 --path /midtrans/notification
     """
     from midpay import db, webhook
     from midpay import listen as serving

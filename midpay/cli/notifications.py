@@ -105,7 +105,7 @@ def _no_key(stored: int) -> "MidpayError":
     )
 
 
-@app.command("replay-webhook")
+@app.command("replay-webhook", short_help='Run saved notification bodies through the intake.')
 def replay_webhook(
     paths: Annotated[
         list[str],
@@ -133,6 +133,13 @@ def replay_webhook(
     and only show that the transaction exists). The rest is stored awaiting
     confirmation (exit 1); `midpay events reprocess` or `midpay reconcile` settles it.
     Midtrans unreachable: exit 3, every body stored, awaiting confirmation.
+
+    Examples:
+
+    \b
+      midpay replay-webhook paid.json
+      midpay replay-webhook notifications/ day.jsonl --json
+      cat body.json | midpay replay-webhook - --offline
     """
     from midpay import bodies, confirm
 
@@ -162,10 +169,10 @@ def replay_webhook(
 
 
 events_app = subapp()
-app.add_typer(events_app, name="events")
+app.add_typer(events_app, name="events", short_help="List stored notifications; reprocess them.")
 
 
-@events_app.callback(invoke_without_command=True)
+@events_app.callback(invoke_without_command=True, short_help='List stored notifications and their outcomes.')
 def events_list(
     ctx: typer.Context,
     order_id: Annotated[str | None, typer.Option("--order-id", help="Only notifications of this order.")] = None,
@@ -179,6 +186,12 @@ def events_list(
     """List stored notifications, newest first, with their verification and outcome.
 
     `midpay events reprocess` runs the ones that were not applied through the checks again.
+
+    Examples:
+
+    \b
+      midpay events --rejected
+      midpay events --order-id shop-1042 --json
     """
     from midpay import operations, output
 
@@ -198,7 +211,7 @@ def events_list(
             output.render_events(output.console(), rows)
 
 
-@events_app.command("reprocess")
+@events_app.command("reprocess", short_help='Decide again the notifications not applied.')
 def events_reprocess(
     rejected: Annotated[
         bool, typer.Option("--rejected", help="Only those recorded as rejected (not awaiting, not undecided).")
@@ -218,6 +231,12 @@ def events_reprocess(
     taken, including those never decided (e.g. stored by an older backend). Oldest
     first. Exits 1 when any is still rejected or awaiting, 3 when Midtrans cannot be
     reached (--offline then applies what the signatures prove).
+
+    Examples:
+
+    \b
+      midpay events reprocess
+      midpay events reprocess --rejected --order-id shop-1042
     """
     from midpay import confirm
 

@@ -54,19 +54,32 @@ def _end_payment(action: str, order_id: str, yes: bool, json_out: bool) -> None:
                 con.print(output.text(outcome.result.note))
 
 
-@app.command("cancel")
+@app.command("cancel", short_help='Cancel a pending payment at Midtrans.')
 def cancel_payment(order_id: OrderIdArg, yes: YesFlag = False, json_out: JsonFlag = False) -> None:
-    """Cancel a pending payment at Midtrans and record the answer (asks first)."""
+    """Cancel a pending payment at Midtrans and record the answer (asks first).
+
+    Examples:
+
+    \b
+      midpay cancel shop-1042
+      midpay cancel shop-1042 --yes --json
+    """
     _end_payment("cancel", order_id, yes, json_out)
 
 
-@app.command("expire")
+@app.command("expire", short_help='Expire a pending payment at Midtrans now.')
 def expire_payment(order_id: OrderIdArg, yes: YesFlag = False, json_out: JsonFlag = False) -> None:
-    """Expire a pending payment at Midtrans now and record the answer (asks first)."""
+    """Expire a pending payment at Midtrans now and record the answer (asks first).
+
+    Examples:
+
+    \b
+      midpay expire shop-1042 --yes
+    """
     _end_payment("expire", order_id, yes, json_out)
 
 
-@app.command("refund")
+@app.command("refund", short_help='Refund a settled payment, fully or partly.')
 def refund_payment(
     order_id: OrderIdArg,
     amount: Annotated[
@@ -86,6 +99,12 @@ def refund_payment(
     process), run the same command again: it finishes that refund (the same
     refund_key is sent, and Midtrans pays a refund_key out once) or reports it done.
     The same amount and reason again within 24 hours is taken as that rerun.
+
+    Examples:
+
+    \b
+      midpay refund shop-1042
+      midpay refund shop-1042 --amount 20000 --reason "damaged box" --yes
     """
     from midpay import output, refunds, render_refunds
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 NOTABLE_SHOWN = 500
 
 
-@app.command()
+@app.command(short_help='Bring every open payment in line with Midtrans.')
 def reconcile(
     min_age: Annotated[
         float,
@@ -73,6 +73,13 @@ def reconcile(
     configuration error; 3: Midtrans or PostgreSQL could not be reached. With --json,
     stdout gets one complete document on every path, on one line (made for `>> file.jsonl`),
     with a top-level "error" when the run was cut short.
+
+    Examples:
+
+    \b
+      midpay reconcile
+      midpay reconcile --concurrency 32 --max-rps 50 --json >> reconcile.jsonl
+      midpay reconcile --dry-run --limit 20
     """
     from midpay import reconcile as reconciling
 

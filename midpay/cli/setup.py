@@ -12,13 +12,21 @@ from midpay.errors import UsageError
 # --- migrate ---------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(short_help='Apply the pending SQL migrations.')
 def migrate(
     status: Annotated[bool, typer.Option("--status", help="List applied and pending files; change nothing.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be applied; change nothing.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Apply the pending SQL migrations of sql/, in order, each in one transaction."""
+    """Apply the pending SQL migrations of sql/, in order, each in one transaction.
+
+    Examples:
+
+    \b
+      midpay migrate
+      midpay migrate --status
+      midpay migrate --dry-run --json
+    """
     from midpay import migrate as migrations
     from midpay import output
 
@@ -50,13 +58,13 @@ def migrate(
 sandbox_app = subapp(
     help="A local Midtrans-compatible Core API for development, tests and demos.", no_args_is_help=True
 )
-app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(sandbox_app, name="sandbox", short_help="A local Midtrans for development and tests.")
 
 
 # --- sandbox ---------------------------------------------------------------------------
 
 
-@sandbox_app.command("serve")
+@sandbox_app.command("serve", short_help='Run the local Midtrans until interrupted.')
 def sandbox_serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8765,
@@ -82,7 +90,14 @@ def sandbox_serve(
         float, typer.Option("--notify-timeout", min=0.001, help="Seconds to wait for a notification POST's answer.")
     ] = 15.0,
 ) -> None:
-    """Run a local Midtrans-compatible Core API until interrupted; logs one line per request."""
+    """Run a local Midtrans-compatible Core API until interrupted; logs one line per request.
+
+    Examples:
+
+    \b
+      midpay sandbox serve
+      midpay sandbox serve --latency-ms 200 --notify-url http://127.0.0.1:8080/midtrans/notification
+    """
     from midpay import sandbox
 
     with errors_to_exit():
@@ -95,7 +110,7 @@ def sandbox_serve(
         )
 
 
-@sandbox_app.command("pay")
+@sandbox_app.command("pay", short_help='Pay or end a sandbox order as its customer would.')
 def sandbox_pay(
     order_id: Annotated[str, typer.Argument(help="The order to move.", show_default=False)],
     status: Annotated[
@@ -108,7 +123,14 @@ def sandbox_pay(
         str | None, typer.Option("--fraud-status", help="accept, challenge or deny.")
     ] = None,
 ) -> None:
-    """Move a sandbox order as a paying customer would; print the signed notification."""
+    """Move a sandbox order as a paying customer would; print the signed notification.
+
+    Examples:
+
+    \b
+      midpay sandbox pay shop-1042 > paid.json
+      midpay sandbox pay shop-1042 --status expire
+    """
     from midpay import output, sandbox
 
     with errors_to_exit():
@@ -125,9 +147,15 @@ def sandbox_pay(
 # --- demo ------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(short_help='Walk one payment end to end; no setup needed.')
 def demo() -> None:
-    """Walk one payment end to end on an embedded PostgreSQL and a local sandbox; no setup needed."""
+    """Walk one payment end to end on an embedded PostgreSQL and a local sandbox; no setup needed.
+
+    Examples:
+
+    \b
+      midpay demo
+    """
     from midpay import demo as demo_mod
     from midpay import output
 
