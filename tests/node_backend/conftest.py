@@ -1,8 +1,9 @@
 """The older Node backend's database, built by the real node-pg-migrate from npm.
 
-This directory is a small Node project (package.json pins node-pg-migrate and pg; the
-lock file is committed) with the backend's two migrations, its create route and
-webhook handler (backend.js), a seed and a traffic script. Once per session:
+This directory is a small Node project (package.json pins node-pg-migrate, pg and
+Midtrans' official client midtrans-client; the lock file is committed) with the
+backend's two migrations, its create route and webhook handler (backend.js), a seed, a
+traffic script and the official client's calls (official_client.js). Once per session:
 
 - ``npm ci`` installs it into ./node_modules (not committed);
 - a private PostgreSQL cluster from Debian's server packages starts on a Unix socket,
