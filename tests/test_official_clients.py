@@ -56,7 +56,9 @@ def test_a_charge_made_by_the_official_client_is_reconciled_by_midpay(
     cli: Any, db_url: str, core: Any, sandbox: Any
 ) -> None:
     # The older backend's way: the official client charges, the backend inserts the row.
-    answer = core.charge({"payment_type": "gopay", "transaction_details": {"order_id": "node-7", "gross_amount": 52000}})
+    answer = core.charge(
+        {"payment_type": "gopay", "transaction_details": {"order_id": "node-7", "gross_amount": 52000}}
+    )
     assert answer["status_code"] == "201"
     actions = {a["name"] for a in answer["actions"]}
     assert {"generate-qr-code", "deeplink-redirect"} <= actions
