@@ -119,5 +119,5 @@ def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds a running process has used so far (/proc/PID/stat)."""
     import os
 
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115, PTH123
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -7,8 +7,12 @@ recorded on the row) or released (not checked: the run stopped first). A leased 
 is due for no other run, so overlapping runs of any speed never check a row twice;
 a run that dies leaves its leases to expire.
 
-The HTTP call holds no lock: a notification landing meanwhile applies at once, and
-the forward-only rule keeps the later write from moving the row backwards.
+The workers only ask Midtrans (``refresh.ask``) and need no connection; the answers
+that change a row come back to the loop, which writes them several rows to a
+transaction (``batches``) and completes those rows' leases only once that transaction
+has committed. So a run holds at most POOL_SIZE PostgreSQL connections whatever its
+--concurrency. The HTTP call holds no lock: a notification landing meanwhile applies at
+once, and the forward-only rule keeps the later write from moving the row backwards.
 
 The run stops early, and says why in ``ReconcileSummary.fatal``, when Midtrans refuses
 the server key (the first 401), when Midtrans cannot be reached (a refused connection,
@@ -18,16 +22,19 @@ lost, or when it is interrupted. Rows it did not get to are released, not failed
 
 from __future__ import annotations
 
+import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from midpay import db, refresh
-from midpay.db import claims
+from midpay import batches, db, refresh
+from midpay.batches import Answered
+from midpay.db import claims, schema
 from midpay.errors import (
     DatabaseUnavailable,
     GatewayAuthError,
@@ -45,6 +52,7 @@ if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
     from midpay.gateway import Gateway
+    from midpay.notifications import TransactionView
 
 # A row whose last check completed this recently is not due again.
 RECHECK_AFTER_SECONDS = 30.0
@@ -54,6 +62,9 @@ LEASE_SECONDS = 60.0
 # circuit breaker: this many, or twice --concurrency if that is more (the slow failures
 # of the rows in flight arrive together); a refused connection opens it at once.
 BREAKER_THRESHOLD = 5
+# PostgreSQL connections one run holds at most, whatever its --concurrency: the loop's
+# (claims, batched writes, lease outcomes), the lease renewer's, and --dry-run's listing.
+POOL_SIZE = 3
 
 
 @dataclass(frozen=True)
@@ -91,8 +102,8 @@ class ReconcileSummary:
             self.unchanged += 1
 
 
-# What became of one claimed row.
-DONE, FAILED, TRANSPORT, SKIPPED, FATAL = "done", "failed", "transport", "skipped", "fatal"
+# What became of one claimed row (WRITE: Midtrans answered, the loop is to apply it).
+DONE, FAILED, TRANSPORT, SKIPPED, FATAL, WRITE = "done", "failed", "transport", "skipped", "fatal", "write"
 
 
 @dataclass(frozen=True)
@@ -101,6 +112,7 @@ class _Checked:
     kind: str
     result: ReconcileResult | None = None
     error: MidpayError | None = None
+    view: TransactionView | None = None  # the answer to apply (WRITE)
 
 
 def count_due(
@@ -138,7 +150,7 @@ def reconcile(
     """Check every due open row against Midtrans, ``concurrency`` at a time (module docstring)."""
     if concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
-    pool = db.open_pool(url, concurrency + 2)
+    pool = db.open_pool(url, POOL_SIZE)
     try:
         run = _Run(
             pool, gateway, url=url, concurrency=concurrency, max_rps=max_rps, dry_run=dry_run, grace=grace,
@@ -171,6 +183,10 @@ class _Run:
         self._suspects: list[_Checked] = []  # failed calls that may turn out to be an outage
         self._tripped = False
         self.breaker = Breaker(breaker_threshold, self.stop)
+        self.layout: schema.Layout | None = None  # the columns' limits, read once (refresh.ask checks answers)
+        self._answers: queue.SimpleQueue[Future[_Checked]] = queue.SimpleQueue()  # finished checks
+        self._pending: list[Answered] = []  # answers waiting for their batch
+        self._pending_since = 0.0
 
     # -- the loop -------------------------------------------------------------------
 
@@ -183,6 +199,7 @@ class _Run:
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="reconcile") as executor:
             try:
                 started = self.book.sql(db.database_now)
+                self.layout = self.book.sql(_layout)
                 rows = self._rows(min_age, recheck_after, refund_recheck_after, limit=limit, started=started)
                 if renewer is not None:
                     renewer.start()
@@ -192,13 +209,19 @@ class _Run:
                         batch = rows(window - len(in_flight))
                         exhausted = len(batch) < window - len(in_flight)
                         for payment in batch:
-                            in_flight[executor.submit(self._check, payment)] = payment
-                    if not in_flight:
+                            future = executor.submit(self._check, payment)
+                            in_flight[future] = payment
+                            future.add_done_callback(self._answers.put)
+                    if not in_flight and not self._pending:
                         break
-                    finished, _ = wait(in_flight, timeout=1.0, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        del in_flight[future]
-                        self._take(future.result())
+                    for future in self._finished(bool(in_flight)):
+                        if in_flight.pop(future, None) is not None:
+                            self._take(future.result())
+                    if self._pending and (
+                        len(self._pending) >= batches.BATCH_ROWS or not in_flight
+                        or time.monotonic() - self._pending_since >= batches.BATCH_SECONDS
+                    ):
+                        self._write()
                     self.book.flush()
             except KeyboardInterrupt:
                 self._fatal(Interrupted("interrupted"))
@@ -209,6 +232,44 @@ class _Run:
                 self._finish(in_flight)
         if renewer is not None:
             renewer.join(5)
+
+    def _finished(self, waiting: bool) -> list[Future[_Checked]]:
+        """The checks that finished: at least one if any is under way (or a batch is due), all that are there."""
+        found: list[Future[_Checked]] = []
+        if waiting:
+            timeout = 1.0
+            if self._pending:
+                timeout = max(0.0, self._pending_since + batches.BATCH_SECONDS - time.monotonic())
+            try:
+                found.append(self._answers.get(timeout=timeout))
+            except queue.Empty:
+                return found
+        while True:
+            try:
+                found.append(self._answers.get_nowait())
+            except queue.Empty:
+                return found
+
+    def _write(self) -> None:
+        """Apply the answers waiting for their batch in one transaction; only then complete their leases."""
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        apply = batches.preview_batch if self.dry_run else batches.apply_batch
+        try:
+            written = self.book.sql(lambda conn: apply(conn, batch))
+        except BaseException:
+            for answered in batch:  # nothing of the batch committed: due again for the next run
+                self.book.released(answered.payment.id)
+            raise
+        for one in written:
+            payment = one.answered.payment
+            if one.checked is None:
+                result = ReconcileResult(payment.order_id, payment.status, payment.status, one.failure)
+            else:
+                error = _line(one.checked.problem) if one.checked.problem is not None else None
+                result = ReconcileResult(payment.order_id, one.checked.status_before, one.checked.status_after, error)
+            self._report(_Checked(payment, DONE if result.error is None else FAILED, result))
 
     def _rows(
         self, min_age: float, recheck_after: float, refund_recheck_after: float, *, limit: int | None,
@@ -267,8 +328,14 @@ class _Run:
                 or len(self._suspects) >= self.breaker_threshold
             ):
                 self._trip(checked.error)
-        else:
+        elif checked.kind == WRITE:
+            assert checked.view is not None
             self._settle_suspects()  # Midtrans answered: the failures before this were the rows' own
+            if not self._pending:
+                self._pending_since = time.monotonic()
+            self._pending.append(Answered(checked.payment, checked.view))
+        else:
+            self._settle_suspects()
             self._report(checked)
 
     def _report(self, checked: _Checked) -> None:
@@ -326,6 +393,12 @@ class _Run:
             self._trip(self.breaker.opened_by)
         if self._suspects:  # no later answer decided either way: the failures stand as the rows' own
             self._settle_suspects()
+        try:
+            self._write()  # the answers already in hand
+        except MidpayError as exc:
+            self._fatal(exc)
+        except KeyboardInterrupt:
+            self._fatal(Interrupted("interrupted"))
         self.summary.unchecked = self.book.released_total
         self.book.close(self._fatal)
 
@@ -357,11 +430,18 @@ class _Run:
             ))
 
     def _ask(self, payment: db.Payment) -> _Checked:
-        checked = refresh.check(self.pool.connection, self.gateway, payment, grace=self.grace, dry_run=self.dry_run)
+        checked = refresh.ask(self.gateway, payment, grace=self.grace, dry_run=self.dry_run, layout=self.layout)
         self.breaker.answered()
+        if not isinstance(checked, refresh.Checked):
+            return _Checked(payment, WRITE, view=checked)
         error = _line(checked.problem) if checked.problem is not None else None
         result = ReconcileResult(payment.order_id, checked.status_before, checked.status_after, error)
         return _Checked(payment, DONE if error is None else FAILED, result)
+
+
+def _layout(conn: db.Connection) -> schema.Layout:
+    with conn.transaction():
+        return schema.layout(conn, conn.info.dsn)
 
 
 def _line(exc: BaseException) -> str:

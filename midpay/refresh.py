@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from midpay import db, states, storable
-from midpay.apply import AnswerMismatch, apply_answer, check_answer, needs_write, synthetic_failure
+from midpay.apply import AnswerMismatch, ApplyResult, apply_answer, check_answer, needs_write, synthetic_failure
 from midpay.db import schema
 from midpay.errors import (
     DataConflict,
@@ -66,6 +66,57 @@ def check(
     ``problem``. ``connections()`` gives a connection only when one is needed: an
     answer that changes nothing writes nothing.
     """
+    asked = ask(gateway, payment, grace=grace, dry_run=dry_run)
+    if isinstance(asked, Checked):
+        return asked
+    before, view = payment.status, asked
+    with connections() as conn:
+        if dry_run:
+            current = db.get_payment(conn, payment.order_id)
+            conn.rollback()
+            return preview(current or payment, view)
+        try:
+            with conn.transaction():  # its own transaction: apply_answer must commit, not nest in a savepoint
+                layout = schema.layout(conn, conn.info.dsn)
+            storable.check_view(layout, view, what="Midtrans' status answer")
+            result = apply_answer(conn, payment.order_id, view)
+        except (InvalidPayload, AnswerMismatch, DataConflict, NotFoundError) as exc:
+            return Checked(before, before, exc, view)
+    return applied(before, result, view)
+
+
+def applied(before: str, result: ApplyResult, view: TransactionView) -> Checked:
+    """What applying ``view`` did, as a check's outcome: a refused move of an open row is its problem."""
+    if result.note and not result.applied and states.is_open(result.status_before):
+        return Checked(before, result.status_after, MidtransRejected(result.note), view, result.payment)
+    return Checked(before, result.status_after, None, view, result.payment)
+
+
+def preview(now: db.Payment, view: TransactionView) -> Checked:
+    """What applying ``view`` to the row as it is ``now`` would do (--dry-run): nothing written."""
+    try:
+        target = check_answer(now, view)
+    except AnswerMismatch as exc:
+        return Checked(now.status, now.status, exc, view)
+    decision = states.decide(now.status, target)
+    return Checked(now.status, target if decision is states.Decision.APPLY else now.status, view=view)
+
+
+def ask(
+    gateway: Gateway,
+    payment: db.Payment,
+    *,
+    grace: float = CREATED_GRACE_SECONDS,
+    dry_run: bool = False,
+    layout: schema.Layout | None = None,
+) -> Checked | TransactionView:
+    """Ask Midtrans about ``payment`` and read its answer, touching no database.
+
+    Returns what ``check`` would return when nothing needs writing (an answer that
+    repeats the row, a problem with the answer, a ``created`` row still in its grace
+    period), else the answer's view, for the apply path. With ``layout`` the view is
+    also checked against the columns it will be written to. Raises as ``check`` does.
+    """
     before = payment.status
     try:
         answer = gateway.status(payment.order_id)
@@ -76,40 +127,23 @@ def check(
             ))
         if (datetime.now(UTC) - payment.created_at).total_seconds() < grace:
             return Checked(before, before)  # Midtrans may still be processing the charge
-        answer = None
-        view = synthetic_failure(
+        return synthetic_failure(
             payment, "404", "the charge never reached Midtrans (unknown there after the grace period)", {}
         )
-    if answer is not None:
+    try:
+        view = parse_view(answer, what="status answer")
+    except InvalidPayload as exc:
+        return Checked(before, before, exc)
+    # An answer that repeats what the row holds needs no transaction, unless it reports
+    # refunds: those may still bring the ledger news (db.sync_ledger, in the apply path).
+    if not dry_run and not needs_write(payment, view) and not ({"refunds", "refund_amount"} & answer.keys()):
+        return Checked(before, before, view=view)
+    if layout is not None and not dry_run:
         try:
-            view = parse_view(answer, what="status answer")
-        except InvalidPayload as exc:
-            return Checked(before, before, exc)
-        # An answer that repeats what the row holds needs no transaction, unless it reports
-        # refunds: those may still bring the ledger news (db.sync_ledger, in the apply path).
-        if not dry_run and not needs_write(payment, view) and not ({"refunds", "refund_amount"} & answer.keys()):
-            return Checked(before, before, view=view)
-    with connections() as conn:
-        if dry_run:
-            current = db.get_payment(conn, payment.order_id)
-            conn.rollback()
-            now = current or payment
-            try:
-                target = check_answer(now, view)
-            except AnswerMismatch as exc:
-                return Checked(now.status, now.status, exc, view)
-            decision = states.decide(now.status, target)
-            return Checked(now.status, target if decision is states.Decision.APPLY else now.status, view=view)
-        try:
-            with conn.transaction():  # its own transaction: apply_answer must commit, not nest in a savepoint
-                layout = schema.layout(conn, conn.info.dsn)
             storable.check_view(layout, view, what="Midtrans' status answer")
-            result = apply_answer(conn, payment.order_id, view)
-        except (InvalidPayload, AnswerMismatch, DataConflict, NotFoundError) as exc:
+        except InvalidPayload as exc:
             return Checked(before, before, exc, view)
-    if result.note and not result.applied and states.is_open(result.status_before):
-        return Checked(before, result.status_after, MidtransRejected(result.note), view, result.payment)
-    return Checked(before, result.status_after, None, view, result.payment)
+    return view
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any
 from psycopg.rows import class_row
 
 from midpay.db.core import Connection
-from midpay.db.payments import PAYMENT_COLUMNS, Payment
+from midpay.db.payments import CHECK_COLUMNS, PAYMENT_COLUMNS, Payment
 
 # The statuses reconcile keeps checking, lower-cased (states.OPEN_STATES). Written into
 # the SQL as literals so that the planner can prove the partial index of
@@ -101,6 +101,8 @@ def _due_ids(*, lock: bool) -> str:
 
 
 _PAYMENT = ", ".join("p." + c.strip() for c in PAYMENT_COLUMNS.split(","))
+# A claim reads only what a check needs: not the stored answer (db.payments.CHECK_COLUMNS).
+_CLAIMED = ", ".join("p." + c.strip() for c in CHECK_COLUMNS.split(",")).replace("p.NULL::jsonb", "NULL::jsonb")
 _SELECT_DUE = (
     f"SELECT {_PAYMENT} FROM ({_due_ids(lock=False)}) AS due JOIN payment_transactions AS p ON p.id = due.id "
     "ORDER BY due.due_key, due.due_created"
@@ -145,7 +147,7 @@ def claim_due(
                    check_claimed_at = now()
               FROM ({_due_ids(lock=True)}) AS due
              WHERE p.id = due.id
-            RETURNING {_PAYMENT}
+            RETURNING {_CLAIMED}
             """,
             {**_due_params(min_age, recheck_after, refund_recheck_after, run_started, limit),
              "owner": owner, "lease": lease_seconds},

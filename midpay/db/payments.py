@@ -93,6 +93,10 @@ PAYMENT_COLUMNS = (
     "paid_at::timestamptz AS paid_at, last_checked_at::timestamptz AS last_checked_at, unconfirmed_since"
 )
 
+# The same row without the stored answer (a growing jsonb of every answer merged): what
+# reconcile's claims and its batched writes read, which never look at that column.
+CHECK_COLUMNS = PAYMENT_COLUMNS.replace("midtrans_response_json", "NULL::jsonb AS midtrans_response_json")
+
 _TABLE = "payment_transactions"
 _INSERTED = frozenset({"order_id", "gross_amount", "payment_type", "status", "user_id"})
 
@@ -162,6 +166,25 @@ def get_payment(conn: Connection, order_id: str, *, for_update: bool = False) ->
         )
         return cur.fetchone()
 
+
+def lock_payments(conn: Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, Payment]:
+    """Lock the rows of ``ids`` until the transaction ends, in id order (so that two lockers never deadlock).
+
+    Read without the stored answer (``CHECK_COLUMNS``); rows that are gone are absent.
+    """
+    with conn.cursor(row_factory=class_row(Payment)) as cur:
+        cur.execute(
+            f"SELECT {CHECK_COLUMNS} FROM payment_transactions WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+            (ids,),
+        )
+        return {p.id: p for p in cur.fetchall()}
+
+
+def read_payments(conn: Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, Payment]:
+    """The rows of ``ids`` as they are now, unlocked (``CHECK_COLUMNS``)."""
+    with conn.cursor(row_factory=class_row(Payment)) as cur:
+        cur.execute(f"SELECT {CHECK_COLUMNS} FROM payment_transactions WHERE id = ANY(%s)", (ids,))
+        return {p.id: p for p in cur.fetchall()}
 
 
 @dataclass(frozen=True)

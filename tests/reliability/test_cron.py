@@ -90,7 +90,9 @@ def test_postgres_killed_under_reconcile_exits_3_with_one_document(
     proc.wait(120)
     figures.orders, figures.processes, figures.faults_injected = len(orders), 1, 1
     doc = _assert_cut_short(proc, figures, one_line=True)
-    assert 40 <= doc["summary"]["checked"] < len(orders)
+    # Answers that change a row wait for their batch's commit before they count as
+    # checked: those of the batch PostgreSQL died under are not reported (nor completed).
+    assert 0 < doc["summary"]["checked"] < len(orders)
     assert len(doc["results"]) == doc["summary"]["checked"]
     figures.lost = figures.wrongly_applied = 0
 
