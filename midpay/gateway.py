@@ -38,9 +38,8 @@ from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
 import requests
-import urllib3.exceptions
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+from requests.structures import CaseInsensitiveDict
 
 import midpay
 from midpay.errors import (
@@ -53,14 +52,17 @@ from midpay.errors import (
     OutcomeUnknown,
     TransactionNotFound,
 )
-from midpay.redaction import key_forms, redact, scrub
+from midpay.redaction import key_forms, redact, scrub_text
+from midpay.transport import RETRY_AFTER_CAP, RETRY_STATUSES, Pooled, build_retry, connect_reason, was_sent
+
+__all__ = [
+    "AUTH_HINT", "IDEMPOTENCY_KEY_MAX", "PAYMENT_TYPES", "RETRY_AFTER_CAP", "RETRY_STATUSES", "Gateway",
+    "basic_auth_header", "build_retry",
+]
 
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_KEY_MAX = 46  # Midtrans silently ignores longer keys
-RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
-RETRY_AFTER_CAP = 3  # seconds: a Retry-After beyond this would eat the Idempotency-Key lifetime
-BACKOFF_CAP = 2.0
 PAYMENT_TYPES: Final = ("gopay", "qris")
 AUTH_HINT = "check MIDTRANS_SERVER_KEY and MIDTRANS_IS_PRODUCTION/MIDTRANS_API_URL"
 _OK_CODES: Final = frozenset({"407"})  # expired: a normal answer for status and expire
@@ -77,6 +79,10 @@ class _ServerKeyAuth(requests.auth.AuthBase):
         request.headers["Authorization"] = self._header
         return request
 
+    def on(self, headers: dict[str, str]) -> dict[str, str]:
+        """``headers`` with the Authorization header added (a new dict)."""
+        return {**headers, "Authorization": self._header}
+
     def __repr__(self) -> str:
         return "<server key auth>"
 
@@ -85,57 +91,6 @@ def basic_auth_header(server_key: str) -> str:
     """The ``Authorization`` header value Midtrans expects for ``server_key``."""
     token = base64.b64encode(f"{server_key}:".encode()).decode("ascii")
     return f"Basic {token}"
-
-
-class _Retry(Retry):
-    """urllib3's Retry with ``Retry-After`` capped, whatever the urllib3 version."""
-
-    def parse_retry_after(self, retry_after: str) -> float:
-        return min(super().parse_retry_after(retry_after), RETRY_AFTER_CAP)
-
-
-def build_retry(retries: int, backoff: float) -> Retry:
-    """The urllib3 retry policy described in the module docstring."""
-    return _Retry(
-        total=retries,
-        connect=retries,
-        status=retries,
-        read=False,  # re-raise read errors at once: the request was sent, retrying could double-act
-        other=0,
-        redirect=0,
-        status_forcelist=RETRY_STATUSES,
-        allowed_methods=frozenset({"GET", "POST"}),
-        backoff_factor=backoff,
-        backoff_max=BACKOFF_CAP,
-        respect_retry_after_header=True,
-        raise_on_status=False,  # the last 5xx/429 reaches the error mapping below
-        raise_on_redirect=False,
-    )
-
-
-def _was_sent(exc: requests.ConnectionError) -> bool:
-    """Whether a connection error happened after the request went out (a dropped answer)."""
-    reason: object = exc.args[0] if exc.args else None
-    if isinstance(reason, urllib3.exceptions.MaxRetryError):
-        reason = reason.reason
-    return isinstance(reason, urllib3.exceptions.ProtocolError | urllib3.exceptions.ReadTimeoutError)
-
-
-def _connect_reason(exc: requests.RequestException) -> str:
-    reason: object = exc.args[0] if exc.args else None
-    if isinstance(reason, urllib3.exceptions.MaxRetryError):
-        reason = reason.reason
-    if isinstance(reason, urllib3.exceptions.NameResolutionError):
-        return "the host name did not resolve"
-    if isinstance(exc, requests.exceptions.SSLError):
-        return "the TLS handshake failed"
-    if isinstance(exc, requests.exceptions.ProxyError):
-        return "the proxy refused the connection"
-    if isinstance(exc, requests.ConnectTimeout):
-        return "the connection timed out"
-    if isinstance(reason, urllib3.exceptions.NewConnectionError):
-        return "the connection was refused or the host is unreachable"
-    return f"the connection failed ({type(exc).__name__})"
 
 
 class Gateway:
@@ -173,6 +128,7 @@ class Gateway:
         # A session passed in is used as it is (its adapters decide pooling and retries)
         # and stays the caller's to close.
         self._owns_session = session is None
+        self._pooled: Pooled | None = None
         if session is None:
             session = requests.Session()
             # Read proxy and CA settings from the environment once, here: with trust_env
@@ -190,6 +146,13 @@ class Gateway:
             session.mount("https://", adapter)
             session.mount("http://", adapter)
         self.session = session
+        self._verify: bool | str = session.verify if session.verify is not None else True
+        # The base URL as requests prepares it (IDNA host, quoting), once; paths are already quoted.
+        self._base = str(requests.Request("GET", self.base_url + "/").prepare().url).rstrip("/")
+        if self._owns_session and not session.proxies:
+            # Calls go straight to the adapter's urllib3 pool (``transport``): requests'
+            # own per-call work is most of a status call's CPU time under reconcile.
+            self._pooled = Pooled(adapter, self._base, self._verify)
         self.last_date: str | None = None  # the Date header of the last answer (``midpay doctor``'s clock check)
 
     def __repr__(self) -> str:
@@ -307,33 +270,32 @@ class Gateway:
                 raise ValueError(f"idempotency_key must be 1-{IDEMPOTENCY_KEY_MAX} characters")
             headers["Idempotency-Key"] = key
         what = f"{operation} of order {order_id!r}"
-        url = self.base_url + path
         data = json.dumps(body).encode() if body is not None else None
         started = time.monotonic()
         try:
-            # Prepared by hand and sent on the session: Session.request would merge
-            # cookies, hooks and environment settings again on every call, which is most
-            # of a status call's CPU time when reconcile runs many at once.
-            prepared = requests.Request(method, url, data=data, headers=headers, auth=self._auth).prepare()
-            response = self.session.send(
-                prepared,
-                timeout=(self.timeout, self.timeout),
-                allow_redirects=False,
-                proxies=self.session.proxies,
-                verify=self.session.verify,
-            )
+            if self._pooled is not None:
+                response = self._pooled.send(method, path, headers=self._auth.on(headers), body=data,
+                                             timeout=self.timeout)
+            else:
+                response = self.session.send(
+                    self._prepare(method, path, headers, data),
+                    timeout=(self.timeout, self.timeout),
+                    allow_redirects=False,
+                    proxies=self.session.proxies,
+                    verify=self.session.verify,
+                )
         except requests.ConnectTimeout as exc:
             raise GatewayUnreachable(
-                f"{what}: could not connect to Midtrans at {self.base_url}: {_connect_reason(exc)}"
+                f"{what}: could not connect to Midtrans at {self.base_url}: {connect_reason(exc)}"
             ) from exc
         except requests.ReadTimeout as exc:
             detail = f"no answer within {self.timeout:g} s (timed out)"
             raise OutcomeUnknown(self._unknown(what, method, detail)) from exc
         except requests.ConnectionError as exc:
-            if _was_sent(exc):
+            if was_sent(exc):
                 raise OutcomeUnknown(self._unknown(what, method, "the connection dropped before an answer")) from exc
             raise GatewayUnreachable(
-                f"{what}: could not connect to Midtrans at {self.base_url}: {_connect_reason(exc)}"
+                f"{what}: could not connect to Midtrans at {self.base_url}: {connect_reason(exc)}"
             ) from exc
         except requests.RequestException as exc:  # ChunkedEncodingError, ContentDecodingError, ...
             raise OutcomeUnknown(self._unknown(what, method, f"the answer was cut off ({type(exc).__name__})")) from exc
@@ -342,6 +304,19 @@ class Gateway:
             "%s %s -> HTTP %s in %.0f ms", method, path, response.status_code, (time.monotonic() - started) * 1000
         )
         return self._judge(response, what, operation)
+
+    def _prepare(self, method: str, path: str, headers: dict[str, str], data: bytes | None) -> requests.PreparedRequest:
+        """The request for a session passed in, prepared by hand: Request.prepare would parse
+        the URL and merge cookies and hooks again on every call."""
+        prepared = requests.PreparedRequest()
+        prepared.method = method
+        prepared.url = self._base + path
+        prepared.headers = CaseInsensitiveDict(headers)
+        if data is not None:
+            prepared.body = data
+            prepared.headers["Content-Length"] = str(len(data))
+        self._auth(prepared)
+        return prepared
 
     def _unknown(self, what: str, method: str, detail: str) -> str:
         if method == "GET":
@@ -356,13 +331,15 @@ class Gateway:
     def _judge(self, response: requests.Response, what: str, operation: str) -> dict[str, Any]:
         http = response.status_code
         decoded: object = None
+        text = ""
         try:
-            decoded = json.loads(response.content.decode("utf-8"))
+            text = response.content.decode("utf-8")
+            decoded = json.loads(text)
         except ValueError:  # JSONDecodeError and UnicodeDecodeError both are
             decoded = None
         # Before anything keeps or shows the answer: an echoed Authorization header, the
         # key or its token anywhere in it, at any depth, becomes "***".
-        decoded = scrub(decoded, self._secrets)
+        decoded = scrub_text(text, decoded, self._secrets)
         body: dict[str, Any] | None = decoded if isinstance(decoded, dict) else None
         code = body.get("status_code") if body is not None else None
         message = self._clean(str(body.get("status_message") or "")) if body is not None else ""

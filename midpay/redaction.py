@@ -47,7 +47,11 @@ def _unique(values: Iterable[str]) -> list[str]:
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every occurrence of every secret replaced by ``***`` (longest first)."""
-    for secret in _unique(secrets):
+    return _redact(text, _unique(secrets))
+
+
+def _redact(text: str, ordered: list[str]) -> str:
+    for secret in ordered:
         if secret in text:
             text = text.replace(secret, MASK)
     return text
@@ -55,19 +59,37 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
 def scrub(value: Any, secrets: list[str]) -> Any:
     """A JSON value with the secrets masked in every string and header-like entries masked whole."""
+    return _scrub(value, _unique(secrets))
+
+
+def _scrub(value: Any, ordered: list[str]) -> Any:
     if isinstance(value, str):
-        return redact(value, secrets)
+        return _redact(value, ordered)
     if isinstance(value, list):
-        return [scrub(v, secrets) for v in value]
+        return [_scrub(v, ordered) for v in value]
     if isinstance(value, dict):
         cleaned: dict[Any, Any] = {}
         for k, v in value.items():
-            key = redact(k, secrets) if isinstance(k, str) else k
+            key = _redact(k, ordered) if isinstance(k, str) else k
             if isinstance(k, str) and k.strip().lower() in _HEADER_KEYS:
                 cleaned[key] = MASK
             else:
-                cleaned[key] = scrub(v, secrets)
+                cleaned[key] = _scrub(v, ordered)
         return cleaned
+    return value
+
+
+def scrub_text(text: str, value: Any, secrets: list[str]) -> Any:
+    """``scrub(value)`` for ``value`` decoded from the JSON ``text``; skipped when ``text`` has nothing to mask.
+
+    It has nothing when the text holds no escape sequence (which could spell a secret
+    or a key in other characters), no secret, and no header-like key name in any case.
+    """
+    if "\\" in text or any(secret in text for secret in secrets):
+        return scrub(value, secrets)
+    lowered = text.lower()
+    if any(name in lowered for name in _HEADER_KEYS):
+        return scrub(value, secrets)
     return value
 
 

@@ -120,8 +120,22 @@ def _redact_streams() -> None:
 
 
 def secrets() -> list[str]:
-    """What must never be printed: the server key and the database password, once settings are read."""
-    return state.settings.secrets() if state.settings is not None else []
+    """What must never be printed: the server key and the database password, once settings are read.
+
+    Computed once per settings (stdout asks at every write: a reconcile run's document is thousands).
+    """
+    settings = state.settings
+    if settings is None:
+        return []
+    cached = _secrets_cache.get(id(settings))
+    if cached is None or cached[0] is not settings:
+        cached = (settings, settings.secrets())
+        _secrets_cache.clear()
+        _secrets_cache[id(settings)] = cached
+    return cached[1]
+
+
+_secrets_cache: dict[int, tuple["Settings", list[str]]] = {}
 
 
 def fail(exc: MidpayError) -> NoReturn:
