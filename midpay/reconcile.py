@@ -35,24 +35,31 @@ from typing import TYPE_CHECKING
 from midpay import batches, db, refresh
 from midpay.batches import Answered
 from midpay.db import claims, schema
-from midpay.errors import (
-    DatabaseUnavailable,
-    GatewayAuthError,
-    GatewayError,
-    GatewayUnavailable,
-    GatewayUnreachable,
-    Interrupted,
-    MidpayError,
-    UsageError,
-)
+from midpay.errors import GatewayUnavailable, GatewayUnreachable, Interrupted, MidpayError, UsageError
 from midpay.leases import LeaseBook
 from midpay.pacing import Breaker, RateLimiter
+from midpay.rowcheck import (
+    DONE,
+    FAILED,
+    FATAL,
+    SKIPPED,
+    TRANSPORT,
+    WRITE,
+    ReconcileResult,
+    RowCheck,
+    check_row,
+    line,
+)
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
     from midpay.gateway import Gateway
-    from midpay.notifications import TransactionView
+
+__all__ = [
+    "BREAKER_THRESHOLD", "LEASE_SECONDS", "POOL_SIZE", "RECHECK_AFTER_SECONDS", "ReconcileResult",
+    "ReconcileSummary", "count_due", "reconcile",
+]
 
 # A row whose last check completed this recently is not due again.
 RECHECK_AFTER_SECONDS = 30.0
@@ -65,20 +72,6 @@ BREAKER_THRESHOLD = 5
 # PostgreSQL connections one run holds at most, whatever its --concurrency: the loop's
 # (claims, batched writes, lease outcomes), the lease renewer's, and --dry-run's listing.
 POOL_SIZE = 3
-
-
-@dataclass(frozen=True)
-class ReconcileResult:
-    """One checked row, as CONTRACT.md reports it."""
-
-    order_id: str
-    status_before: str
-    status_after: str
-    error: str | None
-
-    @property
-    def changed(self) -> bool:
-        return self.error is None and self.status_before != self.status_after
 
 
 @dataclass
@@ -100,19 +93,6 @@ class ReconcileSummary:
             self.changed += 1
         else:
             self.unchanged += 1
-
-
-# What became of one claimed row (WRITE: Midtrans answered, the loop is to apply it).
-DONE, FAILED, TRANSPORT, SKIPPED, FATAL, WRITE = "done", "failed", "transport", "skipped", "fatal", "write"
-
-
-@dataclass(frozen=True)
-class _Checked:
-    payment: db.Payment
-    kind: str
-    result: ReconcileResult | None = None
-    error: MidpayError | None = None
-    view: TransactionView | None = None  # the answer to apply (WRITE)
 
 
 def count_due(
@@ -180,11 +160,11 @@ class _Run:
         self.stop = threading.Event()
         self.summary = ReconcileSummary()
         self.book = LeaseBook(pool, url, owner=self.owner, lease_seconds=lease_seconds, dry_run=dry_run)
-        self._suspects: list[_Checked] = []  # failed calls that may turn out to be an outage
+        self._suspects: list[RowCheck] = []  # failed calls that may turn out to be an outage
         self._tripped = False
         self.breaker = Breaker(breaker_threshold, self.stop)
         self.layout: schema.Layout | None = None  # the columns' limits, read once (refresh.ask checks answers)
-        self._answers: queue.SimpleQueue[Future[_Checked]] = queue.SimpleQueue()  # finished checks
+        self._answers: queue.SimpleQueue[Future[RowCheck]] = queue.SimpleQueue()  # finished checks
         self._pending: list[Answered] = []  # answers waiting for their batch
         self._pending_since = 0.0
 
@@ -195,7 +175,7 @@ class _Run:
         renewer = None if self.dry_run else threading.Thread(
             target=self.book.renew, args=(self.stop,), name="reconcile-lease", daemon=True
         )
-        in_flight: dict[Future[_Checked], db.Payment] = {}
+        in_flight: dict[Future[RowCheck], db.Payment] = {}
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="reconcile") as executor:
             try:
                 started = self.book.sql(db.database_now)
@@ -209,7 +189,10 @@ class _Run:
                         batch = rows(window - len(in_flight))
                         exhausted = len(batch) < window - len(in_flight)
                         for payment in batch:
-                            future = executor.submit(self._check, payment)
+                            future = executor.submit(
+                                check_row, payment, self.gateway, grace=self.grace, dry_run=self.dry_run,
+                                layout=self.layout, limiter=self.limiter, stop=self.stop, breaker=self.breaker,
+                            )
                             in_flight[future] = payment
                             future.add_done_callback(self._answers.put)
                     if not in_flight and not self._pending:
@@ -233,9 +216,9 @@ class _Run:
         if renewer is not None:
             renewer.join(5)
 
-    def _finished(self, waiting: bool) -> list[Future[_Checked]]:
+    def _finished(self, waiting: bool) -> list[Future[RowCheck]]:
         """The checks that finished: at least one if any is under way (or a batch is due), all that are there."""
-        found: list[Future[_Checked]] = []
+        found: list[Future[RowCheck]] = []
         if waiting:
             timeout = 1.0
             if self._pending:
@@ -267,9 +250,9 @@ class _Run:
             if one.checked is None:
                 result = ReconcileResult(payment.order_id, payment.status, payment.status, one.failure)
             else:
-                error = _line(one.checked.problem) if one.checked.problem is not None else None
+                error = line(one.checked.problem) if one.checked.problem is not None else None
                 result = ReconcileResult(payment.order_id, one.checked.status_before, one.checked.status_after, error)
-            self._report(_Checked(payment, DONE if result.error is None else FAILED, result))
+            self._report(RowCheck(payment, DONE if result.error is None else FAILED, result))
 
     def _rows(
         self, min_age: float, recheck_after: float, refund_recheck_after: float, *, limit: int | None,
@@ -311,7 +294,7 @@ class _Run:
                 limit=limit,
             )
 
-    def _take(self, checked: _Checked) -> None:
+    def _take(self, checked: RowCheck) -> None:
         """Account for one finished check (on the loop's thread): report it, and queue its row's outcome."""
         if checked.kind == SKIPPED:
             self.book.released(checked.payment.id)
@@ -338,7 +321,7 @@ class _Run:
             self._settle_suspects()
             self._report(checked)
 
-    def _report(self, checked: _Checked) -> None:
+    def _report(self, checked: RowCheck) -> None:
         assert checked.result is not None
         self.summary.add(checked.result)
         if self.on_result is not None:
@@ -366,7 +349,7 @@ class _Run:
         if self._tripped:  # a call that was already under way when the breaker opened
             return
         self._tripped = True
-        reason = _line(last)
+        reason = line(last)
         if isinstance(last, GatewayUnreachable):
             self._fatal(GatewayUnavailable(f"Midtrans could not be reached, reconcile stopped: {reason}"))
         else:
@@ -379,7 +362,7 @@ class _Run:
             self.summary.fatal = exc
         self.stop.set()
 
-    def _finish(self, in_flight: dict[Future[_Checked], db.Payment]) -> None:
+    def _finish(self, in_flight: dict[Future[RowCheck], db.Payment]) -> None:
         """Stop: skip what has not started, wait for the calls under way, write every outcome, release the rest."""
         for future in list(in_flight):
             if future.cancel():
@@ -404,50 +387,6 @@ class _Run:
 
     # -- one row (on a worker thread) ---------------------------------------------------
 
-    def _check(self, payment: db.Payment) -> _Checked:
-        if not self.limiter.wait(self.stop):
-            return _Checked(payment, SKIPPED)
-        before = payment.status
-        try:
-            return self._ask(payment)
-        except GatewayAuthError as exc:
-            self.stop.set()  # at once: no other worker starts a call meanwhile
-            return _Checked(payment, FATAL, error=GatewayAuthError(f"reconcile stopped at the first 401: {_line(exc)}"))
-        except GatewayError as exc:
-            self.breaker.failed(exc)  # stops the other workers at once, not when the loop gets to this result
-            return _Checked(payment, TRANSPORT, _failed(payment, before, exc), exc)
-        except DatabaseUnavailable as exc:
-            return _Checked(payment, FATAL, error=exc)
-        except MidpayError as exc:
-            return _Checked(payment, FAILED, _failed(payment, before, exc))
-        except Exception as exc:  # noqa: BLE001 - one row's surprise must not sink the run
-            mapped = db.map_error(exc)
-            if mapped is not None:
-                return _Checked(payment, FATAL, error=mapped)
-            text = db.first_line(exc)
-            return _Checked(payment, FAILED, ReconcileResult(
-                payment.order_id, before, before, f"could not be applied: {type(exc).__name__}: {text}"[:500]
-            ))
-
-    def _ask(self, payment: db.Payment) -> _Checked:
-        checked = refresh.ask(self.gateway, payment, grace=self.grace, dry_run=self.dry_run, layout=self.layout)
-        self.breaker.answered()
-        if not isinstance(checked, refresh.Checked):
-            return _Checked(payment, WRITE, view=checked)
-        error = _line(checked.problem) if checked.problem is not None else None
-        result = ReconcileResult(payment.order_id, checked.status_before, checked.status_after, error)
-        return _Checked(payment, DONE if error is None else FAILED, result)
-
-
 def _layout(conn: db.Connection) -> schema.Layout:
     with conn.transaction():
         return schema.layout(conn, conn.info.dsn)
-
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _failed(payment: db.Payment, before: str, exc: MidpayError) -> ReconcileResult:
-    return ReconcileResult(payment.order_id, before, before, _line(exc))
