@@ -5,6 +5,8 @@
     python bench/run.py --only replay,startup
     python bench/run.py --only listen --listen-workers 1,2
     python bench/run.py --memory-rows 20000
+    python bench/run.py --only latency --latency-rows 4000
+    python bench/run.py --only scaleout --scaleout-rows 2000 --scaleout-processes 1,8
 
 Each run starts its own embedded PostgreSQL under a temporary MIDPAY_HOME, a fresh
 database per benchmark and its own sandbox process, and removes all of it at the end.
@@ -28,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import REPO, RESULTS, Lab, Result, log
 
-BENCHES = ("reconcile", "replay", "startup", "scale", "memory", "listen")
+BENCHES = ("reconcile", "latency", "scaleout", "replay", "startup", "scale", "memory", "listen")
 
 
 def _run_one(name: str, lab: Lab, args: argparse.Namespace) -> Result:
@@ -36,6 +38,21 @@ def _run_one(name: str, lab: Lab, args: argparse.Namespace) -> Result:
         import bench_reconcile
 
         return bench_reconcile.run(lab, quick=args.quick, orders=args.reconcile_orders, repeats=args.reconcile_repeats)
+    if name == "latency":
+        import bench_latency
+
+        return bench_latency.run(
+            lab, quick=args.quick, rows=args.latency_rows, latency_ms=args.latency_ms,
+            concurrency=args.latency_concurrency,
+        )
+    if name == "scaleout":
+        import bench_scaleout
+
+        processes = [int(p) for p in args.scaleout_processes.split(",")] if args.scaleout_processes else None
+        return bench_scaleout.run(
+            lab, quick=args.quick, rows=args.scaleout_rows, latency_ms=args.scaleout_latency_ms, processes=processes,
+            concurrency=args.scaleout_concurrency,
+        )
     if name == "replay":
         import bench_replay
 
@@ -139,6 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reconcile-orders", type=int, help="orders for the reconcile benchmark (default 2000)")
     parser.add_argument(
         "--reconcile-repeats", type=int, help="midpay reconcile runs, median reported (default 3; 1 with --quick)"
+    )
+    parser.add_argument("--latency-rows", type=int, help="open rows for the latency benchmark (default 20000)")
+    parser.add_argument("--latency-ms", type=int, help="sandbox latency for the latency benchmark (default 200)")
+    parser.add_argument(
+        "--latency-concurrency", type=int, default=128, help="reconcile --concurrency in the latency benchmark"
+    )
+    parser.add_argument("--scaleout-rows", type=int, help="open rows for the scale-out benchmark (default 8000)")
+    parser.add_argument("--scaleout-latency-ms", type=int, help="sandbox latency for scale-out (default 400)")
+    parser.add_argument("--scaleout-processes", help="comma-separated process counts for scale-out (default 1,4,8)")
+    parser.add_argument(
+        "--scaleout-concurrency", type=int, default=16, help="reconcile --concurrency of each scale-out process"
     )
     parser.add_argument("--replay-events", type=int, help="notifications for the replay benchmark (default 10000)")
     parser.add_argument("--startup-runs", type=int, help="runs per command for the start-up benchmark (default 20)")

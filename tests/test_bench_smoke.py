@@ -32,6 +32,32 @@ EXPECTED_METRICS = {
         "speedup_vs_official_loop",
         "summary",
     },
+    "latency": {
+        "rows",
+        "latency_ms",
+        "concurrency",
+        "wall_s",
+        "floor_s",
+        "startup_s",
+        "wall_vs_floor",
+        "cpu_ms_per_row",
+        "peak_pg_connections",
+        "max_connections",
+        "bare_client_wall_s",
+        "sandbox_cpu_ms_per_row_midpay",
+        "summary",
+    },
+    "scaleout": {
+        "rows",
+        "latency_ms",
+        "processes",
+        "rows_per_s_p1",
+        "rows_per_s_p4",
+        "speedup_p4",
+        "peak_pg_connections_p4",
+        "peak_pg_connections_p4_c128",
+        "max_connections",
+    },
     "replay": {
         "events",
         "midpay_wall_s",
@@ -111,6 +137,10 @@ def test_quick_benchmarks_complete_and_report_their_figures(tmp_path: Path) -> N
             assert {"name", "measured", "limit", "op", "met"} <= set(target)
     # What the runs did, not how fast: every row was checked, every notification applied.
     assert document["benchmarks"]["reconcile"]["metrics"]["summary"]["errors"] == 0
+    latency = document["benchmarks"]["latency"]["metrics"]
+    assert latency["summary"]["checked"] == latency["rows"] and latency["summary"]["errors"] == 0
+    scaleout = document["benchmarks"]["scaleout"]["metrics"]
+    assert sum(scaleout["checked_per_process_p4"]) == scaleout["rows"]  # each row checked once (the bench verifies)
     replay = document["benchmarks"]["replay"]["metrics"]
     assert replay["summary"]["applied"] == replay["events"]
     memory = document["benchmarks"]["memory"]["metrics"]
