@@ -3,15 +3,19 @@
 Reconcile's workers only ask Midtrans (``refresh.ask``); the answers that need a write
 come back to the run's loop, which applies them here, a batch at a time:
 
-    one transaction    lock the batch's rows (id order), then for each row, in a savepoint:
-                       apply_locked (order_id, gross_amount, transaction_id checked;
-                       forward only; paid_at once), exactly as a single check applies it
+    one transaction    lock the batch's rows (id order), then for each row apply_locked
+                       (order_id, gross_amount, transaction_id checked; forward only;
+                       paid_at once), exactly as a single check applies it
     commit             only then are the rows' leases completed (by the caller)
 
-A row whose answer does not fit (a mismatch, a value the columns refuse, an error of
-its own in the database) rolls back its own savepoint and fails alone; the others
-commit. A lost connection raises DatabaseUnavailable and nothing of the batch is
-committed: no lease is completed, and the rows are checked again by a later run.
+An answer that does not fit its row (a mismatch) is refused before anything of that row
+is written, and fails alone. When a write itself fails (a value the database refuses,
+a deadlock, a constraint at commit) the transaction is rolled back whole and the batch
+applied again carefully, each row in a savepoint of its own (and, if the transaction
+still fails at commit, row by row), so that only the row at fault fails. A lost
+connection raises DatabaseUnavailable and nothing of the batch is committed: no lease
+is completed, and the rows are checked again by a later run. (The quick pass, without
+savepoints, costs one round trip per row instead of three.)
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from midpay import db, refresh
-from midpay.apply import AnswerMismatch, apply_locked
-from midpay.errors import DataConflict, InvalidPayload, MidpayError, NotFoundError
+from midpay.apply import AnswerMismatch, apply_locked, check_answer
+from midpay.errors import DatabaseUnavailable, DataConflict, InvalidPayload, MidpayError, NotFoundError
 
 if TYPE_CHECKING:
     from midpay.notifications import TransactionView
@@ -50,7 +54,49 @@ class Written:
 
 
 def apply_batch(conn: db.Connection, batch: list[Answered]) -> list[Written]:
-    """Apply every answer of ``batch`` in one transaction, each row in a savepoint (module docstring)."""
+    """Apply every answer of ``batch`` in one transaction (module docstring)."""
+    try:
+        return _quick(conn, batch)
+    except _Redo:
+        return _careful(conn, batch)
+
+
+class _Redo(Exception):
+    """A write of the quick pass failed: its transaction is rolled back, the batch is to be redone carefully."""
+
+
+def _quick(conn: db.Connection, batch: list[Answered]) -> list[Written]:
+    """Every row in one transaction without savepoints; _Redo (all rolled back) when any write fails."""
+    written: list[Written] = []
+    try:
+        with conn.transaction():
+            locked = db.lock_payments(conn, [a.payment.id for a in batch])
+            for answered in batch:
+                payment, before = locked.get(answered.payment.id), answered.payment.status
+                try:
+                    if payment is None:
+                        raise NotFoundError(f"no such order: {answered.payment.order_id}")
+                    check_answer(payment, answered.view)  # refused before anything of the row is written
+                except (AnswerMismatch, NotFoundError) as exc:
+                    written.append(Written(answered, refresh.Checked(before, before, exc, answered.view)))
+                    continue
+                try:
+                    result = apply_locked(conn, payment, answered.view)
+                except Exception as exc:
+                    if _fatal(conn, exc):
+                        raise
+                    raise _Redo from exc  # the careful pass finds out which row, and why
+                written.append(Written(answered, refresh.applied(before, result, answered.view)))
+    except psycopg.Error as exc:
+        lost = _lost(conn, exc)
+        if lost is not None:
+            raise lost from exc
+        raise _Redo from exc  # at commit: a deferred constraint, a serialization failure
+    return written
+
+
+def _careful(conn: db.Connection, batch: list[Answered]) -> list[Written]:
+    """Every row in a savepoint of its own; if the transaction still fails at commit, row by row."""
     written: list[Written] = []
     try:
         with conn.transaction():
@@ -58,14 +104,14 @@ def apply_batch(conn: db.Connection, batch: list[Answered]) -> list[Written]:
             for answered in batch:
                 written.append(_one(conn, answered, locked.get(answered.payment.id)))
     except psycopg.Error as exc:
-        mapped = db.map_error(exc)
-        if mapped is not None:
-            raise mapped from exc
+        lost = _lost(conn, exc)
+        if lost is not None:
+            raise lost from exc
         if len(batch) == 1:
             return [Written(batch[0], None, _failure(exc))]
         # The transaction itself failed (at commit, say): nothing of it stands. Row by
         # row, so that one row's trouble does not keep the others' answers out.
-        return [w for answered in batch for w in apply_batch(conn, [answered])]
+        return [w for answered in batch for w in _careful(conn, [answered])]
     return written
 
 
@@ -75,7 +121,7 @@ def preview_batch(conn: db.Connection, batch: list[Answered]) -> list[Written]:
         current = db.read_payments(conn, [a.payment.id for a in batch])
         conn.rollback()
     except psycopg.Error as exc:
-        raise _lost(exc) from exc
+        raise (_lost(conn, exc) or DataConflict(f"could not read the rows: {db.first_line(exc)}")) from exc
     return [Written(a, refresh.preview(current.get(a.payment.id) or a.payment, a.view)) for a in batch]
 
 
@@ -86,23 +132,32 @@ def _one(conn: db.Connection, answered: Answered, payment: db.Payment | None) ->
             if payment is None:
                 raise NotFoundError(f"no such order: {answered.payment.order_id}")
             result = apply_locked(conn, payment, answered.view)
-    except (InvalidPayload, AnswerMismatch, DataConflict, NotFoundError) as exc:
+    except _ROW_PROBLEMS as exc:
         return Written(answered, refresh.Checked(before, before, exc, answered.view))
-    except MidpayError:
-        raise
-    except psycopg.Error as exc:
-        if conn.broken or conn.closed:
+    except Exception as exc:
+        if _fatal(conn, exc):
             raise
         return Written(answered, None, _failure(exc))  # e.g. a deadlock, a value PostgreSQL refused
-    except Exception as exc:  # noqa: BLE001 - one row's surprise must not sink the batch
-        return Written(answered, None, _failure(exc))
     return Written(answered, refresh.applied(before, result, answered.view))
+
+
+_ROW_PROBLEMS = (InvalidPayload, AnswerMismatch, DataConflict, NotFoundError)
+
+
+def _fatal(conn: db.Connection, exc: Exception) -> bool:
+    """Whether ``exc`` ends the batch, not only its row: the connection is lost, or a midpay error of the run."""
+    if isinstance(exc, MidpayError):
+        return not isinstance(exc, _ROW_PROBLEMS)
+    return conn.broken or conn.closed
 
 
 def _failure(exc: BaseException) -> str:
     return f"could not be applied: {type(exc).__name__}: {db.first_line(exc)}"[:500]
 
 
-def _lost(exc: psycopg.Error) -> MidpayError:
-    mapped = db.map_error(exc)
-    return mapped if mapped is not None else DataConflict(f"the batch could not be written: {db.first_line(exc)}")
+def _lost(conn: db.Connection, exc: psycopg.Error) -> MidpayError | None:
+    """DatabaseUnavailable when ``exc`` lost the connection; None when the connection is still there
+    (a deadlock or a serialization failure is an OperationalError too, but the row's own trouble)."""
+    if not (conn.broken or conn.closed):
+        return None
+    return db.map_error(exc) or DatabaseUnavailable(f"PostgreSQL connection failed: {db.first_line(exc)}")
