@@ -17,7 +17,10 @@ Retries are urllib3's, mounted on the session: connection failures and HTTP
 429/500/502/503/504 are retried for GET and POST alike, because every POST carries an
 ``Idempotency-Key`` (valid five minutes at Midtrans; the backoff stays within seconds).
 Read timeouts are never retried: a stalled Midtrans costs one ``timeout``, and the caller
-learns the outcome is unknown.
+learns the outcome is unknown. With the gateway's own session (no proxy), each call
+goes straight to the urllib3 pool of the session's adapter (``transport.Pooled``), set
+up by requests as ``Session.send`` would find it, without requests' per-call work; a
+session passed in is used through ``Session.send``.
 
 The server key is sent as the Basic-auth user name and appears in no message or repr;
 every decoded answer is scrubbed of it (and of its Basic-auth token) before it is

@@ -385,7 +385,6 @@ class _Run:
         self.summary.unchecked = self.book.released_total
         self.book.close(self._fatal)
 
-    # -- one row (on a worker thread) ---------------------------------------------------
 
 def _layout(conn: db.Connection) -> schema.Layout:
     with conn.transaction():
