@@ -27,8 +27,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -46,6 +44,7 @@ from midpay.rowcheck import (
     TRANSPORT,
     WRITE,
     ReconcileResult,
+    ReconcileSummary,
     RowCheck,
     check_row,
     line,
@@ -72,27 +71,6 @@ BREAKER_THRESHOLD = 5
 # PostgreSQL connections one run holds at most, whatever its --concurrency: the loop's
 # (claims, batched writes, lease outcomes), the lease renewer's, and --dry-run's listing.
 POOL_SIZE = 3
-
-
-@dataclass
-class ReconcileSummary:
-    """Counts of a reconcile run; ``fatal`` says why it stopped early, if it did."""
-
-    checked: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    errors: int = 0
-    unchecked: int = 0  # claimed, then released because the run stopped first
-    fatal: MidpayError | None = field(default=None, repr=False)
-
-    def add(self, result: ReconcileResult) -> None:
-        self.checked += 1
-        if result.error is not None:
-            self.errors += 1
-        elif result.changed:
-            self.changed += 1
-        else:
-            self.unchanged += 1
 
 
 def count_due(
@@ -164,7 +142,9 @@ class _Run:
         self._tripped = False
         self.breaker = Breaker(breaker_threshold, self.stop)
         self.layout: schema.Layout | None = None  # the columns' limits, read once (refresh.ask checks answers)
-        self._answers: queue.SimpleQueue[Future[RowCheck]] = queue.SimpleQueue()  # finished checks
+        self._todo: queue.SimpleQueue[db.Payment | None] = queue.SimpleQueue()  # rows for the workers
+        self._answers: queue.SimpleQueue[RowCheck] = queue.SimpleQueue()  # finished checks
+        self._workers: list[threading.Thread] = []
         self._pending: list[Answered] = []  # answers waiting for their batch
         self._pending_since = 0.0
 
@@ -175,50 +155,68 @@ class _Run:
         renewer = None if self.dry_run else threading.Thread(
             target=self.book.renew, args=(self.stop,), name="reconcile-lease", daemon=True
         )
-        in_flight: dict[Future[RowCheck], db.Payment] = {}
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="reconcile") as executor:
-            try:
-                started = self.book.sql(db.database_now)
-                self.layout = self.book.sql(_layout)
-                rows = self._rows(min_age, recheck_after, refund_recheck_after, limit=limit, started=started)
-                if renewer is not None:
-                    renewer.start()
-                exhausted = False
-                while not self.stop.is_set():
-                    if not exhausted and window - len(in_flight) >= max(1, self.concurrency // 2):
-                        batch = rows(window - len(in_flight))
-                        exhausted = len(batch) < window - len(in_flight)
-                        for payment in batch:
-                            future = executor.submit(
-                                check_row, payment, self.gateway, grace=self.grace, dry_run=self.dry_run,
-                                layout=self.layout, limiter=self.limiter, stop=self.stop, breaker=self.breaker,
-                            )
-                            in_flight[future] = payment
-                            future.add_done_callback(self._answers.put)
-                    if not in_flight and not self._pending:
-                        break
-                    for future in self._finished(bool(in_flight)):
-                        if in_flight.pop(future, None) is not None:
-                            self._take(future.result())
-                    if self._pending and (
-                        len(self._pending) >= batches.BATCH_ROWS or not in_flight
-                        or time.monotonic() - self._pending_since >= batches.BATCH_SECONDS
-                    ):
-                        self._write()
-                    self.book.flush()
-            except KeyboardInterrupt:
-                self._fatal(Interrupted("interrupted"))
-            except MidpayError as exc:
-                self._fatal(exc)
-            finally:
-                self.stop.set()
-                self._finish(in_flight)
+        in_flight: dict[uuid.UUID, db.Payment] = {}  # handed to the workers, no outcome yet
+        try:
+            started = self.book.sql(db.database_now)
+            self.layout = self.book.sql(_layout)
+            rows = self._rows(min_age, recheck_after, refund_recheck_after, limit=limit, started=started)
+            if renewer is not None:
+                renewer.start()
+            exhausted = False
+            while not self.stop.is_set():
+                if not exhausted and window - len(in_flight) >= max(1, self.concurrency // 2):
+                    batch = rows(window - len(in_flight))
+                    exhausted = len(batch) < window - len(in_flight)
+                    for payment in batch:
+                        in_flight[payment.id] = payment
+                        self._todo.put(payment)
+                        if len(self._workers) < min(self.concurrency, len(in_flight)):
+                            self._start_worker()
+                if not in_flight and not self._pending:
+                    break
+                for checked in self._finished(bool(in_flight)):
+                    if in_flight.pop(checked.payment.id, None) is not None:
+                        self._take(checked)
+                if self._pending and (
+                    len(self._pending) >= batches.BATCH_ROWS or not in_flight
+                    or time.monotonic() - self._pending_since >= batches.BATCH_SECONDS
+                ):
+                    self._write()
+                self.book.flush()
+        except KeyboardInterrupt:
+            self._fatal(Interrupted("interrupted"))
+        except MidpayError as exc:
+            self._fatal(exc)
+        finally:
+            self.stop.set()
+            self._finish(in_flight)
+            for _ in self._workers:
+                self._todo.put(None)
+            for worker in self._workers:
+                worker.join()
         if renewer is not None:
             renewer.join(5)
 
-    def _finished(self, waiting: bool) -> list[Future[RowCheck]]:
+    def _start_worker(self) -> None:
+        worker = threading.Thread(target=self._work, name=f"reconcile-{len(self._workers)}", daemon=True)
+        worker.start()
+        self._workers.append(worker)
+
+    def _work(self) -> None:
+        """A worker thread: check the rows handed over until told to end (None); every row gets an answer."""
+        while (payment := self._todo.get()) is not None:
+            checked = RowCheck(payment, SKIPPED)  # what the loop hears if the check itself blew up
+            try:
+                checked = check_row(
+                    payment, self.gateway, grace=self.grace, dry_run=self.dry_run, layout=self.layout,
+                    limiter=self.limiter, stop=self.stop, breaker=self.breaker,
+                )
+            finally:
+                self._answers.put(checked)
+
+    def _finished(self, waiting: bool) -> list[RowCheck]:
         """The checks that finished: at least one if any is under way (or a batch is due), all that are there."""
-        found: list[Future[RowCheck]] = []
+        found: list[RowCheck] = []
         if waiting:
             timeout = 1.0
             if self._pending:
@@ -362,16 +360,18 @@ class _Run:
             self.summary.fatal = exc
         self.stop.set()
 
-    def _finish(self, in_flight: dict[Future[RowCheck], db.Payment]) -> None:
-        """Stop: skip what has not started, wait for the calls under way, write every outcome, release the rest."""
-        for future in list(in_flight):
-            if future.cancel():
-                self.book.released(in_flight.pop(future).id)
-        for future in list(in_flight):
-            try:
-                self._take(future.result())
-            except BaseException:  # noqa: BLE001 - an interrupt while draining: the lease will expire
-                self.book.released(in_flight[future].id)
+    def _finish(self, in_flight: dict[uuid.UUID, db.Payment]) -> None:
+        """Stop: wait for the calls under way (rows not started come back skipped), write every outcome,
+        release the rest."""
+        try:
+            while in_flight:
+                checked = self._answers.get()
+                if in_flight.pop(checked.payment.id, None) is not None:
+                    self._take(checked)
+        except BaseException:  # noqa: BLE001 - an interrupt while draining: the leases will expire
+            for payment in in_flight.values():
+                self.book.released(payment.id)
+            in_flight.clear()
         if self.breaker.opened_by is not None and self.summary.fatal is None:  # the workers saw the outage first
             self._trip(self.breaker.opened_by)
         if self._suspects:  # no later answer decided either way: the failures stand as the rows' own

@@ -1,4 +1,5 @@
-"""One row of a reconcile run, on a worker thread: ask Midtrans, and say what became of the row.
+"""One row of a reconcile run, on a worker thread: ask Midtrans, and say what became of the row;
+the results and summary a run reports.
 
 The worker touches no database (``refresh.ask``): an answer that changes the row comes
 back as WRITE, with its view, for the run's loop to apply in a batch (``batches``).
@@ -7,7 +8,7 @@ back as WRITE, with its view, for the run's loop to apply in a batch (``batches`
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from midpay import db, refresh
@@ -32,6 +33,27 @@ class ReconcileResult:
     @property
     def changed(self) -> bool:
         return self.error is None and self.status_before != self.status_after
+
+
+@dataclass
+class ReconcileSummary:
+    """Counts of a reconcile run; ``fatal`` says why it stopped early, if it did."""
+
+    checked: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    errors: int = 0
+    unchecked: int = 0  # claimed, then released because the run stopped first
+    fatal: MidpayError | None = field(default=None, repr=False)
+
+    def add(self, result: ReconcileResult) -> None:
+        self.checked += 1
+        if result.error is not None:
+            self.errors += 1
+        elif result.changed:
+            self.changed += 1
+        else:
+            self.unchanged += 1
 
 
 # What became of one claimed row (WRITE: Midtrans answered, the loop is to apply it).
