@@ -3,9 +3,13 @@
 Bodies are read in batches; each batch is stored and screened on one connection (two
 commits), then every order with bodies left to confirm gets one Get Status call, run
 ``concurrency`` at a time over the gateway's pooled session. A worker waiting for
-Midtrans holds no database connection; it takes one from a small pool only to apply
-the answer. Bodies of one order are applied in the order they came, and an order seen
-again later in the run reuses the answer it got (remembered for ``REMEMBERED`` orders).
+Midtrans holds no database connection, and does not apply the answer either: it hands
+the order to the one applier thread and asks about the next. The applier takes every
+order answered meanwhile and applies them together, in one transaction on the second
+(and last) connection of the run (``intake_batch``). Bodies of one order are applied
+in the order they came, and an order seen again later in the run reuses the answer it
+got (remembered for ``REMEMBERED`` orders). Offline, each batch's bodies are applied
+in one transaction after their screening.
 
 Midtrans unreachable (connection refused, 5xx after the retries) trips a breaker: no
 more calls are made, and every body left waits for confirmation. A 401 does the same and
@@ -14,6 +18,7 @@ ends the run as a configuration error. What is decided here is decided by ``inta
 
 from __future__ import annotations
 
+import queue
 import threading
 import uuid
 from collections import OrderedDict
@@ -23,7 +28,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from midpay import db, intake, received
+from midpay import db, intake, intake_batch, received
 from midpay.bodies import Body
 from midpay.db import intake as sql
 from midpay.errors import ConfigError, DependencyError, GatewayUnavailable, MidpayError
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
 
 BATCH = 200
 REMEMBERED = 10_000
+APPLY_BATCH = 100  # answered orders applied in one transaction, at most
 
 
 @dataclass
@@ -79,6 +85,9 @@ class _Run:
         self.unreachable: MidpayError | None = None
         self.slots = threading.BoundedSemaphore(max(1, concurrency) * 4)
         self.executor = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="confirm")
+        self.ready: queue.SimpleQueue[tuple[str, _Order] | None] = queue.SimpleQueue()
+        self.applier = threading.Thread(target=self._apply_loop, name="confirm-apply", daemon=True)
+        self.applier.start()
 
     def add(self, decided: Decided) -> None:
         with self.lock:
@@ -108,8 +117,12 @@ class _Run:
             if work.running:
                 return  # the worker on it takes these too, after the earlier ones
             work.running = True
+            known = work.answer is not None
         self.slots.acquire()
-        self.executor.submit(self._work, order_id, work)
+        if known:
+            self.ready.put((order_id, work))  # asked before in this run: straight to applying
+        else:
+            self.executor.submit(self._confirm, order_id, work)
 
     def _forget_some(self) -> None:
         while len(self.orders) > REMEMBERED:
@@ -138,43 +151,97 @@ class _Run:
                 self.unreachable = self.unreachable or answer
         return answer
 
-    def _work(self, order_id: str, work: _Order) -> None:
+    def _confirm(self, order_id: str, work: _Order) -> None:
+        """A confirmation worker: ask, then hand the order to the applier (this thread asks the next one)."""
         try:
-            if work.answer is None:
-                work.answer = self._answer(order_id)
-            while True:
-                with self.lock:
-                    batch, work.queue = work.queue, []
-                    if not batch:
-                        work.running = False
-                        return
-                self._apply(order_id, work.answer, batch)
+            work.answer = self._answer(order_id)
         except Exception as exc:  # noqa: BLE001 - a worker's failure must reach the run, never vanish
-            mapped = db.map_error(exc)
-            with self.lock:
+            self._failed([work], exc)
+            return
+        self.ready.put((order_id, work))
+
+    def _failed(self, works: list[_Order], exc: Exception) -> None:
+        mapped = db.map_error(exc)
+        with self.lock:
+            self.fatal = self.fatal or mapped or MidpayError(f"unexpected {type(exc).__name__}: {exc}")
+            for work in works:
                 work.running = False
-                self.fatal = self.fatal or mapped or MidpayError(f"unexpected {type(exc).__name__}: {exc}")
-        finally:
+        for _ in works:
             self.slots.release()
 
-    def _apply(self, order_id: str, answer: TransactionView | MidpayError, batch: list[Item]) -> None:
-        if self.fatal is not None and isinstance(self.fatal, DependencyError):
+    def _apply_loop(self) -> None:
+        """The applier: the orders answered so far, applied together in one transaction, until told to stop."""
+        while True:
+            first = self.ready.get()
+            if first is None:
+                return
+            picked, stop = [first], False
+            while len(picked) < APPLY_BATCH:
+                try:
+                    more = self.ready.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                picked.append(more)
+            try:
+                self._apply_picked(picked)
+            except Exception as exc:  # noqa: BLE001 - as a worker's: reach the run, and free the slots
+                self._failed([work for _, work in picked], exc)
+            if stop:
+                return
+
+    def _apply_picked(self, picked: list[tuple[str, _Order]]) -> None:
+        left = picked
+        while left:
+            with self.lock:
+                work_list = [(order_id, work, work.queue) for order_id, work in left]
+                for _, work, _ in work_list:
+                    work.queue = []
+            self._apply([(order_id, work.answer, batch) for order_id, work, batch in work_list
+                         if batch and work.answer is not None])
+            left = []
+            with self.lock:
+                for order_id, work, _ in work_list:
+                    if work.queue:
+                        left.append((order_id, work))  # more bodies came while it was applied
+                    else:
+                        work.running = False
+            for _ in range(len(work_list) - len(left)):
+                self.slots.release()
+
+    def _apply(self, work: list[intake_batch.Work]) -> None:
+        if not work or (self.fatal is not None and isinstance(self.fatal, DependencyError)):
             return  # PostgreSQL is gone: nothing can be recorded; the bodies stay as stored
         try:
             with db.translate_errors(), self.pool.connection() as conn:
                 try:
-                    decided = intake.apply_confirmed(conn, order_id, answer, batch, dry_run=self.dry_run)
+                    decided = intake_batch.apply_confirmed_many(conn, work, dry_run=self.dry_run)
                 except Exception as exc:
                     if db.map_error(exc) is not None:
                         raise
-                    decided = _rejected(conn, batch, exc, record=not self.dry_run)
+                    decided = []  # one order spoilt the batch: each on its own, so the others still apply
+                    for order_id, answer, batch in work:
+                        decided.extend(self._apply_one(conn, order_id, answer, list(batch)))
             self.add(decided)
         except DependencyError as exc:
             with self.lock:
                 self.fatal = self.fatal or exc
 
+    def _apply_one(self, conn: db.Connection, order_id: str, answer: TransactionView | MidpayError,
+                   batch: list[Item]) -> Decided:
+        try:
+            return intake.apply_confirmed(conn, order_id, answer, batch, dry_run=self.dry_run)
+        except Exception as exc:
+            if db.map_error(exc) is not None:
+                raise
+            return _rejected(conn, batch, exc, record=not self.dry_run)
+
     def close(self) -> None:
         self.executor.shutdown(wait=True)
+        self.ready.put(None)
+        self.applier.join()
 
 
 def _rejected(conn: db.Connection, items: list[Item], exc: Exception, *, record: bool) -> Decided:
@@ -184,6 +251,24 @@ def _rejected(conn: db.Connection, items: list[Item], exc: Exception, *, record:
     if record:
         with conn.transaction():
             sql.record_outcomes(conn, [intake.outcome_row(i, r) for i, (_, r) in zip(items, decided, strict=True)])
+    return decided
+
+
+def _offline(conn: db.Connection, candidates: dict[str, list[Item]], *, dry_run: bool) -> Decided:
+    """A batch's bodies applied offline in one transaction; order by order if that fails."""
+    try:
+        return intake_batch.apply_offline_many(conn, candidates, dry_run=dry_run)
+    except Exception as exc:
+        if db.map_error(exc) is not None:
+            raise
+    decided: Decided = []
+    for order_id, found in candidates.items():
+        try:
+            decided.extend(intake.apply_offline(conn, order_id, found, dry_run=dry_run))
+        except Exception as exc:
+            if db.map_error(exc) is not None:
+                raise
+            decided.extend(_rejected(conn, found, exc, record=not dry_run))
     return decided
 
 
@@ -208,7 +293,7 @@ def run(
 
     With ``on_result``, each result goes there (in input order) instead of into the report.
     """
-    pool = db.open_pool(url, min(max(1, concurrency), 4) + 1)
+    pool = db.open_pool(url, 2)  # the reader's connection, and the applier's
     state = _Run(pool, gateway, concurrency=concurrency, dry_run=dry_run, on_result=on_result)
     try:
         with db.translate_errors(), pool.connection() as conn:
@@ -219,11 +304,11 @@ def run(
                     received.store(conn, batch)
                 screened = intake.screen(conn, batch, server_key, online=gateway is not None, dry_run=dry_run)
                 state.add(screened.decided)
+                if gateway is None:
+                    state.add(_offline(conn, screened.candidates, dry_run=dry_run))
+                    continue
                 for order_id, found in screened.candidates.items():
-                    if gateway is None:
-                        state.add(intake.apply_offline(conn, order_id, found, dry_run=dry_run))
-                    else:
-                        state.submit(order_id, found)
+                    state.submit(order_id, found)
     except DependencyError as exc:
         state.fatal = state.fatal or exc
     finally:

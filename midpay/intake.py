@@ -244,7 +244,7 @@ def apply_confirmed(
     rejected when Midtrans said no (404, a refusal) or its answer does not fit the row.
     """
     with conn.transaction(force_rollback=dry_run):
-        decided = _apply_confirmed(conn, order_id, answer, items)
+        decided = decide_confirmed(conn, order_id, answer, items)
         if not dry_run:
             sql.record_outcomes(conn, [outcome_row(i, r) for i, (_, r) in zip(items, decided, strict=True)])
             if any(r.outcome == "awaiting" for _, r in decided):
@@ -252,9 +252,10 @@ def apply_confirmed(
     return decided
 
 
-def _apply_confirmed(
+def decide_confirmed(
     conn: db.Connection, order_id: str, answer: TransactionView | MidpayError, items: Sequence[Item]
 ) -> Decided:
+    """``apply_confirmed``'s decision, inside the caller's transaction; the outcomes are not recorded."""
     payment = db.get_payment(conn, order_id, for_update=True)
     if payment is None:
         return [(i.seq, make_result(i, "rejected", f"unknown order: {order_id}")) for i in items]
@@ -285,25 +286,30 @@ def _apply_confirmed(
 
 def apply_offline(conn: db.Connection, order_id: str, items: Sequence[Item], *, dry_run: bool = False) -> Decided:
     """Apply what each body's signed status_code proves, and no more; record each outcome."""
-    decided: Decided = []
     with conn.transaction(force_rollback=dry_run):
-        payment = db.get_payment(conn, order_id, for_update=True)
-        for item in items:
-            assert item.view is not None
-            if payment is None:
-                decided.append((item.seq, make_result(item, "rejected", f"unknown order: {order_id}")))
-                continue
-            proven = proof(item.view.status_code)
-            applied = apply_proven(conn, payment, proven.state, exact=proven.exact)
-            payment = applied.payment or payment
-            if proven.exact:
-                outcome = "applied" if applied.applied else "unchanged"
-                decided.append((item.seq, make_result(item, outcome, applied=applied)))
-            else:
-                reason = f"awaiting confirmation: {proven.unproven}"
-                decided.append((item.seq, make_result(item, "awaiting", reason, applied=applied)))
+        decided = decide_offline(conn, order_id, db.get_payment(conn, order_id, for_update=True), items)
         if not dry_run:
             sql.record_outcomes(conn, [outcome_row(i, r) for i, (_, r) in zip(items, decided, strict=True)])
+    return decided
+
+
+def decide_offline(conn: db.Connection, order_id: str, payment: db.Payment | None, items: Sequence[Item]) -> Decided:
+    """``apply_offline``'s decision on a row the caller locked (None: no such order); outcomes not recorded."""
+    decided: Decided = []
+    for item in items:
+        assert item.view is not None
+        if payment is None:
+            decided.append((item.seq, make_result(item, "rejected", f"unknown order: {order_id}")))
+            continue
+        proven = proof(item.view.status_code)
+        applied = apply_proven(conn, payment, proven.state, exact=proven.exact)
+        payment = applied.payment or payment
+        if proven.exact:
+            outcome = "applied" if applied.applied else "unchanged"
+            decided.append((item.seq, make_result(item, outcome, applied=applied)))
+        else:
+            reason = f"awaiting confirmation: {proven.unproven}"
+            decided.append((item.seq, make_result(item, "awaiting", reason, applied=applied)))
     return decided
 
 

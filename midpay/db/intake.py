@@ -154,3 +154,15 @@ def stored_bodies(conn: Connection, ids: Sequence[uuid.UUID]) -> list[StoredBody
         )
         found = {row.id: row for row in cur.fetchall()}
     return [found[i] for i in ids if i in found]
+
+
+def lock_payments(conn: Connection, order_ids: Sequence[str]) -> dict[str, Payment]:
+    """Lock the payments of these order ids, in order_id order (so batches never deadlock), by order id."""
+    if not order_ids:
+        return {}
+    with conn.cursor(row_factory=class_row(Payment)) as cur:
+        cur.execute(
+            f"SELECT {PAYMENT_COLUMNS} FROM payment_transactions WHERE order_id = ANY(%s) ORDER BY order_id FOR UPDATE",
+            (list(order_ids),),
+        )
+        return {p.order_id: p for p in cur.fetchall()}
