@@ -24,7 +24,8 @@ bodies through these steps at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -336,6 +337,29 @@ def receive(conn: db.Connection, gateway: Gateway | None, data: bytes, source: s
     text = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
     body = decode_body(source, text)
     return _one(conn, gateway, Item(0, body, data), server_key, dry_run=False)
+
+
+def receive_pooled(connection: Callable[[], AbstractContextManager[db.Connection]], gateway: Gateway,
+                   data: bytes, source: str, *, server_key: str) -> NotificationResult:
+    """``receive``, holding a connection (from ``connection()``, a pool's) only while PostgreSQL is needed.
+
+    The bytes are stored and screened on one connection, which goes back before
+    Midtrans is asked; the answer is applied on another taken afterwards. So a request
+    waiting on Get Status holds none, and a pool far smaller than the threads serving
+    requests is enough (``listen``). Same contract as ``receive``.
+    """
+    body = decode_body(source, data.decode("utf-8", errors="replace").removeprefix("\ufeff"))
+    item = Item(0, body, data)
+    with db.translate_errors():
+        with connection() as conn:
+            store(conn, [item])
+            screened = screen(conn, [item], server_key, online=True)
+        for order_id, items in screened.candidates.items():
+            answer = confirm(gateway, order_id)
+            with connection() as conn:
+                screened.decided.extend(apply_confirmed(conn, order_id, answer, items))
+    [(_, result)] = screened.decided
+    return result
 
 
 def process_notification(
