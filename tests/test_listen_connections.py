@@ -40,7 +40,8 @@ class ConnectionSampler:
         with psycopg.connect(self.db_url, autocommit=True) as conn:
             while not self._stop.is_set():
                 row = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 ).fetchone()
                 assert row is not None
                 self.peak = max(self.peak, int(row[0]))
