@@ -181,7 +181,8 @@ def _screen(conn: db.Connection, items: Sequence[Item], server_key: str, *, onli
                                  f"{item.view.gross_amount_raw}, stored {payment.gross_amount}"))
         else:
             known.append(item)
-    copies = sql.confirmed_copies(conn, [(i.view.order_id, i.body.parsed) for i in known if i.view])
+    copies = sql.confirmed_copies(conn, [(i.view.order_id, i.body.parsed) for i in known if i.view],
+                                  [i.event_id for i in known])
     for position, item in enumerate(known):
         assert item.view is not None
         status = payments[item.view.order_id].status

@@ -13,12 +13,15 @@ the others with it. The bodies themselves were stored and committed before.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 
-from midpay import db, intake
+from midpay import db, intake, states
+from midpay.apply import ApplyResult
 from midpay.db import intake as sql
 from midpay.errors import MidpayError
 from midpay.intake import Decided
-from midpay.notifications import TransactionView
+from midpay.notifications import TransactionView, proof
 from midpay.received import Item
 
 Work = tuple[str, TransactionView | MidpayError, Sequence[Item]]
@@ -44,16 +47,70 @@ def apply_confirmed_many(conn: db.Connection, work: Sequence[Work], *, dry_run: 
 
 def apply_offline_many(conn: db.Connection, candidates: Mapping[str, Sequence[Item]], *, dry_run: bool = False
                        ) -> Decided:
-    """Apply what each body's signed status_code proves (``intake.apply_offline``), all in one transaction."""
+    """Apply what each body's signed status_code proves (``intake.apply_offline``), all in one transaction.
+
+    Four statements whatever the batch's size: lock the rows, write each order's final
+    row, record every body's outcome, commit.
+    """
     decided: Decided = []
     outcomes: list[sql.Outcome] = []
+    writes: dict[str, sql.ProvenWrite] = {}
     with conn.transaction(force_rollback=dry_run):
         payments = sql.lock_payments(conn, sorted(candidates))
         for order_id in sorted(candidates):
             items = candidates[order_id]
-            found = intake.decide_offline(conn, order_id, payments.get(order_id), items)
+            found = _decide_offline(order_id, payments.get(order_id), items, writes)
             decided.extend(found)
             outcomes.extend(intake.outcome_row(i, r) for i, (_, r) in zip(items, found, strict=True))
+        sql.write_proven(conn, list(writes.values()))
         if not dry_run:
             sql.record_outcomes(conn, outcomes)
     return decided
+
+
+def _decide_offline(order_id: str, payment: db.Payment | None, items: Sequence[Item],
+                    writes: dict[str, sql.ProvenWrite]) -> Decided:
+    """``intake.decide_offline``, with each row's writes gathered into ``writes`` instead of sent."""
+    decided: Decided = []
+    for item in items:
+        assert item.view is not None
+        if payment is None:
+            decided.append((item.seq, intake.make_result(item, "rejected", f"unknown order: {order_id}")))
+            continue
+        proven = proof(item.view.status_code)
+        applied = proven_step(payment, proven.state, exact=proven.exact, writes=writes)
+        payment = applied.payment or payment
+        if proven.exact:
+            outcome = "applied" if applied.applied else "unchanged"
+            decided.append((item.seq, intake.make_result(item, outcome, applied=applied)))
+        else:
+            reason = f"awaiting confirmation: {proven.unproven}"
+            decided.append((item.seq, intake.make_result(item, "awaiting", reason, applied=applied)))
+    return decided
+
+
+def proven_step(payment: db.Payment, state: str | None, *, exact: bool, writes: dict[str, sql.ProvenWrite]
+                ) -> ApplyResult:
+    """``apply.apply_proven``'s rule, to the letter, with its write recorded in ``writes`` (by order id).
+
+    An ``exact`` state goes through the forward-only rule; a floor (not exact) only
+    moves a ``created`` row; when not exact the row is marked awaiting confirmation.
+    Nothing unsigned is written. The row returned is the row as it will be written.
+    """
+    before = payment.status
+    decision = states.decide(before, state) if state is not None else states.Decision.UNCHANGED
+    if not exact and before != states.CREATED:
+        decision = states.Decision.UNCHANGED
+    mark = not exact and payment.unconfirmed_since is None
+    note = None
+    if decision is states.Decision.REFUSED:
+        note = f"not applied: {state} after {before} (status only moves forward)"
+    if decision is states.Decision.APPLY or mark:
+        assert state is not None or decision is not states.Decision.APPLY
+        after = state if decision is states.Decision.APPLY and state is not None else before
+        earlier = writes.get(payment.order_id)
+        writes[payment.order_id] = sql.ProvenWrite(payment.id, after, mark or (earlier is not None and earlier.mark))
+        updated = replace(payment, status=after,
+                          unconfirmed_since=payment.unconfirmed_since or (datetime.now(UTC) if mark else None))
+        return ApplyResult(payment.order_id, before, after, decision is states.Decision.APPLY, note, updated)
+    return ApplyResult(payment.order_id, before, before, False, note, payment)

@@ -63,39 +63,47 @@ def _clip(value: str | None, size: int = 255) -> str | None:
 
 # clock_timestamp(), not the transaction's now(): the bodies of one batch keep the order
 # they arrived in (``events`` lists, and ``events reprocess`` takes, by received_at).
+# One statement for the batch, its arrays sent in binary (no escaping of the bodies).
 _INSERT = (
     "INSERT INTO payment_webhook_events (id, received_at, raw_body, raw_bytes, source, order_id, "
     "midtrans_transaction_id, signature_key, is_verified, processed) "
-    "VALUES (%s, clock_timestamp(), %s, %s, %s, %s, %s, %s, false, false)"
+    "SELECT x.id, clock_timestamp(), x.raw_body, x.raw_bytes, x.source, x.order_id, x.transaction_id, "
+    "x.signature_key, false, false "
+    "FROM unnest(%b::uuid[], %b::jsonb[], %b::bytea[], %b::text[], %b::text[], %b::text[], %b::text[]) "
+    "WITH ORDINALITY AS x(id, raw_body, raw_bytes, source, order_id, transaction_id, signature_key, i) ORDER BY x.i"
 )
 
 
 def store_events(conn: Connection, events: Sequence[NewEvent]) -> None:
-    """Insert received bodies, undecided (a pipeline: one round trip for the lot)."""
-    rows = [
-        (e.id, Jsonb(e.raw_body), e.raw_bytes, e.source, _clip(e.order_id), _clip(e.transaction_id),
-         _clip(e.signature_key))
-        for e in events
-    ]
-    with conn.cursor() as cur:
-        cur.executemany(_INSERT, rows)
+    """Insert received bodies, undecided: one statement for the lot."""
+    if not events:
+        return
+    conn.execute(_INSERT, (
+        [e.id for e in events], [Jsonb(e.raw_body) for e in events], [e.raw_bytes for e in events],
+        [e.source for e in events], [_clip(e.order_id) for e in events], [_clip(e.transaction_id) for e in events],
+        [_clip(e.signature_key) for e in events],
+    ))
 
 
 _FINISH = (
-    "UPDATE payment_webhook_events SET is_verified = %s, processed = %s, outcome = %s, processing_error = %s, "
-    "processed_at = now(), confirmed_at = CASE WHEN %s THEN now() ELSE confirmed_at END WHERE id = %s"
+    "UPDATE payment_webhook_events e SET is_verified = x.is_verified, processed = x.processed, "
+    "outcome = x.outcome, processing_error = x.error, processed_at = now(), "
+    "confirmed_at = CASE WHEN x.confirmed THEN now() ELSE e.confirmed_at END "
+    "FROM unnest(%b::uuid[], %b::boolean[], %b::boolean[], %b::text[], %b::text[], %b::boolean[]) "
+    "AS x(id, is_verified, processed, outcome, error, confirmed) WHERE e.id = x.id"
 )
 
 
 def record_outcomes(conn: Connection, outcomes: Sequence[Outcome]) -> None:
-    """Write what became of stored bodies; only applied and unchanged ones count as processed."""
+    """Write what became of stored bodies (one statement); only applied and unchanged ones count as processed."""
     if not outcomes:
         return
-    rows = [
-        (o.is_verified, o.outcome in DONE_OUTCOMES, o.outcome, o.error, o.confirmed, o.event_id) for o in outcomes
-    ]
-    with conn.cursor() as cur:
-        cur.executemany(_FINISH, rows)
+    last = {o.event_id: o for o in outcomes}  # one outcome per body: the last one given
+    rows = list(last.values())
+    conn.execute(_FINISH, (
+        [o.event_id for o in rows], [o.is_verified for o in rows], [o.outcome in DONE_OUTCOMES for o in rows],
+        [o.outcome for o in rows], [o.error for o in rows], [o.confirmed for o in rows],
+    ))
 
 
 def payments_by_order(conn: Connection, order_ids: Sequence[str]) -> dict[str, Payment]:
@@ -109,20 +117,33 @@ def payments_by_order(conn: Connection, order_ids: Sequence[str]) -> dict[str, P
         return {p.order_id: p for p in cur.fetchall()}
 
 
-def confirmed_copies(conn: Connection, bodies: Sequence[tuple[str, Any]]) -> set[int]:
+def confirmed_copies(conn: Connection, bodies: Sequence[tuple[str, Any]],
+                     event_ids: Sequence[uuid.UUID | None] = ()) -> set[int]:
     """Positions in ``bodies`` ((order_id, JSON) pairs) of which an identical body was confirmed before.
 
     Identical means equal as jsonb: the same keys and values, whatever the spacing or key order.
+    With the bodies' stored ``event_ids`` (all of them), the stored bodies are compared
+    and only the ids are sent.
     """
     if not bodies:
         return set()
-    rows = conn.execute(
-        "SELECT x.i - 1 FROM unnest(%s::text[], %s::jsonb[]) WITH ORDINALITY AS x(order_id, body, i) "
-        "WHERE EXISTS (SELECT 1 FROM payment_webhook_events e WHERE e.order_id = x.order_id "
-        "AND e.confirmed_at IS NOT NULL AND e.raw_body = x.body)",
-        ([o for o, _ in bodies], [Jsonb(b) for _, b in bodies]),
-    ).fetchall()
-    return {int(r[0]) for r in rows}
+    ids = list(event_ids)
+    if len(ids) == len(bodies) and all(i is not None for i in ids):
+        query = (
+            "SELECT x.i - 1 FROM unnest(%b::text[], %b::uuid[]) WITH ORDINALITY AS x(order_id, id, i) "
+            "JOIN payment_webhook_events n ON n.id = x.id "
+            "WHERE EXISTS (SELECT 1 FROM payment_webhook_events e WHERE e.order_id = x.order_id "
+            "AND e.confirmed_at IS NOT NULL AND e.raw_body = n.raw_body)"
+        )
+        params: tuple[Any, ...] = ([o for o, _ in bodies], ids)
+    else:
+        query = (
+            "SELECT x.i - 1 FROM unnest(%b::text[], %b::jsonb[]) WITH ORDINALITY AS x(order_id, body, i) "
+            "WHERE EXISTS (SELECT 1 FROM payment_webhook_events e WHERE e.order_id = x.order_id "
+            "AND e.confirmed_at IS NOT NULL AND e.raw_body = x.body)"
+        )
+        params = ([o for o, _ in bodies], [Jsonb(b) for _, b in bodies])
+    return {int(r[0]) for r in conn.execute(query, params).fetchall()}
 
 
 def mark_unconfirmed(conn: Connection, order_ids: Sequence[str]) -> None:
@@ -166,3 +187,27 @@ def lock_payments(conn: Connection, order_ids: Sequence[str]) -> dict[str, Payme
             (list(order_ids),),
         )
         return {p.order_id: p for p in cur.fetchall()}
+
+
+@dataclass(frozen=True)
+class ProvenWrite:
+    """An offline change to one payment: its final status, and whether it is now awaiting confirmation."""
+
+    payment_id: uuid.UUID
+    status: str
+    mark: bool
+
+
+def write_proven(conn: Connection, writes: Sequence[ProvenWrite]) -> None:
+    """Write offline changes to locked rows, all in one statement (what ``update_payment`` writes for them)."""
+    if not writes:
+        return
+    conn.execute(
+        "UPDATE payment_transactions p SET status = v.status, "
+        "midtrans_response_json = CASE WHEN jsonb_typeof(p.midtrans_response_json) = 'object' "
+        "THEN p.midtrans_response_json ELSE '{}'::jsonb END, "
+        "unconfirmed_since = CASE WHEN v.mark THEN COALESCE(p.unconfirmed_since, now()) ELSE p.unconfirmed_since END, "
+        "updated_at = now() "
+        "FROM unnest(%b::uuid[], %b::text[], %b::boolean[]) AS v(id, status, mark) WHERE p.id = v.id",
+        ([w.payment_id for w in writes], [w.status for w in writes], [w.mark for w in writes]),
+    )
