@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from midpay import db, intake, intake_batch, received
+from midpay import db, intake, intake_batch, partitions, received
 from midpay.bodies import Body
 from midpay.db import intake as sql
 from midpay.errors import ConfigError, DependencyError, GatewayUnavailable, MidpayError
@@ -84,10 +84,13 @@ class _Run:
         self.fatal: MidpayError | None = None
         self.unreachable: MidpayError | None = None
         self.slots = threading.BoundedSemaphore(max(1, concurrency) * 4)
-        self.executor = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="confirm")
         self.ready: queue.SimpleQueue[tuple[str, _Order] | None] = queue.SimpleQueue()
-        self.applier = threading.Thread(target=self._apply_loop, name="confirm-apply", daemon=True)
-        self.applier.start()
+        self.executor: ThreadPoolExecutor | None = None
+        self.applier: threading.Thread | None = None
+        if gateway is not None:  # offline asks nothing and applies as it reads
+            self.executor = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="confirm")
+            self.applier = threading.Thread(target=self._apply_loop, name="confirm-apply", daemon=True)
+            self.applier.start()
 
     def add(self, decided: Decided) -> None:
         with self.lock:
@@ -122,6 +125,7 @@ class _Run:
         if known:
             self.ready.put((order_id, work))  # asked before in this run: straight to applying
         else:
+            assert self.executor is not None
             self.executor.submit(self._confirm, order_id, work)
 
     def _forget_some(self) -> None:
@@ -239,9 +243,15 @@ class _Run:
             return _rejected(conn, batch, exc, record=not self.dry_run)
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True)
-        self.ready.put(None)
-        self.applier.join()
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+        if self.applier is not None:
+            self.ready.put(None)
+            self.applier.join()
+
+    def failed(self, exc: MidpayError) -> None:
+        with self.lock:
+            self.fatal = self.fatal or exc
 
 
 def _rejected(conn: db.Connection, items: list[Item], exc: Exception, *, record: bool) -> Decided:
@@ -286,13 +296,18 @@ def run(
     *,
     store: bool,
     concurrency: int = 8,
+    connections: int = 1,
     dry_run: bool = False,
     on_result: Callable[[NotificationResult], None] | None = None,
 ) -> RunReport:
     """Store (``store``), screen, confirm and apply every item; ``gateway`` None is offline.
 
     With ``on_result``, each result goes there (in input order) instead of into the report.
+    Offline, the bodies are spread over ``connections`` connections by order id (``partitions``).
     """
+    if gateway is None:
+        return _run_offline(url, items, server_key, store=store, connections=connections, dry_run=dry_run,
+                            on_result=on_result)
     pool = db.open_pool(url, 2)  # the reader's connection, and the applier's
     state = _Run(pool, gateway, concurrency=concurrency, dry_run=dry_run, on_result=on_result)
     try:
@@ -302,11 +317,8 @@ def run(
                     break  # PostgreSQL is gone; a refused key still lets every body be stored
                 if store and not dry_run:
                     received.store(conn, batch)
-                screened = intake.screen(conn, batch, server_key, online=gateway is not None, dry_run=dry_run)
+                screened = intake.screen(conn, batch, server_key, online=True, dry_run=dry_run)
                 state.add(screened.decided)
-                if gateway is None:
-                    state.add(_offline(conn, screened.candidates, dry_run=dry_run))
-                    continue
                 for order_id, found in screened.candidates.items():
                     state.submit(order_id, found)
     except DependencyError as exc:
@@ -319,13 +331,42 @@ def run(
     return RunReport([r for _, r in state.decided], state.calls, state.fatal, state.unreachable)
 
 
+def _run_offline(
+    url: str, items: Iterable[Item], server_key: str, *, store: bool, connections: int, dry_run: bool,
+    on_result: Callable[[NotificationResult], None] | None,
+) -> RunReport:
+    """Offline: each worker of ``partitions`` stores, screens and applies its batches on its own connection."""
+    state = _Run(None, None, concurrency=1, dry_run=dry_run, on_result=on_result)
+
+    def work(conn: db.Connection, batch: list[Item]) -> None:
+        if store and not dry_run:
+            received.store(conn, batch)
+        screened = intake.screen(conn, batch, server_key, online=False, dry_run=dry_run)
+        state.add(screened.decided)
+        state.add(_offline(conn, screened.candidates, dry_run=dry_run))
+
+    try:
+        db.connect(url).close()  # an unreachable server fails at once, with libpq's reason
+        with partitions.Partitions(url, connections, work, state.failed, batch=BATCH) as parts:
+            for item in items:
+                if state.fatal is not None:
+                    break  # a worker failed: the rest is not read (what was read is stored, or not at all)
+                parts.put(item)
+    except DependencyError as exc:
+        state.failed(exc)
+    finally:
+        state.drain()
+    state.decided.sort(key=lambda pair: pair[0])
+    return RunReport([r for _, r in state.decided], 0, state.fatal, None)
+
+
 def replay(
     url: str, gateway: Gateway | None, bodies: Iterable[Body], server_key: str, *, concurrency: int = 8,
-    dry_run: bool = False, on_result: Callable[[NotificationResult], None] | None = None,
+    connections: int = 1, dry_run: bool = False, on_result: Callable[[NotificationResult], None] | None = None,
 ) -> RunReport:
     """``replay-webhook``: every body stored first, then decided; offline when ``gateway`` is None."""
     return run(url, gateway, received.items_of(bodies), server_key, store=True, concurrency=concurrency,
-               dry_run=dry_run, on_result=on_result)
+               connections=connections, dry_run=dry_run, on_result=on_result)
 
 
 def store_only(url: str, bodies: Iterable[Body]) -> int:
