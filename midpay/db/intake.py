@@ -1,5 +1,8 @@
 """The SQL of the notification intake: storing bodies in batches, recording outcomes, finding copies.
 
+The statements are module constants so that bench/bench_replay_offline.py can send
+pgbench exactly what midpay sends (with the values inlined).
+
 Beside ``events`` (one row at a time, as the older backend's rows are read), these
 statements work on many stored notifications at once: a replayed day's log is stored in
 one round trip per batch, and its outcomes recorded the same way.
@@ -64,7 +67,7 @@ def _clip(value: str | None, size: int = 255) -> str | None:
 # clock_timestamp(), not the transaction's now(): the bodies of one batch keep the order
 # they arrived in (``events`` lists, and ``events reprocess`` takes, by received_at).
 # One statement for the batch, its arrays sent in binary (no escaping of the bodies).
-_INSERT = (
+STORE = (
     "INSERT INTO payment_webhook_events (id, received_at, raw_body, raw_bytes, source, order_id, "
     "midtrans_transaction_id, signature_key, is_verified, processed) "
     "SELECT x.id, clock_timestamp(), x.raw_body, x.raw_bytes, x.source, x.order_id, x.transaction_id, "
@@ -78,14 +81,14 @@ def store_events(conn: Connection, events: Sequence[NewEvent]) -> None:
     """Insert received bodies, undecided: one statement for the lot."""
     if not events:
         return
-    conn.execute(_INSERT, (
+    conn.execute(STORE, (
         [e.id for e in events], [Jsonb(e.raw_body) for e in events], [e.raw_bytes for e in events],
         [e.source for e in events], [_clip(e.order_id) for e in events], [_clip(e.transaction_id) for e in events],
         [_clip(e.signature_key) for e in events],
     ))
 
 
-_FINISH = (
+FINISH = (
     "UPDATE payment_webhook_events e SET is_verified = x.is_verified, processed = x.processed, "
     "outcome = x.outcome, processing_error = x.error, processed_at = now(), "
     "confirmed_at = CASE WHEN x.confirmed THEN now() ELSE e.confirmed_at END "
@@ -100,10 +103,13 @@ def record_outcomes(conn: Connection, outcomes: Sequence[Outcome]) -> None:
         return
     last = {o.event_id: o for o in outcomes}  # one outcome per body: the last one given
     rows = list(last.values())
-    conn.execute(_FINISH, (
+    conn.execute(FINISH, (
         [o.event_id for o in rows], [o.is_verified for o in rows], [o.outcome in DONE_OUTCOMES for o in rows],
         [o.outcome for o in rows], [o.error for o in rows], [o.confirmed for o in rows],
     ))
+
+
+PAYMENTS_BY_ORDER = f"SELECT {PAYMENT_COLUMNS} FROM payment_transactions WHERE order_id = ANY(%b)"
 
 
 def payments_by_order(conn: Connection, order_ids: Sequence[str]) -> dict[str, Payment]:
@@ -111,10 +117,21 @@ def payments_by_order(conn: Connection, order_ids: Sequence[str]) -> dict[str, P
     if not order_ids:
         return {}
     with conn.cursor(row_factory=class_row(Payment)) as cur:
-        cur.execute(
-            f"SELECT {PAYMENT_COLUMNS} FROM payment_transactions WHERE order_id = ANY(%s)", (list(order_ids),)
-        )
+        cur.execute(PAYMENTS_BY_ORDER, (list(order_ids),))
         return {p.order_id: p for p in cur.fetchall()}
+
+
+COPIES_BY_ID = (
+    "SELECT x.i - 1 FROM unnest(%b::text[], %b::uuid[]) WITH ORDINALITY AS x(order_id, id, i) "
+    "JOIN payment_webhook_events n ON n.id = x.id "
+    "WHERE EXISTS (SELECT 1 FROM payment_webhook_events e WHERE e.order_id = x.order_id "
+    "AND e.confirmed_at IS NOT NULL AND e.raw_body = n.raw_body)"
+)
+COPIES_BY_BODY = (
+    "SELECT x.i - 1 FROM unnest(%b::text[], %b::jsonb[]) WITH ORDINALITY AS x(order_id, body, i) "
+    "WHERE EXISTS (SELECT 1 FROM payment_webhook_events e WHERE e.order_id = x.order_id "
+    "AND e.confirmed_at IS NOT NULL AND e.raw_body = x.body)"
+)
 
 
 def confirmed_copies(conn: Connection, bodies: Sequence[tuple[str, Any]],
@@ -128,21 +145,12 @@ def confirmed_copies(conn: Connection, bodies: Sequence[tuple[str, Any]],
     if not bodies:
         return set()
     ids = list(event_ids)
+    orders = [o for o, _ in bodies]
+    params: tuple[list[Any], list[Any]]
     if len(ids) == len(bodies) and all(i is not None for i in ids):
-        query = (
-            "SELECT x.i - 1 FROM unnest(%b::text[], %b::uuid[]) WITH ORDINALITY AS x(order_id, id, i) "
-            "JOIN payment_webhook_events n ON n.id = x.id "
-            "WHERE EXISTS (SELECT 1 FROM payment_webhook_events e WHERE e.order_id = x.order_id "
-            "AND e.confirmed_at IS NOT NULL AND e.raw_body = n.raw_body)"
-        )
-        params: tuple[Any, ...] = ([o for o, _ in bodies], ids)
+        query, params = COPIES_BY_ID, (orders, ids)
     else:
-        query = (
-            "SELECT x.i - 1 FROM unnest(%b::text[], %b::jsonb[]) WITH ORDINALITY AS x(order_id, body, i) "
-            "WHERE EXISTS (SELECT 1 FROM payment_webhook_events e WHERE e.order_id = x.order_id "
-            "AND e.confirmed_at IS NOT NULL AND e.raw_body = x.body)"
-        )
-        params = ([o for o, _ in bodies], [Jsonb(b) for _, b in bodies])
+        query, params = COPIES_BY_BODY, (orders, [Jsonb(b) for _, b in bodies])
     return {int(r[0]) for r in conn.execute(query, params).fetchall()}
 
 
@@ -177,15 +185,17 @@ def stored_bodies(conn: Connection, ids: Sequence[uuid.UUID]) -> list[StoredBody
     return [found[i] for i in ids if i in found]
 
 
+LOCK_PAYMENTS = (
+    f"SELECT {PAYMENT_COLUMNS} FROM payment_transactions WHERE order_id = ANY(%b) ORDER BY order_id FOR UPDATE"
+)
+
+
 def lock_payments(conn: Connection, order_ids: Sequence[str]) -> dict[str, Payment]:
     """Lock the payments of these order ids, in order_id order (so batches never deadlock), by order id."""
     if not order_ids:
         return {}
     with conn.cursor(row_factory=class_row(Payment)) as cur:
-        cur.execute(
-            f"SELECT {PAYMENT_COLUMNS} FROM payment_transactions WHERE order_id = ANY(%s) ORDER BY order_id FOR UPDATE",
-            (list(order_ids),),
-        )
+        cur.execute(LOCK_PAYMENTS, (list(order_ids),))
         return {p.order_id: p for p in cur.fetchall()}
 
 
@@ -198,16 +208,18 @@ class ProvenWrite:
     mark: bool
 
 
+WRITE_PROVEN = (
+    "UPDATE payment_transactions p SET status = v.status, "
+    "midtrans_response_json = CASE WHEN jsonb_typeof(p.midtrans_response_json) = 'object' "
+    "THEN p.midtrans_response_json ELSE '{}'::jsonb END, "
+    "unconfirmed_since = CASE WHEN v.mark THEN COALESCE(p.unconfirmed_since, now()) ELSE p.unconfirmed_since END, "
+    "updated_at = now() "
+    "FROM unnest(%b::uuid[], %b::text[], %b::boolean[]) AS v(id, status, mark) WHERE p.id = v.id"
+)
+
+
 def write_proven(conn: Connection, writes: Sequence[ProvenWrite]) -> None:
     """Write offline changes to locked rows, all in one statement (what ``update_payment`` writes for them)."""
     if not writes:
         return
-    conn.execute(
-        "UPDATE payment_transactions p SET status = v.status, "
-        "midtrans_response_json = CASE WHEN jsonb_typeof(p.midtrans_response_json) = 'object' "
-        "THEN p.midtrans_response_json ELSE '{}'::jsonb END, "
-        "unconfirmed_since = CASE WHEN v.mark THEN COALESCE(p.unconfirmed_since, now()) ELSE p.unconfirmed_since END, "
-        "updated_at = now() "
-        "FROM unnest(%b::uuid[], %b::text[], %b::boolean[]) AS v(id, status, mark) WHERE p.id = v.id",
-        ([w.payment_id for w in writes], [w.status for w in writes], [w.mark for w in writes]),
-    )
+    conn.execute(WRITE_PROVEN, ([w.payment_id for w in writes], [w.status for w in writes], [w.mark for w in writes]))
