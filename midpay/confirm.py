@@ -264,15 +264,16 @@ def _rejected(conn: db.Connection, items: list[Item], exc: Exception, *, record:
     return decided
 
 
-def _offline(conn: db.Connection, candidates: dict[str, list[Item]], *, dry_run: bool) -> Decided:
-    """A batch's bodies applied offline in one transaction; order by order if that fails."""
+def _offline(conn: db.Connection, batch: list[Item], server_key: str, *, dry_run: bool) -> Decided:
+    """A stored batch screened and applied offline in one transaction; if that fails, screened, then order by order."""
     try:
-        return intake_batch.apply_offline_many(conn, candidates, dry_run=dry_run)
+        return intake_batch.screen_and_apply_offline(conn, batch, server_key, dry_run=dry_run)
     except Exception as exc:
         if db.map_error(exc) is not None:
             raise
-    decided: Decided = []
-    for order_id, found in candidates.items():
+    screened = intake.screen(conn, batch, server_key, online=False, dry_run=dry_run)
+    decided: Decided = list(screened.decided)
+    for order_id, found in screened.candidates.items():
         try:
             decided.extend(intake.apply_offline(conn, order_id, found, dry_run=dry_run))
         except Exception as exc:
@@ -341,9 +342,7 @@ def _run_offline(
     def work(conn: db.Connection, batch: list[Item]) -> None:
         if store and not dry_run:
             received.store(conn, batch)
-        screened = intake.screen(conn, batch, server_key, online=False, dry_run=dry_run)
-        state.add(screened.decided)
-        state.add(_offline(conn, screened.candidates, dry_run=dry_run))
+        state.add(_offline(conn, batch, server_key, dry_run=dry_run))
 
     try:
         db.connect(url).close()  # an unreachable server fails at once, with libpq's reason

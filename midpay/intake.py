@@ -24,7 +24,7 @@ bodies through these steps at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -129,6 +129,8 @@ class Screened:
 
     decided: Decided = field(default_factory=list)
     candidates: dict[str, list[Item]] = field(default_factory=dict)
+    outcomes: list[sql.Outcome] = field(default_factory=list)  # to record (empty when not recording)
+    payments: Mapping[str, sql.Screenable] = field(default_factory=dict)  # the rows looked up, by order id
 
 
 def screen(conn: db.Connection, items: Sequence[Item], server_key: str, *, online: bool, dry_run: bool = False
@@ -141,7 +143,9 @@ def screen(conn: db.Connection, items: Sequence[Item], server_key: str, *, onlin
     """
     try:
         with conn.transaction(force_rollback=dry_run):
-            return _screen(conn, items, server_key, online=online, record=not dry_run)
+            screened = screen_in(conn, items, server_key, online=online, record=not dry_run)
+            sql.record_outcomes(conn, screened.outcomes)
+            return screened
     except Exception as exc:
         if db.map_error(exc) is not None:
             raise
@@ -153,9 +157,12 @@ def screen(conn: db.Connection, items: Sequence[Item], server_key: str, *, onlin
         return out
 
 
-def _screen(conn: db.Connection, items: Sequence[Item], server_key: str, *, online: bool, record: bool) -> Screened:
+def screen_in(conn: db.Connection, items: Sequence[Item], server_key: str, *, online: bool, record: bool,
+              lookup: Callable[[db.Connection, Sequence[str]], Mapping[str, sql.Screenable]] = sql.payments_by_order,
+              ) -> Screened:
+    """``screen``'s decisions inside the caller's transaction, the rows found with ``lookup``; nothing recorded yet."""
     out = Screened()
-    outcomes: list[sql.Outcome] = []
+    outcomes = out.outcomes
 
     def decide(item: Item, result: NotificationResult) -> None:
         out.decided.append((item.seq, result))
@@ -169,7 +176,7 @@ def _screen(conn: db.Connection, items: Sequence[Item], server_key: str, *, onli
             decide(item, make_result(item, "rejected", reason))
         else:
             verified.append(item)
-    payments = sql.payments_by_order(conn, sorted({i.view.order_id for i in verified if i.view}))
+    payments = out.payments = lookup(conn, sorted({i.view.order_id for i in verified if i.view}))
     known: list[Item] = []
     for item in verified:
         assert item.view is not None
@@ -194,7 +201,6 @@ def _screen(conn: db.Connection, items: Sequence[Item], server_key: str, *, onli
         if online and record:
             assert item.event_id is not None
             outcomes.append(sql.Outcome(item.event_id, True, "awaiting", "awaiting confirmation with Midtrans"))
-    sql.record_outcomes(conn, outcomes)
     return out
 
 

@@ -2,8 +2,8 @@
 
 ``confirm`` applies the answers Midtrans gave about several orders together, and
 ``--offline`` the proofs of a whole batch of bodies, with exactly the decisions of
-``intake.apply_confirmed`` and ``intake.apply_offline``: only the transaction around
-them is shared. Rows are locked in order_id order, so two runs batching overlapping
+``intake.apply_confirmed`` and ``intake.apply_offline`` (offline, with the screening
+too): only the transaction around them is shared. Rows are locked in order_id order, so two runs batching overlapping
 orders wait for each other rather than deadlock. The bodies of one order are decided
 in the order they came. Any failure rolls the whole batch back (nothing of it is
 recorded); the caller then decides order by order, so that one bad order cannot take
@@ -12,7 +12,7 @@ the others with it. The bodies themselves were stored and committed before.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -45,30 +45,34 @@ def apply_confirmed_many(conn: db.Connection, work: Sequence[Work], *, dry_run: 
     return decided
 
 
-def apply_offline_many(conn: db.Connection, candidates: Mapping[str, Sequence[Item]], *, dry_run: bool = False
-                       ) -> Decided:
-    """Apply what each body's signed status_code proves (``intake.apply_offline``), all in one transaction.
+def screen_and_apply_offline(conn: db.Connection, items: Sequence[Item], server_key: str, *, dry_run: bool = False
+                             ) -> Decided:
+    """Offline, a stored batch screened (``intake.screen``) and applied (``intake.apply_offline``) in one transaction.
 
-    Four statements whatever the batch's size: lock the rows, write each order's final
-    row, record every body's outcome, commit.
+    The rows are locked once, for both; then each order's final row is written and
+    every body's outcome recorded, one statement each: four statements and a commit,
+    whatever the batch's size.
     """
-    decided: Decided = []
-    outcomes: list[sql.Outcome] = []
     writes: dict[str, sql.ProvenWrite] = {}
     with conn.transaction(force_rollback=dry_run):
-        payments = sql.lock_payments(conn, sorted(candidates))
-        for order_id in sorted(candidates):
-            items = candidates[order_id]
-            found = _decide_offline(order_id, payments.get(order_id), items, writes)
-            decided.extend(found)
-            outcomes.extend(intake.outcome_row(i, r) for i, (_, r) in zip(items, found, strict=True))
+        screened = intake.screen_in(conn, items, server_key, online=False, record=not dry_run,
+                                    lookup=sql.lock_payments)
+        decided = list(screened.decided)
+        outcomes = screened.outcomes
+        for order_id in sorted(screened.candidates):
+            found = screened.candidates[order_id]
+            state = screened.payments.get(order_id)
+            assert state is None or isinstance(state, sql.PaymentState)
+            mine = _decide_offline(order_id, state, found, writes)
+            decided.extend(mine)
+            if not dry_run:
+                outcomes.extend(intake.outcome_row(i, r) for i, (_, r) in zip(found, mine, strict=True))
         sql.write_proven(conn, list(writes.values()))
-        if not dry_run:
-            sql.record_outcomes(conn, outcomes)
+        sql.record_outcomes(conn, outcomes)
     return decided
 
 
-def _decide_offline(order_id: str, payment: db.Payment | None, items: Sequence[Item],
+def _decide_offline(order_id: str, payment: sql.PaymentState | None, items: Sequence[Item],
                     writes: dict[str, sql.ProvenWrite]) -> Decided:
     """``intake.decide_offline``, with each row's writes gathered into ``writes`` instead of sent."""
     decided: Decided = []
@@ -78,8 +82,7 @@ def _decide_offline(order_id: str, payment: db.Payment | None, items: Sequence[I
             decided.append((item.seq, intake.make_result(item, "rejected", f"unknown order: {order_id}")))
             continue
         proven = proof(item.view.status_code)
-        applied = proven_step(payment, proven.state, exact=proven.exact, writes=writes)
-        payment = applied.payment or payment
+        applied, payment = proven_step(payment, proven.state, exact=proven.exact, writes=writes)
         if proven.exact:
             outcome = "applied" if applied.applied else "unchanged"
             decided.append((item.seq, intake.make_result(item, outcome, applied=applied)))
@@ -89,13 +92,13 @@ def _decide_offline(order_id: str, payment: db.Payment | None, items: Sequence[I
     return decided
 
 
-def proven_step(payment: db.Payment, state: str | None, *, exact: bool, writes: dict[str, sql.ProvenWrite]
-                ) -> ApplyResult:
+def proven_step(payment: sql.PaymentState, state: str | None, *, exact: bool,
+                writes: dict[str, sql.ProvenWrite]) -> tuple[ApplyResult, sql.PaymentState]:
     """``apply.apply_proven``'s rule, to the letter, with its write recorded in ``writes`` (by order id).
 
     An ``exact`` state goes through the forward-only rule; a floor (not exact) only
     moves a ``created`` row; when not exact the row is marked awaiting confirmation.
-    Nothing unsigned is written. The row returned is the row as it will be written.
+    Nothing unsigned is written. Returned with the row as it will be written.
     """
     before = payment.status
     decision = states.decide(before, state) if state is not None else states.Decision.UNCHANGED
@@ -112,5 +115,5 @@ def proven_step(payment: db.Payment, state: str | None, *, exact: bool, writes: 
         writes[payment.order_id] = sql.ProvenWrite(payment.id, after, mark or (earlier is not None and earlier.mark))
         updated = replace(payment, status=after,
                           unconfirmed_since=payment.unconfirmed_since or (datetime.now(UTC) if mark else None))
-        return ApplyResult(payment.order_id, before, after, decision is states.Decision.APPLY, note, updated)
-    return ApplyResult(payment.order_id, before, before, False, note, payment)
+        return ApplyResult(payment.order_id, before, after, decision is states.Decision.APPLY, note), updated
+    return ApplyResult(payment.order_id, before, before, False, note), payment

@@ -13,7 +13,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
@@ -24,6 +25,31 @@ from midpay.db.payments import PAYMENT_COLUMNS, Payment
 # Outcomes after which a stored notification needs nothing more: `events reprocess`
 # takes every other one (rejected, awaiting confirmation, never decided).
 DONE_OUTCOMES = ("applied", "unchanged")
+
+
+class Screenable(Protocol):
+    """What screening reads of a payment (``Payment`` and ``PaymentState`` both have it)."""
+
+    @property
+    def order_id(self) -> str: ...
+    @property
+    def gross_amount(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class PaymentState:
+    """What the offline batch reads of a locked payment: enough to screen a body and decide its proof."""
+
+    id: uuid.UUID
+    order_id: str
+    gross_amount: int
+    status: str
+    unconfirmed_since: datetime | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", self.status.strip().lower())  # as Payment reads it
 
 
 @dataclass(frozen=True)
@@ -186,15 +212,16 @@ def stored_bodies(conn: Connection, ids: Sequence[uuid.UUID]) -> list[StoredBody
 
 
 LOCK_PAYMENTS = (
-    f"SELECT {PAYMENT_COLUMNS} FROM payment_transactions WHERE order_id = ANY(%b) ORDER BY order_id FOR UPDATE"
+    "SELECT id, order_id, gross_amount, status, unconfirmed_since FROM payment_transactions "
+    "WHERE order_id = ANY(%b) ORDER BY order_id FOR UPDATE"
 )
 
 
-def lock_payments(conn: Connection, order_ids: Sequence[str]) -> dict[str, Payment]:
+def lock_payments(conn: Connection, order_ids: Sequence[str]) -> dict[str, PaymentState]:
     """Lock the payments of these order ids, in order_id order (so batches never deadlock), by order id."""
     if not order_ids:
         return {}
-    with conn.cursor(row_factory=class_row(Payment)) as cur:
+    with conn.cursor(row_factory=class_row(PaymentState)) as cur:
         cur.execute(LOCK_PAYMENTS, (list(order_ids),))
         return {p.order_id: p for p in cur.fetchall()}
 
