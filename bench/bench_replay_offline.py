@@ -10,11 +10,11 @@ all 2N; its wall is measured from spawn to exit, start-up and reading the files 
 pgbench runs what midpay sends for these bodies, statement for statement: midpay's own
 SQL (the constants of ``midpay.db.intake``), each with the values midpay binds inlined as
 literals (psycopg's client-side quoting), in the same batches (crc32(order_id) mod C,
-200 bodies each, in the order of the files), as the same three transactions a batch:
+200 bodies each, in the order of the files), as the same two transactions a batch:
 
     store    BEGIN; INSERT ... FROM unnest(200 rows); COMMIT
-    screen   BEGIN; SELECT the payments; SELECT the confirmed copies; COMMIT
-    apply    BEGIN; SELECT ... FOR UPDATE; UPDATE the payments; UPDATE the events; COMMIT
+    decide   BEGIN; SELECT the payments FOR UPDATE; SELECT the confirmed copies;
+             UPDATE the payments FROM unnest; UPDATE the events FROM unnest; COMMIT
 
 One pgbench process per connection (``-n -M simple -c 1 -t 1``, its partition's whole
 script), all started together; their wall runs from the first start to the last exit.
@@ -122,14 +122,13 @@ def _scripts(url: str, files: list[Path], connections: int, folder: Path) -> lis
                     [b["transaction_id"] for _, _, b in batch], [b["signature_key"] for _, _, b in batch],
                 )), "COMMIT;\n"]
                 orders = sorted({b["order_id"] for _, _, b in batch})
-                lines += ["BEGIN;\n", statement(sql.PAYMENTS_BY_ORDER, (orders,)),
-                          statement(sql.COPIES_BY_ID, ([b["order_id"] for _, _, b in batch], events)), "COMMIT;\n"]
                 by_order: dict[str, list[uuid.UUID]] = {}
                 for event, (_, _, b) in zip(events, batch, strict=True):
                     by_order.setdefault(b["order_id"], []).append(event)
                     statuses[b["order_id"]] = b["transaction_status"]
                 finished = [e for o in orders for e in by_order[o]]
                 lines += ["BEGIN;\n", statement(sql.LOCK_PAYMENTS, (orders,)),
+                          statement(sql.COPIES_BY_ID, ([b["order_id"] for _, _, b in batch], events)),
                           statement(sql.WRITE_PROVEN, ([ids[o] for o in orders], [statuses[o] for o in orders],
                                                        [False] * len(orders))),
                           statement(sql.FINISH, (finished, [True] * len(finished), [True] * len(finished),
@@ -206,7 +205,8 @@ def run(lab: Lab, result: Result, *, quick: bool, orders: int | None = None,
     number = 0
     for code, status in (("201", "pending"), ("407", "expire")):
         for order_id, amount in pairs:
-            folder.joinpath(f"{number:06d}.json").write_text(json.dumps(_body(order_id, amount, code, status), indent=2))
+            text = json.dumps(_body(order_id, amount, code, status), indent=2)
+            folder.joinpath(f"{number:06d}.json").write_text(text)
             number += 1
     files = sorted(folder.glob("*.json"))
     result.metrics["offline_bodies"] = len(files)
@@ -232,5 +232,5 @@ def run(lab: Lab, result: Result, *, quick: bool, orders: int | None = None,
                                      round(midpay_eps / pgbench_eps, 3), TARGET, ">=", "x"))
     result.notes.append(
         "offline: pgbench runs midpay's own statements (midpay.db.intake) with midpay's values inlined, "
-        "same batches, same three transactions per batch, one process per connection; midpay's wall includes start-up"
+        "same batches, same two transactions per batch, one process per connection; midpay's wall includes start-up"
     )
