@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_replay_confirmed
+import bench_replay_offline
 import psycopg
 from common import (
     SERVER_KEY,
@@ -136,7 +137,10 @@ def _psycopg_same_shape(db_url: str, body: dict[str, Any], n: int) -> float:
         return n / (time.perf_counter() - started)
 
 
-def run(lab: Lab, *, quick: bool, events: int | None = None, confirmed_orders: int | None = None) -> Result:
+def run(
+    lab: Lab, *, quick: bool, events: int | None = None, confirmed_orders: int | None = None,
+    offline_orders: int | None = None,
+) -> Result:
     n = events or (200 if quick else 10_000)
     sample = 5 if quick else 50
     result = Result("replay")
@@ -163,6 +167,7 @@ def run(lab: Lab, *, quick: bool, events: int | None = None, confirmed_orders: i
         pay_orders(sandbox.url, ids)
         _pgbench_part(lab, result, db_url, ids, amounts, n, sample, sandbox.url)
     bench_replay_confirmed.run(lab, result, quick=quick, orders=confirmed_orders)
+    bench_replay_offline.run(lab, result, quick=quick, orders=offline_orders)
     return result
 
 
