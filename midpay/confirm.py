@@ -346,7 +346,8 @@ def _run_offline(
 
     try:
         db.connect(url).close()  # an unreachable server fails at once, with libpq's reason
-        with partitions.Partitions(url, connections, work, state.failed, batch=BATCH) as parts:
+        prepare = received.prepare if store and not dry_run else None
+        with partitions.Partitions(url, connections, work, state.failed, batch=BATCH, prepare=prepare) as parts:
             for item in items:
                 if state.fatal is not None:
                     break  # a worker failed: the rest is not read (what was read is stored, or not at all)

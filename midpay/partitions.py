@@ -6,7 +6,8 @@ crc32(order_id) mod N (a body without an order id goes to the first); each worke
 its own connection and takes its batches one after the other, in the order they came,
 so every body of an order is stored and decided on the same connection, in order.
 Bodies of different orders may be decided in any order. With N = 1 the one worker
-still lets the reading of the next bodies overlap PostgreSQL's work on the last batch.
+still lets the reading of the next bodies (and ``prepare``, the rows to store made
+ahead) overlap PostgreSQL's work on the last batch.
 
 A worker that fails (PostgreSQL lost, or anything unexpected) reports it once and
 takes nothing more; the others go on with what they were given, and the caller stops
@@ -32,8 +33,9 @@ class Partitions:
     """``n`` workers, each on its own connection, each doing ``work`` on the batches of its share of the orders."""
 
     def __init__(self, url: str, n: int, work: Work, on_failure: Callable[[MidpayError], None], *,
-                 batch: int = 200) -> None:
+                 batch: int = 200, prepare: Callable[[list[Item]], None] | None = None) -> None:
         self.url = url
+        self.prepare = prepare  # run on each batch by the thread that puts, before a worker takes it
         self.n = max(1, n)
         self.work = work
         self.on_failure = on_failure
@@ -60,19 +62,24 @@ class Partitions:
         buffer = self._buffers[index]
         buffer.append(item)
         if len(buffer) >= self.batch:
-            self._queues[index].put(buffer)
-            self._buffers[index] = []
+            self._hand(index, buffer)
 
     def close(self) -> None:
         """Hand out what is buffered, then wait for every worker to finish."""
         for index, buffer in enumerate(self._buffers):
             if buffer:
-                self._queues[index].put(buffer)
+                self._hand(index, buffer)
             self._buffers[index] = []
         for q in self._queues:
             q.put(None)
         for thread in self._threads:
             thread.join()
+
+    def _hand(self, index: int, batch: list[Item]) -> None:
+        if self.prepare is not None:
+            self.prepare(batch)
+        self._queues[index].put(batch)
+        self._buffers[index] = []
 
     def _serve(self, work_queue: queue.Queue[list[Item] | None]) -> None:
         conn: db.Connection | None = None

@@ -63,6 +63,11 @@ class NewEvent:
     order_id: str | None
     transaction_id: str | None
     signature_key: str | None
+    raw_body_json: str | None = None  # raw_body already serialized (json.dumps), by whoever prepared it
+
+
+def _as_is(text: str) -> str:
+    return text
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,9 @@ def store_events(conn: Connection, events: Sequence[NewEvent]) -> None:
     if not events:
         return
     conn.execute(STORE, (
-        [e.id for e in events], [Jsonb(e.raw_body) for e in events], [e.raw_bytes for e in events],
+        [e.id for e in events],
+        [Jsonb(e.raw_body) if e.raw_body_json is None else Jsonb(e.raw_body_json, dumps=_as_is) for e in events],
+        [e.raw_bytes for e in events],
         [e.source for e in events], [_clip(e.order_id) for e in events], [_clip(e.transaction_id) for e in events],
         [_clip(e.signature_key) for e in events],
     ))
