@@ -229,9 +229,10 @@ class _Run:
                     for order_id, answer, batch in work:
                         decided.extend(self._apply_one(conn, order_id, answer, list(batch)))
             self.add(decided)
-        except DependencyError as exc:
+        except Exception as exc:  # noqa: BLE001 - never raises: the caller frees the slots afterwards
+            mapped = exc if isinstance(exc, MidpayError) else db.map_error(exc)
             with self.lock:
-                self.fatal = self.fatal or exc
+                self.fatal = self.fatal or mapped or MidpayError(f"unexpected {type(exc).__name__}: {exc}")
 
     def _apply_one(self, conn: db.Connection, order_id: str, answer: TransactionView | MidpayError,
                    batch: list[Item]) -> Decided:
