@@ -4,12 +4,13 @@ Bodies are read in batches; each batch is stored and screened on one connection 
 commits), then every order with bodies left to confirm gets one Get Status call, run
 ``concurrency`` at a time over the gateway's pooled session. A worker waiting for
 Midtrans holds no database connection, and does not apply the answer either: it hands
-the order to the one applier thread and asks about the next. The applier takes every
-order answered meanwhile and applies them together, in one transaction on the second
-(and last) connection of the run (``intake_batch``). Bodies of one order are applied
-in the order they came, and an order seen again later in the run reuses the answer it
-got (remembered for ``REMEMBERED`` orders). Offline, each batch's bodies are applied
-in one transaction after their screening.
+the order to an applier thread and asks about the next. Each applier (``appliers_for``:
+1 to 4, each with its own connection) takes every order answered meanwhile and
+applies them together in one transaction (``intake_batch``); an order is with one
+applier at a time. Bodies of one order are applied in the order they came, and an
+order seen again later in the run reuses the answer it got (remembered for
+``REMEMBERED`` orders). Offline runs are spread over connections by order id instead
+(``partitions``).
 
 Midtrans unreachable (connection refused, 5xx after the retries) trips a breaker: no
 more calls are made, and every body left waits for confirmation. A 401 does the same and
@@ -61,6 +62,15 @@ class _Order:
     running: bool = False
 
 
+def appliers_for(concurrency: int) -> int:
+    """Applier threads for ``concurrency`` confirmations at a time: one per two, at most 4.
+
+    With Midtrans slow, one applier keeps up (it applies many orders per commit); with
+    Midtrans fast, applying is the slower step, and a few connections overlap its round trips.
+    """
+    return max(1, min(4, concurrency // 2))
+
+
 class _Run:
     """The shared state of one run: per-order work, the breaker, the results."""
 
@@ -86,11 +96,13 @@ class _Run:
         self.slots = threading.BoundedSemaphore(max(1, concurrency) * 4)
         self.ready: queue.SimpleQueue[tuple[str, _Order] | None] = queue.SimpleQueue()
         self.executor: ThreadPoolExecutor | None = None
-        self.applier: threading.Thread | None = None
+        self.appliers: list[threading.Thread] = []
         if gateway is not None:  # offline asks nothing and applies as it reads
             self.executor = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="confirm")
-            self.applier = threading.Thread(target=self._apply_loop, name="confirm-apply", daemon=True)
-            self.applier.start()
+            self.appliers = [threading.Thread(target=self._apply_loop, name=f"confirm-apply-{n}", daemon=True)
+                             for n in range(appliers_for(concurrency))]
+            for applier in self.appliers:
+                applier.start()
 
     def add(self, decided: Decided) -> None:
         with self.lock:
@@ -246,9 +258,10 @@ class _Run:
     def close(self) -> None:
         if self.executor is not None:
             self.executor.shutdown(wait=True)
-        if self.applier is not None:
-            self.ready.put(None)
-            self.applier.join()
+        for _ in self.appliers:
+            self.ready.put(None)  # one each
+        for applier in self.appliers:
+            applier.join()
 
     def failed(self, exc: MidpayError) -> None:
         with self.lock:
@@ -310,7 +323,7 @@ def run(
     if gateway is None:
         return _run_offline(url, items, server_key, store=store, connections=connections, dry_run=dry_run,
                             on_result=on_result)
-    pool = db.open_pool(url, 2)  # the reader's connection, and the applier's
+    pool = db.open_pool(url, 1 + appliers_for(concurrency))  # the reader's connection, and the appliers'
     state = _Run(pool, gateway, concurrency=concurrency, dry_run=dry_run, on_result=on_result)
     try:
         with db.translate_errors(), pool.connection() as conn:
