@@ -43,7 +43,7 @@ from common import SERVER_KEY, Lab, Result, Target, copy_rows, log, midpay_env, 
 
 from midpay.db import intake as sql
 
-BATCH = 200  # midpay.confirm.BATCH
+BATCH = 200  # midpay.runs.BATCH
 TARGET = 1.0
 
 

@@ -9,8 +9,7 @@ the order to an applier thread and asks about the next. Each applier (``appliers
 applies them together in one transaction (``intake_batch``); an order is with one
 applier at a time. Bodies of one order are applied in the order they came, and an
 order seen again later in the run reuses the answer it got (remembered for
-``REMEMBERED`` orders). Offline runs are spread over connections by order id instead
-(``partitions``).
+``REMEMBERED`` orders). Offline runs are ``offline``'s.
 
 Midtrans unreachable (connection refused, 5xx after the retries) trips a breaker: no
 more calls are made, and every body left waits for confirmation. A 401 does the same and
@@ -26,33 +25,22 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from midpay import db, intake, intake_batch, partitions, received
+from midpay import db, intake, intake_batch, offline, received
 from midpay.bodies import Body
 from midpay.db import intake as sql
 from midpay.errors import ConfigError, DependencyError, GatewayUnavailable, MidpayError
 from midpay.intake import Decided, NotificationResult
 from midpay.notifications import TransactionView
 from midpay.received import Item
+from midpay.runs import BATCH, Results, RunReport, batches, rejected
 
 if TYPE_CHECKING:
     from midpay.gateway import Gateway
 
-BATCH = 200
 REMEMBERED = 10_000
 APPLY_BATCH = 100  # answered orders applied in one transaction, at most
-
-
-@dataclass
-class RunReport:
-    """A run's results (in the order the bodies came), the status calls made, and what cut it short."""
-
-    results: list[NotificationResult]
-    calls: int = 0
-    fatal: MidpayError | None = None  # PostgreSQL lost, or Midtrans refused the key: the run stopped
-    unreachable: MidpayError | None = None  # the first reason Midtrans could not be asked
 
 
 @dataclass
@@ -71,55 +59,28 @@ def appliers_for(concurrency: int) -> int:
     return max(1, min(4, concurrency // 2))
 
 
-class _Run:
-    """The shared state of one run: per-order work, the breaker, the results."""
+class _Run(Results):
+    """The shared state of one online run: per-order work, the breaker, the results."""
 
     def __init__(
-        self, pool: Any, gateway: Gateway | None, *, concurrency: int, dry_run: bool,
+        self, pool: Any, gateway: Gateway, *, concurrency: int, dry_run: bool,
         on_result: Callable[[NotificationResult], None] | None = None,
     ) -> None:
+        super().__init__(on_result)
         self.pool = pool
-        # With on_result, results are handed out in input order as soon as every earlier
-        # body is decided (memory stays flat); the few decided ahead of their turn wait here.
-        self.on_result = on_result
-        self.waiting: dict[int, NotificationResult] = {}
-        self.next_seq = 0
         self.gateway = gateway
         self.dry_run = dry_run
-        self.lock = threading.Lock()
         self.orders: OrderedDict[str, _Order] = OrderedDict()
-        self.decided: Decided = []
         self.calls = 0
         self.tripped: MidpayError | None = None
-        self.fatal: MidpayError | None = None
         self.unreachable: MidpayError | None = None
         self.slots = threading.BoundedSemaphore(max(1, concurrency) * 4)
         self.ready: queue.SimpleQueue[tuple[str, _Order] | None] = queue.SimpleQueue()
-        self.executor: ThreadPoolExecutor | None = None
-        self.appliers: list[threading.Thread] = []
-        if gateway is not None:  # offline asks nothing and applies as it reads
-            self.executor = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="confirm")
-            self.appliers = [threading.Thread(target=self._apply_loop, name=f"confirm-apply-{n}", daemon=True)
-                             for n in range(appliers_for(concurrency))]
-            for applier in self.appliers:
-                applier.start()
-
-    def add(self, decided: Decided) -> None:
-        with self.lock:
-            if self.on_result is None:
-                self.decided.extend(decided)
-                return
-            self.waiting.update(decided)
-            while self.next_seq in self.waiting:
-                self.on_result(self.waiting.pop(self.next_seq))
-                self.next_seq += 1
-
-    def drain(self) -> None:
-        """Hand out whatever is left (bodies never decided leave gaps), in input order."""
-        with self.lock:
-            if self.on_result is not None:
-                for seq in sorted(self.waiting):
-                    self.on_result(self.waiting.pop(seq))
+        self.executor = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="confirm")
+        self.appliers = [threading.Thread(target=self._apply_loop, name=f"confirm-apply-{n}", daemon=True)
+                         for n in range(appliers_for(concurrency))]
+        for applier in self.appliers:
+            applier.start()
 
     def submit(self, order_id: str, items: list[Item]) -> None:
         with self.lock:
@@ -137,7 +98,6 @@ class _Run:
         if known:
             self.ready.put((order_id, work))  # asked before in this run: straight to applying
         else:
-            assert self.executor is not None
             self.executor.submit(self._confirm, order_id, work)
 
     def _forget_some(self) -> None:
@@ -154,7 +114,6 @@ class _Run:
                 self.calls += 1
         if stop is not None:
             return stop
-        assert self.gateway is not None
         answer = intake.confirm(self.gateway, order_id)
         if isinstance(answer, GatewayUnavailable | ConfigError):
             with self.lock:
@@ -253,54 +212,14 @@ class _Run:
         except Exception as exc:
             if db.map_error(exc) is not None:
                 raise
-            return _rejected(conn, batch, exc, record=not self.dry_run)
+            return rejected(conn, batch, exc, record=not self.dry_run)
 
     def close(self) -> None:
-        if self.executor is not None:
-            self.executor.shutdown(wait=True)
+        self.executor.shutdown(wait=True)
         for _ in self.appliers:
             self.ready.put(None)  # one each
         for applier in self.appliers:
             applier.join()
-
-    def failed(self, exc: MidpayError) -> None:
-        with self.lock:
-            self.fatal = self.fatal or exc
-
-
-def _rejected(conn: db.Connection, items: list[Item], exc: Exception, *, record: bool) -> Decided:
-    """Whatever went wrong applying, the bodies are recorded rejected with the reason."""
-    reason = f"not processed: {type(exc).__name__}: {exc}"
-    decided = [(i.seq, intake.make_result(i, "rejected", reason)) for i in items]
-    if record:
-        with conn.transaction():
-            sql.record_outcomes(conn, [intake.outcome_row(i, r) for i, (_, r) in zip(items, decided, strict=True)])
-    return decided
-
-
-def _offline(conn: db.Connection, batch: list[Item], server_key: str, *, dry_run: bool) -> Decided:
-    """A stored batch screened and applied offline in one transaction; if that fails, screened, then order by order."""
-    try:
-        return intake_batch.screen_and_apply_offline(conn, batch, server_key, dry_run=dry_run)
-    except Exception as exc:
-        if db.map_error(exc) is not None:
-            raise
-    screened = intake.screen(conn, batch, server_key, online=False, dry_run=dry_run)
-    decided: Decided = list(screened.decided)
-    for order_id, found in screened.candidates.items():
-        try:
-            decided.extend(intake.apply_offline(conn, order_id, found, dry_run=dry_run))
-        except Exception as exc:
-            if db.map_error(exc) is not None:
-                raise
-            decided.extend(_rejected(conn, found, exc, record=not dry_run))
-    return decided
-
-
-def _batches(items: Iterable[Item]) -> Iterator[list[Item]]:
-    it = iter(items)
-    while batch := list(islice(it, BATCH)):
-        yield batch
 
 
 def run(
@@ -321,13 +240,13 @@ def run(
     Offline, the bodies are spread over ``connections`` connections by order id (``partitions``).
     """
     if gateway is None:
-        return _run_offline(url, items, server_key, store=store, connections=connections, dry_run=dry_run,
-                            on_result=on_result)
+        return offline.run(url, items, server_key, store=store, connections=connections, dry_run=dry_run,
+                           on_result=on_result)
     pool = db.open_pool(url, 1 + appliers_for(concurrency))  # the reader's connection, and the appliers'
     state = _Run(pool, gateway, concurrency=concurrency, dry_run=dry_run, on_result=on_result)
     try:
         with db.translate_errors(), pool.connection() as conn:
-            for batch in _batches(items):
+            for batch in batches(items):
                 if isinstance(state.fatal, DependencyError):
                     break  # PostgreSQL is gone; a refused key still lets every body be stored
                 if store and not dry_run:
@@ -342,36 +261,7 @@ def run(
         state.close()
         pool.close()
         state.drain()
-    state.decided.sort(key=lambda pair: pair[0])
-    return RunReport([r for _, r in state.decided], state.calls, state.fatal, state.unreachable)
-
-
-def _run_offline(
-    url: str, items: Iterable[Item], server_key: str, *, store: bool, connections: int, dry_run: bool,
-    on_result: Callable[[NotificationResult], None] | None,
-) -> RunReport:
-    """Offline: each worker of ``partitions`` stores, screens and applies its batches on its own connection."""
-    state = _Run(None, None, concurrency=1, dry_run=dry_run, on_result=on_result)
-
-    def work(conn: db.Connection, batch: list[Item]) -> None:
-        if store and not dry_run:
-            received.store(conn, batch)
-        state.add(_offline(conn, batch, server_key, dry_run=dry_run))
-
-    try:
-        db.connect(url).close()  # an unreachable server fails at once, with libpq's reason
-        prepare = received.prepare if store and not dry_run else None
-        with partitions.Partitions(url, connections, work, state.failed, batch=BATCH, prepare=prepare) as parts:
-            for item in items:
-                if state.fatal is not None:
-                    break  # a worker failed: the rest is not read (what was read is stored, or not at all)
-                parts.put(item)
-    except DependencyError as exc:
-        state.failed(exc)
-    finally:
-        state.drain()
-    state.decided.sort(key=lambda pair: pair[0])
-    return RunReport([r for _, r in state.decided], 0, state.fatal, None)
+    return state.report(state.calls, state.unreachable)
 
 
 def replay(
@@ -387,7 +277,7 @@ def store_only(url: str, bodies: Iterable[Body]) -> int:
     """Store every body, undecided (no server key to verify them with); how many were stored."""
     count = 0
     with db.translate_errors(), db.connect(url) as conn:
-        for batch in _batches(received.items_of(bodies)):
+        for batch in batches(received.items_of(bodies)):
             received.store(conn, batch)
             count += len(batch)
     return count

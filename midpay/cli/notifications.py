@@ -23,9 +23,9 @@ from midpay.cli.common import (
 from midpay.errors import UsageError
 
 if TYPE_CHECKING:
-    from midpay.confirm import RunReport
     from midpay.errors import MidpayError
     from midpay.intake import NotificationResult
+    from midpay.runs import RunReport
 
 # --- replay-webhook --------------------------------------------------------------------
 
