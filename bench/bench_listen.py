@@ -15,8 +15,11 @@ which adds the same confirmation latency to every Get Status. Each run gets a fr
 database and is warmed up first (workers booted, pools opened) with orders of its own.
 Figures: notifications per second (N over the wall time from the first send to the
 last answer), p50 and p99 of each request's latency as the sender saw it.
-Targets: listen's throughput at least 0.7x the bare handler's, and listen's p99 under
-100 ms plus the confirmation latency.
+Targets: listen's throughput at least 0.7x the bare handler's, listen's p99 under
+100 ms plus the confirmation latency, and listen's peak PostgreSQL connections (sampled
+from pg_stat_activity every 20 ms during the measured part) at most W x 4 (the fixed
+pool of each worker, ``webhook.DB_CONNECTIONS``): 4 workers hold at most 16, whatever
+their threads. The bare handler keeps a connection across its Get Status, as before.
 """
 
 from __future__ import annotations
@@ -160,6 +163,33 @@ def _tree_cpu_s(pid: int) -> float:
     return total
 
 
+class _PeakConnections:
+    """The most connections to one database seen at once (pg_stat_activity, sampled every 20 ms)."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.peak = url, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self._stop.is_set():
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid()"
+                ).fetchone()
+                self.peak = max(self.peak, int(row[0]) if row else 0)
+                self._stop.wait(0.02)
+
+    def __enter__(self) -> _PeakConnections:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _one_run(
     lab: Lab,
     variant: str,
@@ -181,7 +211,8 @@ def _one_run(
     try:
         _send_all(server.url, bodies[:WARMUP], SENDERS)  # boot the workers, open their pools
         checks_before, cpu_before = _status_checks(sandbox), _tree_cpu_s(server.process.pid)
-        latencies, statuses, wall = _send_all(server.url, bodies[WARMUP:], SENDERS)
+        with _PeakConnections(url) as connections:
+            latencies, statuses, wall = _send_all(server.url, bodies[WARMUP:], SENDERS)
         checks_after, cpu_after = _status_checks(sandbox), _tree_cpu_s(server.process.pid)
     finally:
         code = server.stop()
@@ -201,6 +232,7 @@ def _one_run(
         "p50_ms": round(pct(ms, 50), 1),
         "p99_ms": round(pct(ms, 99), 1),
         "wall_s": round(wall, 2),
+        "peak_connections": connections.peak,
         "server_cpu_ms_per_notification": round((cpu_after - cpu_before) * 1000 / n, 2),
         "status_checks_per_notification": (
             round((checks_after - checks_before) / n, 2)
@@ -220,6 +252,7 @@ def run(
     threads: int | None = None,
 ) -> Result:
     from midpay.listen import DEFAULT_THREADS
+    from midpay.webhook import DB_CONNECTIONS
 
     n = notifications or (150 if quick else 2000)
     latency = latency_ms if latency_ms is not None else (20 if quick else 50)
@@ -266,6 +299,8 @@ def run(
                 f"bare_p50_ms_w{w}": bare["p50_ms"],
                 f"bare_p99_ms_w{w}": bare["p99_ms"],
                 f"listen_vs_bare_w{w}": ratio,
+                f"listen_peak_connections_w{w}": listen["peak_connections"],
+                f"bare_peak_connections_w{w}": bare["peak_connections"],
                 f"listen_cpu_ms_per_notification_w{w}": listen["server_cpu_ms_per_notification"],
                 f"bare_cpu_ms_per_notification_w{w}": bare["server_cpu_ms_per_notification"],
                 f"listen_status_checks_per_notification_w{w}": listen["status_checks_per_notification"],
@@ -274,6 +309,8 @@ def run(
         )
         result.targets.append(Target(f"listen vs bare handler, notifications/s, --workers {w}", ratio, 0.7, ">=", "x"))
         result.targets.append(Target(f"listen p99 latency, --workers {w}", listen["p99_ms"], 100 + latency, "<", "ms"))
+        result.targets.append(Target(f"listen peak PostgreSQL connections, --workers {w}",
+                                     listen["peak_connections"], w * DB_CONNECTIONS, "<=", ""))
     result.metrics["summary"] = {"runs": len(figures), "answered_200": n * len(figures)}
     if any(figures[f"listen_w{w}"]["status_checks_per_notification"] == 0 for w in counts):
         result.notes.append("listen asked Midtrans nothing: this intake does not confirm, so it is not like for like")

@@ -14,12 +14,9 @@ on this server, with no Python at all.
 Also: one ``midpay replay-webhook FILE`` process per file, measured over a sample of
 files and extrapolated to N (the start-up cost a per-event cron or hook would pay).
 
-Confirmed replay (the issue's target): a directory of 1,000 bodies for 200 orders (a
-pending body and four settlement bodies each, some byte-identical, some spaced
-differently), against ``midpay sandbox serve --latency-ms 50``. Each order must cost
-one Get Status call, ``--concurrency`` (8) at a time, so the floor is
-orders x 50 ms / 8; the target is a wall clock within 3x of it. The sandbox counts the
-calls. The figure includes the process start-up (about 0.3 s).
+Confirmed replay (10,000 bodies for 2,000 orders at 50 ms a call) is in
+``bench_replay_confirmed``, offline replay against pgbench in ``bench_replay_offline``;
+both report under this benchmark's name.
 """
 
 from __future__ import annotations
@@ -34,6 +31,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import bench_replay_confirmed
+import bench_replay_offline
 import psycopg
 from common import (
     SERVER_KEY,
@@ -52,8 +51,6 @@ from common import (
 from psycopg.types.json import Jsonb
 
 MERCHANT_ID = "G000000001"
-CONFIRM_LATENCY_MS = 50
-CONFIRM_CONCURRENCY = 8
 
 
 def notification(order_id: str, amount: int, *, qris: bool) -> dict[str, Any]:
@@ -140,7 +137,10 @@ def _psycopg_same_shape(db_url: str, body: dict[str, Any], n: int) -> float:
         return n / (time.perf_counter() - started)
 
 
-def run(lab: Lab, *, quick: bool, events: int | None = None) -> Result:
+def run(
+    lab: Lab, *, quick: bool, events: int | None = None, confirmed_orders: int | None = None,
+    offline_orders: int | None = None,
+) -> Result:
     n = events or (200 if quick else 10_000)
     sample = 5 if quick else 50
     result = Result("replay")
@@ -166,7 +166,8 @@ def run(lab: Lab, *, quick: bool, events: int | None = None) -> Result:
         charge_orders(sandbox.url, ids, amounts)
         pay_orders(sandbox.url, ids)
         _pgbench_part(lab, result, db_url, ids, amounts, n, sample, sandbox.url)
-    _confirmed_part(lab, result, quick=quick)
+    bench_replay_confirmed.run(lab, result, quick=quick, orders=confirmed_orders)
+    bench_replay_offline.run(lab, result, quick=quick, orders=offline_orders)
     return result
 
 
@@ -238,96 +239,3 @@ def _pgbench_part(
     result.targets.append(Target("replay events/s vs pgbench tps", round(midpay_eps / pgbench_tps, 3), 0.5, ">=", "x"))
     result.notes.append(f"per-file figure: {sample} processes measured, extrapolated to {n} files (mean x {n})")
     result.notes.append("every body is confirmed with a 0-latency sandbox: one Get Status call per order")
-
-
-def _confirmed_part(lab: Lab, result: Result, *, quick: bool) -> None:
-    orders = 40 if quick else 200
-    per_order = 5
-    db_url = lab.fresh_db("replay_confirmed")
-    ids = [f"bench-cf-{i:05d}" for i in range(orders)]
-    amounts = [40_000 + i for i in range(orders)]
-    folder = lab.work / "confirmed"
-    folder.mkdir()
-    with SandboxProcess(lab, latency_ms=0) as sandbox:
-        log(f"replay (confirmed): {orders} orders, {orders * per_order} bodies, sandbox at {CONFIRM_LATENCY_MS} ms")
-        answers = charge_orders(sandbox.url, ids, amounts)
-        created = datetime.now(UTC) - timedelta(minutes=5)
-        with psycopg.connect(db_url) as conn, conn.transaction():
-            copy_rows(
-                conn,
-                "payment_transactions",
-                ("order_id", "gross_amount", "payment_type", "status", "midtrans_transaction_id", "created_at",
-                 "updated_at"),
-                (
-                    (a["order_id"], amt, "gopay", "pending", a["transaction_id"], created, created)
-                    for a, amt in zip(answers, amounts, strict=True)
-                ),
-            )
-        pending = [_signed(a, amt, "pending", "201") for a, amt in zip(answers, amounts, strict=True)]
-        pay_orders(sandbox.url, ids)
-        settled = [_signed(a, amt, "settlement", "200") for a, amt in zip(answers, amounts, strict=True)]
-        number = 0
-        for first, paid in zip(pending, settled, strict=True):
-            # one pending body, then the settlement four times: twice as is, once re-spaced, once indented
-            texts = [json.dumps(first), json.dumps(paid), json.dumps(paid), json.dumps(paid, indent=2),
-                     json.dumps(paid, separators=(",", ":"))]
-            for text in texts[:per_order]:
-                folder.joinpath(f"{number:06d}.json").write_text(text)
-                number += 1
-        sandbox.set_latency(CONFIRM_LATENCY_MS)
-        sandbox.control("POST", "/_sandbox/reset")
-        env = midpay_env(lab, db_url, sandbox.url)
-        run = run_midpay(
-            lab, env, "replay-webhook", str(folder), "--concurrency", str(CONFIRM_CONCURRENCY), "--json",
-            name="replay-confirmed",
-        )
-        stats = sandbox.control("GET", "/_sandbox/stats")
-    if run.returncode != 0:
-        raise RuntimeError(f"confirmed replay exited {run.returncode}: {run.stderr[-2000:]}")
-    summary = run.json()["summary"]
-    bodies = orders * per_order
-    if summary != {"total": bodies, "applied": orders, "unchanged": bodies - orders, "awaiting": 0, "rejected": 0}:
-        raise RuntimeError(f"unexpected confirmed replay summary {summary}")
-    calls = int(stats["by_endpoint"]["status"])
-    if calls != orders:
-        raise RuntimeError(f"{calls} status calls for {orders} orders: expected one each")
-    floor = orders * CONFIRM_LATENCY_MS / 1000 / CONFIRM_CONCURRENCY
-    result.metrics.update(
-        {
-            "confirmed_bodies": bodies,
-            "confirmed_orders": orders,
-            "confirmed_latency_ms": CONFIRM_LATENCY_MS,
-            "confirmed_concurrency": CONFIRM_CONCURRENCY,
-            "confirmed_status_calls": calls,
-            "confirmed_wall_s": round(run.wall, 3),
-            "confirmed_floor_s": round(floor, 3),
-            "confirmed_vs_floor": round(run.wall / floor, 3),
-            "confirmed_summary": summary,
-        }
-    )
-    result.targets.append(Target("confirmed replay wall / (orders x latency / concurrency)",
-                                 round(run.wall / floor, 3), 3.0, "<=", "x"))
-
-
-def _signed(answer: dict[str, Any], amount: int, status: str, code: str) -> dict[str, Any]:
-    """The notification the sandbox sends for ``status``, as a Midtrans notification is shaped."""
-    from midpay.notifications import compute_signature
-
-    gross = f"{amount}.00"
-    body: dict[str, Any] = {
-        "transaction_time": answer.get("transaction_time", "2026-11-26 10:00:00"),
-        "transaction_status": status,
-        "transaction_id": answer["transaction_id"],
-        "status_message": "midtrans payment notification",
-        "status_code": code,
-        "signature_key": compute_signature(answer["order_id"], code, gross, SERVER_KEY),
-        "payment_type": "gopay",
-        "order_id": answer["order_id"],
-        "merchant_id": MERCHANT_ID,
-        "gross_amount": gross,
-        "fraud_status": "accept",
-        "currency": "IDR",
-    }
-    if status == "settlement":
-        body["settlement_time"] = "2026-11-26 10:01:07"
-    return body

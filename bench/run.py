@@ -56,7 +56,10 @@ def _run_one(name: str, lab: Lab, args: argparse.Namespace) -> Result:
     if name == "replay":
         import bench_replay
 
-        return bench_replay.run(lab, quick=args.quick, events=args.replay_events)
+        return bench_replay.run(
+            lab, quick=args.quick, events=args.replay_events, confirmed_orders=args.replay_confirmed_orders,
+            offline_orders=args.replay_offline_orders,
+        )
     if name == "startup":
         import bench_startup
 
@@ -169,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         "--scaleout-concurrency", type=int, default=16, help="reconcile --concurrency of each scale-out process"
     )
     parser.add_argument("--replay-events", type=int, help="notifications for the replay benchmark (default 10000)")
+    parser.add_argument(
+        "--replay-confirmed-orders", type=int, help="orders (5 bodies each) for the confirmed replay (default 2000)"
+    )
+    parser.add_argument(
+        "--replay-offline-orders", type=int, help="orders (2 bodies each) for the offline replay (default 5000)"
+    )
     parser.add_argument("--startup-runs", type=int, help="runs per command for the start-up benchmark (default 20)")
     parser.add_argument("--scale-rows", type=int, help="payments for the scale benchmark (default 1000000)")
     parser.add_argument("--memory-rows", type=int, help="open rows for the memory benchmark (default 100000)")

@@ -11,6 +11,7 @@ files are read; a FIFO, device or socket there is refused by name, without openi
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -196,13 +197,18 @@ def _read(plan: list[tuple[str, Path | None]], stdin: Stdin | None) -> Iterator[
             yield from _from_stdin(stdin)
             continue
         try:
-            with path.open("rb") as handle:
-                regular = stat.S_ISREG(os.fstat(handle.fileno()).st_mode)
-                if name.endswith(".jsonl"):
-                    yield from _lines(name, handle, limit=None if regular else MAX_STREAMED_BODY)
+            # Unbuffered: a whole regular file is one read; anything else is read through a buffer.
+            with open(path, "rb", buffering=0) as raw:
+                regular = stat.S_ISREG(os.fstat(raw.fileno()).st_mode)
+                if regular and not name.endswith(".jsonl"):
+                    data = raw.readall()
                 else:
-                    data = handle.read() if regular else _read_capped(name, handle)
-                    yield decode_body(name, data)
+                    handle = io.BufferedReader(raw)
+                    if name.endswith(".jsonl"):
+                        yield from _lines(name, handle, limit=None if regular else MAX_STREAMED_BODY)
+                        continue
+                    data = _read_capped(name, handle)
+            yield decode_body(name, data)
         except OSError as exc:
             raise UsageError(f"cannot read {name}: {exc.strerror or type(exc).__name__}") from exc
 

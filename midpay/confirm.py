@@ -3,9 +3,13 @@
 Bodies are read in batches; each batch is stored and screened on one connection (two
 commits), then every order with bodies left to confirm gets one Get Status call, run
 ``concurrency`` at a time over the gateway's pooled session. A worker waiting for
-Midtrans holds no database connection; it takes one from a small pool only to apply
-the answer. Bodies of one order are applied in the order they came, and an order seen
-again later in the run reuses the answer it got (remembered for ``REMEMBERED`` orders).
+Midtrans holds no database connection, and does not apply the answer either: it hands
+the order to an applier thread and asks about the next. Each applier (``appliers_for``:
+1 to 4, each with its own connection) takes every order answered meanwhile and
+applies them together in one transaction (``intake_batch``); an order is with one
+applier at a time. Bodies of one order are applied in the order they came, and an
+order seen again later in the run reuses the answer it got (remembered for
+``REMEMBERED`` orders). Offline runs are ``offline``'s.
 
 Midtrans unreachable (connection refused, 5xx after the retries) trips a breaker: no
 more calls are made, and every body left waits for confirmation. A 401 does the same and
@@ -14,38 +18,29 @@ ends the run as a configuration error. What is decided here is decided by ``inta
 
 from __future__ import annotations
 
+import queue
 import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from midpay import db, intake, received
+from midpay import db, intake, intake_batch, offline, received
 from midpay.bodies import Body
 from midpay.db import intake as sql
 from midpay.errors import ConfigError, DependencyError, GatewayUnavailable, MidpayError
 from midpay.intake import Decided, NotificationResult
 from midpay.notifications import TransactionView
 from midpay.received import Item
+from midpay.runs import BATCH, Results, RunReport, batches, rejected
 
 if TYPE_CHECKING:
     from midpay.gateway import Gateway
 
-BATCH = 200
 REMEMBERED = 10_000
-
-
-@dataclass
-class RunReport:
-    """A run's results (in the order the bodies came), the status calls made, and what cut it short."""
-
-    results: list[NotificationResult]
-    calls: int = 0
-    fatal: MidpayError | None = None  # PostgreSQL lost, or Midtrans refused the key: the run stopped
-    unreachable: MidpayError | None = None  # the first reason Midtrans could not be asked
+APPLY_BATCH = 100  # answered orders applied in one transaction, at most
 
 
 @dataclass
@@ -55,47 +50,37 @@ class _Order:
     running: bool = False
 
 
-class _Run:
-    """The shared state of one run: per-order work, the breaker, the results."""
+def appliers_for(concurrency: int) -> int:
+    """Applier threads for ``concurrency`` confirmations at a time: one per two, at most 4.
+
+    With Midtrans slow, one applier keeps up (it applies many orders per commit); with
+    Midtrans fast, applying is the slower step, and a few connections overlap its round trips.
+    """
+    return max(1, min(4, concurrency // 2))
+
+
+class _Run(Results):
+    """The shared state of one online run: per-order work, the breaker, the results."""
 
     def __init__(
-        self, pool: Any, gateway: Gateway | None, *, concurrency: int, dry_run: bool,
+        self, pool: Any, gateway: Gateway, *, concurrency: int, dry_run: bool,
         on_result: Callable[[NotificationResult], None] | None = None,
     ) -> None:
+        super().__init__(on_result)
         self.pool = pool
-        # With on_result, results are handed out in input order as soon as every earlier
-        # body is decided (memory stays flat); the few decided ahead of their turn wait here.
-        self.on_result = on_result
-        self.waiting: dict[int, NotificationResult] = {}
-        self.next_seq = 0
         self.gateway = gateway
         self.dry_run = dry_run
-        self.lock = threading.Lock()
         self.orders: OrderedDict[str, _Order] = OrderedDict()
-        self.decided: Decided = []
         self.calls = 0
         self.tripped: MidpayError | None = None
-        self.fatal: MidpayError | None = None
         self.unreachable: MidpayError | None = None
         self.slots = threading.BoundedSemaphore(max(1, concurrency) * 4)
+        self.ready: queue.SimpleQueue[tuple[str, _Order] | None] = queue.SimpleQueue()
         self.executor = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="confirm")
-
-    def add(self, decided: Decided) -> None:
-        with self.lock:
-            if self.on_result is None:
-                self.decided.extend(decided)
-                return
-            self.waiting.update(decided)
-            while self.next_seq in self.waiting:
-                self.on_result(self.waiting.pop(self.next_seq))
-                self.next_seq += 1
-
-    def drain(self) -> None:
-        """Hand out whatever is left (bodies never decided leave gaps), in input order."""
-        with self.lock:
-            if self.on_result is not None:
-                for seq in sorted(self.waiting):
-                    self.on_result(self.waiting.pop(seq))
+        self.appliers = [threading.Thread(target=self._apply_loop, name=f"confirm-apply-{n}", daemon=True)
+                         for n in range(appliers_for(concurrency))]
+        for applier in self.appliers:
+            applier.start()
 
     def submit(self, order_id: str, items: list[Item]) -> None:
         with self.lock:
@@ -108,8 +93,12 @@ class _Run:
             if work.running:
                 return  # the worker on it takes these too, after the earlier ones
             work.running = True
+            known = work.answer is not None
         self.slots.acquire()
-        self.executor.submit(self._work, order_id, work)
+        if known:
+            self.ready.put((order_id, work))  # asked before in this run: straight to applying
+        else:
+            self.executor.submit(self._confirm, order_id, work)
 
     def _forget_some(self) -> None:
         while len(self.orders) > REMEMBERED:
@@ -125,7 +114,6 @@ class _Run:
                 self.calls += 1
         if stop is not None:
             return stop
-        assert self.gateway is not None
         answer = intake.confirm(self.gateway, order_id)
         if isinstance(answer, GatewayUnavailable | ConfigError):
             with self.lock:
@@ -138,59 +126,100 @@ class _Run:
                 self.unreachable = self.unreachable or answer
         return answer
 
-    def _work(self, order_id: str, work: _Order) -> None:
+    def _confirm(self, order_id: str, work: _Order) -> None:
+        """A confirmation worker: ask, then hand the order to the applier (this thread asks the next one)."""
         try:
-            if work.answer is None:
-                work.answer = self._answer(order_id)
-            while True:
-                with self.lock:
-                    batch, work.queue = work.queue, []
-                    if not batch:
-                        work.running = False
-                        return
-                self._apply(order_id, work.answer, batch)
+            work.answer = self._answer(order_id)
         except Exception as exc:  # noqa: BLE001 - a worker's failure must reach the run, never vanish
-            mapped = db.map_error(exc)
-            with self.lock:
+            self._failed([work], exc)
+            return
+        self.ready.put((order_id, work))
+
+    def _failed(self, works: list[_Order], exc: Exception) -> None:
+        mapped = db.map_error(exc)
+        with self.lock:
+            self.fatal = self.fatal or mapped or MidpayError(f"unexpected {type(exc).__name__}: {exc}")
+            for work in works:
                 work.running = False
-                self.fatal = self.fatal or mapped or MidpayError(f"unexpected {type(exc).__name__}: {exc}")
-        finally:
+        for _ in works:
             self.slots.release()
 
-    def _apply(self, order_id: str, answer: TransactionView | MidpayError, batch: list[Item]) -> None:
-        if self.fatal is not None and isinstance(self.fatal, DependencyError):
+    def _apply_loop(self) -> None:
+        """The applier: the orders answered so far, applied together in one transaction, until told to stop."""
+        while True:
+            first = self.ready.get()
+            if first is None:
+                return
+            picked, stop = [first], False
+            while len(picked) < APPLY_BATCH:
+                try:
+                    more = self.ready.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                picked.append(more)
+            try:
+                self._apply_picked(picked)
+            except Exception as exc:  # noqa: BLE001 - as a worker's: reach the run, and free the slots
+                self._failed([work for _, work in picked], exc)
+            if stop:
+                return
+
+    def _apply_picked(self, picked: list[tuple[str, _Order]]) -> None:
+        left = picked
+        while left:
+            with self.lock:
+                work_list = [(order_id, work, work.queue) for order_id, work in left]
+                for _, work, _ in work_list:
+                    work.queue = []
+            self._apply([(order_id, work.answer, batch) for order_id, work, batch in work_list
+                         if batch and work.answer is not None])
+            left = []
+            with self.lock:
+                for order_id, work, _ in work_list:
+                    if work.queue:
+                        left.append((order_id, work))  # more bodies came while it was applied
+                    else:
+                        work.running = False
+            for _ in range(len(work_list) - len(left)):
+                self.slots.release()
+
+    def _apply(self, work: list[intake_batch.Work]) -> None:
+        if not work or (self.fatal is not None and isinstance(self.fatal, DependencyError)):
             return  # PostgreSQL is gone: nothing can be recorded; the bodies stay as stored
         try:
             with db.translate_errors(), self.pool.connection() as conn:
                 try:
-                    decided = intake.apply_confirmed(conn, order_id, answer, batch, dry_run=self.dry_run)
+                    decided = intake_batch.apply_confirmed_many(conn, work, dry_run=self.dry_run)
                 except Exception as exc:
                     if db.map_error(exc) is not None:
                         raise
-                    decided = _rejected(conn, batch, exc, record=not self.dry_run)
+                    decided = []  # one order spoilt the batch: each on its own, so the others still apply
+                    for order_id, answer, batch in work:
+                        decided.extend(self._apply_one(conn, order_id, answer, list(batch)))
             self.add(decided)
-        except DependencyError as exc:
+        except Exception as exc:  # noqa: BLE001 - never raises: the caller frees the slots afterwards
+            mapped = exc if isinstance(exc, MidpayError) else db.map_error(exc)
             with self.lock:
-                self.fatal = self.fatal or exc
+                self.fatal = self.fatal or mapped or MidpayError(f"unexpected {type(exc).__name__}: {exc}")
+
+    def _apply_one(self, conn: db.Connection, order_id: str, answer: TransactionView | MidpayError,
+                   batch: list[Item]) -> Decided:
+        try:
+            return intake.apply_confirmed(conn, order_id, answer, batch, dry_run=self.dry_run)
+        except Exception as exc:
+            if db.map_error(exc) is not None:
+                raise
+            return rejected(conn, batch, exc, record=not self.dry_run)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
-
-
-def _rejected(conn: db.Connection, items: list[Item], exc: Exception, *, record: bool) -> Decided:
-    """Whatever went wrong applying, the bodies are recorded rejected with the reason."""
-    reason = f"not processed: {type(exc).__name__}: {exc}"
-    decided = [(i.seq, intake.make_result(i, "rejected", reason)) for i in items]
-    if record:
-        with conn.transaction():
-            sql.record_outcomes(conn, [intake.outcome_row(i, r) for i, (_, r) in zip(items, decided, strict=True)])
-    return decided
-
-
-def _batches(items: Iterable[Item]) -> Iterator[list[Item]]:
-    it = iter(items)
-    while batch := list(islice(it, BATCH)):
-        yield batch
+        for _ in self.appliers:
+            self.ready.put(None)  # one each
+        for applier in self.appliers:
+            applier.join()
 
 
 def run(
@@ -201,53 +230,54 @@ def run(
     *,
     store: bool,
     concurrency: int = 8,
+    connections: int = 1,
     dry_run: bool = False,
     on_result: Callable[[NotificationResult], None] | None = None,
 ) -> RunReport:
     """Store (``store``), screen, confirm and apply every item; ``gateway`` None is offline.
 
     With ``on_result``, each result goes there (in input order) instead of into the report.
+    Offline, the bodies are spread over ``connections`` connections by order id (``partitions``).
     """
-    pool = db.open_pool(url, min(max(1, concurrency), 4) + 1)
+    if gateway is None:
+        return offline.run(url, items, server_key, store=store, connections=connections, dry_run=dry_run,
+                           on_result=on_result)
+    pool = db.open_pool(url, 1 + appliers_for(concurrency))  # the reader's connection, and the appliers'
     state = _Run(pool, gateway, concurrency=concurrency, dry_run=dry_run, on_result=on_result)
     try:
         with db.translate_errors(), pool.connection() as conn:
-            for batch in _batches(items):
+            for batch in batches(items):
                 if isinstance(state.fatal, DependencyError):
                     break  # PostgreSQL is gone; a refused key still lets every body be stored
                 if store and not dry_run:
                     received.store(conn, batch)
-                screened = intake.screen(conn, batch, server_key, online=gateway is not None, dry_run=dry_run)
+                screened = intake.screen(conn, batch, server_key, online=True, dry_run=dry_run)
                 state.add(screened.decided)
                 for order_id, found in screened.candidates.items():
-                    if gateway is None:
-                        state.add(intake.apply_offline(conn, order_id, found, dry_run=dry_run))
-                    else:
-                        state.submit(order_id, found)
+                    state.submit(order_id, found)
     except DependencyError as exc:
         state.fatal = state.fatal or exc
     finally:
         state.close()
         pool.close()
         state.drain()
-    state.decided.sort(key=lambda pair: pair[0])
-    return RunReport([r for _, r in state.decided], state.calls, state.fatal, state.unreachable)
+    return state.report(state.calls, state.unreachable)
 
 
 def replay(
     url: str, gateway: Gateway | None, bodies: Iterable[Body], server_key: str, *, concurrency: int = 8,
-    dry_run: bool = False, on_result: Callable[[NotificationResult], None] | None = None,
+    connections: int = 1, dry_run: bool = False, on_result: Callable[[NotificationResult], None] | None = None,
 ) -> RunReport:
     """``replay-webhook``: every body stored first, then decided; offline when ``gateway`` is None."""
     return run(url, gateway, received.items_of(bodies), server_key, store=True, concurrency=concurrency,
-               dry_run=dry_run, on_result=on_result)
+               connections=connections, dry_run=dry_run, on_result=on_result)
 
 
 def store_only(url: str, bodies: Iterable[Body]) -> int:
     """Store every body, undecided (no server key to verify them with); how many were stored."""
     count = 0
     with db.translate_errors(), db.connect(url) as conn:
-        for batch in _batches(received.items_of(bodies)):
+        for batch in batches(received.items_of(bodies)):
             received.store(conn, batch)
             count += len(batch)
     return count

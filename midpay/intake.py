@@ -24,7 +24,8 @@ bodies through these steps at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -128,6 +129,8 @@ class Screened:
 
     decided: Decided = field(default_factory=list)
     candidates: dict[str, list[Item]] = field(default_factory=dict)
+    outcomes: list[sql.Outcome] = field(default_factory=list)  # to record (empty when not recording)
+    payments: Mapping[str, sql.Screenable] = field(default_factory=dict)  # the rows looked up, by order id
 
 
 def screen(conn: db.Connection, items: Sequence[Item], server_key: str, *, online: bool, dry_run: bool = False
@@ -140,7 +143,9 @@ def screen(conn: db.Connection, items: Sequence[Item], server_key: str, *, onlin
     """
     try:
         with conn.transaction(force_rollback=dry_run):
-            return _screen(conn, items, server_key, online=online, record=not dry_run)
+            screened = screen_in(conn, items, server_key, online=online, record=not dry_run)
+            sql.record_outcomes(conn, screened.outcomes)
+            return screened
     except Exception as exc:
         if db.map_error(exc) is not None:
             raise
@@ -152,9 +157,12 @@ def screen(conn: db.Connection, items: Sequence[Item], server_key: str, *, onlin
         return out
 
 
-def _screen(conn: db.Connection, items: Sequence[Item], server_key: str, *, online: bool, record: bool) -> Screened:
+def screen_in(conn: db.Connection, items: Sequence[Item], server_key: str, *, online: bool, record: bool,
+              lookup: Callable[[db.Connection, Sequence[str]], Mapping[str, sql.Screenable]] = sql.payments_by_order,
+              ) -> Screened:
+    """``screen``'s decisions inside the caller's transaction, the rows found with ``lookup``; nothing recorded yet."""
     out = Screened()
-    outcomes: list[sql.Outcome] = []
+    outcomes = out.outcomes
 
     def decide(item: Item, result: NotificationResult) -> None:
         out.decided.append((item.seq, result))
@@ -168,7 +176,7 @@ def _screen(conn: db.Connection, items: Sequence[Item], server_key: str, *, onli
             decide(item, make_result(item, "rejected", reason))
         else:
             verified.append(item)
-    payments = sql.payments_by_order(conn, sorted({i.view.order_id for i in verified if i.view}))
+    payments = out.payments = lookup(conn, sorted({i.view.order_id for i in verified if i.view}))
     known: list[Item] = []
     for item in verified:
         assert item.view is not None
@@ -180,7 +188,8 @@ def _screen(conn: db.Connection, items: Sequence[Item], server_key: str, *, onli
                                  f"{item.view.gross_amount_raw}, stored {payment.gross_amount}"))
         else:
             known.append(item)
-    copies = sql.confirmed_copies(conn, [(i.view.order_id, i.body.parsed) for i in known if i.view])
+    copies = sql.confirmed_copies(conn, [(i.view.order_id, i.body.parsed) for i in known if i.view],
+                                  [i.event_id for i in known])
     for position, item in enumerate(known):
         assert item.view is not None
         status = payments[item.view.order_id].status
@@ -192,7 +201,6 @@ def _screen(conn: db.Connection, items: Sequence[Item], server_key: str, *, onli
         if online and record:
             assert item.event_id is not None
             outcomes.append(sql.Outcome(item.event_id, True, "awaiting", "awaiting confirmation with Midtrans"))
-    sql.record_outcomes(conn, outcomes)
     return out
 
 
@@ -244,7 +252,7 @@ def apply_confirmed(
     rejected when Midtrans said no (404, a refusal) or its answer does not fit the row.
     """
     with conn.transaction(force_rollback=dry_run):
-        decided = _apply_confirmed(conn, order_id, answer, items)
+        decided = decide_confirmed(conn, order_id, answer, items)
         if not dry_run:
             sql.record_outcomes(conn, [outcome_row(i, r) for i, (_, r) in zip(items, decided, strict=True)])
             if any(r.outcome == "awaiting" for _, r in decided):
@@ -252,9 +260,10 @@ def apply_confirmed(
     return decided
 
 
-def _apply_confirmed(
+def decide_confirmed(
     conn: db.Connection, order_id: str, answer: TransactionView | MidpayError, items: Sequence[Item]
 ) -> Decided:
+    """``apply_confirmed``'s decision, inside the caller's transaction; the outcomes are not recorded."""
     payment = db.get_payment(conn, order_id, for_update=True)
     if payment is None:
         return [(i.seq, make_result(i, "rejected", f"unknown order: {order_id}")) for i in items]
@@ -285,25 +294,30 @@ def _apply_confirmed(
 
 def apply_offline(conn: db.Connection, order_id: str, items: Sequence[Item], *, dry_run: bool = False) -> Decided:
     """Apply what each body's signed status_code proves, and no more; record each outcome."""
-    decided: Decided = []
     with conn.transaction(force_rollback=dry_run):
-        payment = db.get_payment(conn, order_id, for_update=True)
-        for item in items:
-            assert item.view is not None
-            if payment is None:
-                decided.append((item.seq, make_result(item, "rejected", f"unknown order: {order_id}")))
-                continue
-            proven = proof(item.view.status_code)
-            applied = apply_proven(conn, payment, proven.state, exact=proven.exact)
-            payment = applied.payment or payment
-            if proven.exact:
-                outcome = "applied" if applied.applied else "unchanged"
-                decided.append((item.seq, make_result(item, outcome, applied=applied)))
-            else:
-                reason = f"awaiting confirmation: {proven.unproven}"
-                decided.append((item.seq, make_result(item, "awaiting", reason, applied=applied)))
+        decided = decide_offline(conn, order_id, db.get_payment(conn, order_id, for_update=True), items)
         if not dry_run:
             sql.record_outcomes(conn, [outcome_row(i, r) for i, (_, r) in zip(items, decided, strict=True)])
+    return decided
+
+
+def decide_offline(conn: db.Connection, order_id: str, payment: db.Payment | None, items: Sequence[Item]) -> Decided:
+    """``apply_offline``'s decision on a row the caller locked (None: no such order); outcomes not recorded."""
+    decided: Decided = []
+    for item in items:
+        assert item.view is not None
+        if payment is None:
+            decided.append((item.seq, make_result(item, "rejected", f"unknown order: {order_id}")))
+            continue
+        proven = proof(item.view.status_code)
+        applied = apply_proven(conn, payment, proven.state, exact=proven.exact)
+        payment = applied.payment or payment
+        if proven.exact:
+            outcome = "applied" if applied.applied else "unchanged"
+            decided.append((item.seq, make_result(item, outcome, applied=applied)))
+        else:
+            reason = f"awaiting confirmation: {proven.unproven}"
+            decided.append((item.seq, make_result(item, "awaiting", reason, applied=applied)))
     return decided
 
 
@@ -330,6 +344,29 @@ def receive(conn: db.Connection, gateway: Gateway | None, data: bytes, source: s
     text = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
     body = decode_body(source, text)
     return _one(conn, gateway, Item(0, body, data), server_key, dry_run=False)
+
+
+def receive_pooled(connection: Callable[[], AbstractContextManager[db.Connection]], gateway: Gateway,
+                   data: bytes, source: str, *, server_key: str) -> NotificationResult:
+    """``receive``, holding a connection (from ``connection()``, a pool's) only while PostgreSQL is needed.
+
+    The bytes are stored and screened on one connection, which goes back before
+    Midtrans is asked; the answer is applied on another taken afterwards. So a request
+    waiting on Get Status holds none, and a pool far smaller than the threads serving
+    requests is enough (``listen``). Same contract as ``receive``.
+    """
+    body = decode_body(source, data.decode("utf-8", errors="replace").removeprefix("\ufeff"))
+    item = Item(0, body, data)
+    with db.translate_errors():
+        with connection() as conn:
+            store(conn, [item])
+            screened = screen(conn, [item], server_key, online=True)
+        for order_id, items in screened.candidates.items():
+            answer = confirm(gateway, order_id)
+            with connection() as conn:
+                screened.decided.extend(apply_confirmed(conn, order_id, answer, items))
+    [(_, result)] = screened.decided
+    return result
 
 
 def process_notification(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from midpay import db
@@ -30,6 +30,7 @@ class Item:
     view: TransactionView | None = None
     verified: bool = False
     stored_error: str | None = None  # storing it as JSON failed: kept as text, rejected with this
+    prepared: sql.NewEvent | None = None  # its row to store, made ahead (``prepare``)
 
 
 def exact_bytes(body: Body) -> bytes:
@@ -70,6 +71,14 @@ def _new_event(item: Item, *, as_text: bool = False) -> sql.NewEvent:
     )
 
 
+def prepare(items: Sequence[Item]) -> None:
+    """Make the rows ``store`` will insert (ids, the JSON serialized), ahead: e.g. while another thread waits."""
+    for item in items:
+        item.event_id = item.event_id or uuid.uuid4()
+        event = _new_event(item)
+        item.prepared = replace(event, raw_body_json=json.dumps(event.raw_body))
+
+
 def store(conn: db.Connection, items: Sequence[Item]) -> None:
     """Store every body, undecided, and commit: before anything is decided about any of them.
 
@@ -80,7 +89,7 @@ def store(conn: db.Connection, items: Sequence[Item]) -> None:
         item.event_id = item.event_id or uuid.uuid4()
     try:
         with conn.transaction():
-            sql.store_events(conn, [_new_event(i) for i in items])
+            sql.store_events(conn, [i.prepared or _new_event(i) for i in items])
         return
     except Exception as exc:
         if db.map_error(exc) is not None:

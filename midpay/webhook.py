@@ -62,6 +62,10 @@ HEALTH_TIMEOUT = 2.0
 # The longest one Get Status call may take (MIDPAY_TIMEOUT, if shorter): with the
 # intake's one re-ask of a stalled call, the answer still comes within Midtrans' 15 s.
 CONFIRM_TIMEOUT = 5.0  # a monitor wants a prompt "no" more than a late "yes"
+# PostgreSQL connections each serving process holds at most, whatever its threads: a
+# request needs one only to store, screen and apply (a few ms), not while Midtrans
+# answers. 4 workers hold at most 16, beside reconcile's 3 a process.
+DB_CONNECTIONS = 4
 _LOG_FIELD_LIMIT = 300  # characters of an order id or error in a log line
 
 
@@ -130,10 +134,12 @@ def now_text() -> str:
 class WebhookApp:
     """The WSGI app: notifications on ``path``, health on ``/healthz``.
 
-    Each process that serves it opens its own pool of up to ``pool_size``
-    connections and its own Midtrans session, on the first request (so a pre-forking
-    server never shares them across processes); a request holds one connection for as
-    long as the intake needs it. Get Status calls wait at most ``CONFIRM_TIMEOUT``
+    Each process that serves it opens its own pool of up to ``pool_size`` PostgreSQL
+    connections (``DB_CONNECTIONS`` unless told otherwise, whatever the number of
+    threads) and its own Midtrans session of ``threads`` HTTP connections, on the first
+    request (so a pre-forking server never shares them across processes). A request
+    holds a PostgreSQL connection only while it stores, screens and applies; none while
+    it waits on Get Status (``intake.receive_pooled``). Get Status calls wait at most ``CONFIRM_TIMEOUT``
     seconds each (or ``timeout``, if shorter), so that Midtrans, which waits 15 s, gets
     its answer.
     """
@@ -146,7 +152,8 @@ class WebhookApp:
         api_url: str,
         timeout: float = CONFIRM_TIMEOUT,
         path: str = DEFAULT_PATH,
-        pool_size: int = 4,
+        pool_size: int = DB_CONNECTIONS,
+        threads: int = 8,
         max_body: int = MAX_BODY_BYTES,
         secrets: Iterable[str] = (),
         log: Callable[[dict[str, Any]], None] = write_log_line,
@@ -158,6 +165,7 @@ class WebhookApp:
         self._api_url = api_url
         self._timeout = min(timeout, CONFIRM_TIMEOUT)
         self._pool_size = pool_size
+        self._threads = threads
         self._secrets = [*secrets, server_key]
         self._log = log
         self._migrations = load_files()
@@ -219,8 +227,7 @@ class WebhookApp:
         source = f"http:{environ.get('REMOTE_ADDR') or 'unknown'}"
         try:
             pool, gateway = self._parts()
-            with pool.connection() as conn:
-                result = receive(conn, gateway, raw, source, self._server_key)
+            result = intake.receive_pooled(pool.connection, gateway, raw, source, server_key=self._server_key)
         except Exception as exc:  # noqa: BLE001 - whatever failed, the sender must send it again
             mapped = db.map_error(exc)
             reason = self._text(mapped if mapped is not None else exc)
@@ -266,7 +273,7 @@ class WebhookApp:
                     base_url=self._api_url,
                     server_key=self._server_key,
                     timeout=self._timeout,
-                    pool_size=self._pool_size,
+                    pool_size=max(self._threads, self._pool_size),
                     user_agent=f"midpay-listen/{__version__}",
                 )
                 self._pool_pid = os.getpid()
@@ -292,11 +299,6 @@ class WebhookApp:
         else:
             text = str(value)
         return _clip(redact(text, self._secrets))
-
-
-def receive(conn: db.Connection, gateway: Gateway, raw: bytes, source: str, server_key: str) -> NotificationResult:
-    """One body received over HTTP, through the intake; returns once it and its outcome are committed."""
-    return intake.receive(conn, gateway, raw, source, server_key=server_key)
 
 
 def _refuse(status: int, error: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
@@ -345,7 +347,7 @@ def create_app(
     settings: Settings | None = None,
     *,
     path: str = DEFAULT_PATH,
-    pool_size: int = 4,
+    pool_size: int = DB_CONNECTIONS,
     max_body: int = MAX_BODY_BYTES,
 ) -> WebhookApp:
     """The app for ``settings`` (default: the environment and ./.env, as the command line reads them)."""

@@ -67,6 +67,9 @@ EXPECTED_METRICS = {
         "per_file_mean_s",
         "per_file_extrapolated_s",
         "summary",
+        "confirmed_vs_floor",
+        "offline_c1_vs_pgbench",
+        "offline_c4_vs_pgbench",
     },
     "startup": {
         "midpay --help median_ms",
@@ -100,6 +103,7 @@ EXPECTED_METRICS = {
         "listen_p99_ms_w1",
         "bare_per_s_w1",
         "listen_vs_bare_w1",
+        "listen_peak_connections_w1",
         "summary",
     },
 }

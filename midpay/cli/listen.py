@@ -23,7 +23,8 @@ def listen(
     """Receive Midtrans' HTTP notifications and apply them, until SIGTERM.
 
     Each POST on --path goes through the same intake as replay-webhook: its exact
-    bytes are stored, then it is verified and applied. Answers: 200 stored and applied
+    bytes are stored, then it is verified and applied. Each worker holds at most 4
+    PostgreSQL connections, whatever --threads: none while Midtrans answers. Answers: 200 stored and applied
     (or nothing to change); 400 stored but rejected (bad signature, wrong amount, not a
     notification); 404 stored but the order is unknown; 503 not stored (PostgreSQL
     unreachable) or stored but not yet confirmed (Get Status could not be had), so
@@ -60,7 +61,7 @@ def listen(
                 api_url=s.api_url,
                 timeout=s.timeout,
                 path=path,
-                pool_size=threads,
+                threads=threads,
                 secrets=secrets,
             )
 

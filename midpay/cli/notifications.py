@@ -23,9 +23,9 @@ from midpay.cli.common import (
 from midpay.errors import UsageError
 
 if TYPE_CHECKING:
-    from midpay.confirm import RunReport
     from midpay.errors import MidpayError
     from midpay.intake import NotificationResult
+    from midpay.runs import RunReport
 
 # --- replay-webhook --------------------------------------------------------------------
 
@@ -35,6 +35,13 @@ OfflineFlag = Annotated[
         "--offline",
         help="Ask Midtrans nothing: apply only what each signed status_code proves (201 pending, 407 expire); "
         "store the rest as awaiting confirmation (exit 1).",
+    ),
+]
+ConnectionsFlag = Annotated[
+    int,
+    typer.Option(
+        "--connections", min=1, max=16,
+        help="With --offline: PostgreSQL connections at once; the bodies of one order always share one, in order.",
     ),
 ]
 ConcurrencyFlag = Annotated[
@@ -116,6 +123,7 @@ def replay_webhook(
     ] = False,
     offline: OfflineFlag = False,
     concurrency: ConcurrencyFlag = 8,
+    connections: ConnectionsFlag = 1,
     json_out: JsonFlag = False,
 ) -> None:
     """Push saved notification bodies through the intake a live one gets: store, verify, confirm, apply.
@@ -132,6 +140,8 @@ def replay_webhook(
     status_code proves (201: pending; 407: expire; 200 and 202 stand for several states
     and only show that the transaction exists). The rest is stored awaiting
     confirmation (exit 1); `midpay events reprocess` or `midpay reconcile` settles it.
+    --connections N spreads an offline replay over N PostgreSQL connections by order
+    id: the bodies of one order share one connection and are applied in order.
     Midtrans unreachable: exit 3, every body stored, awaiting confirmation.
 
     Examples:
@@ -144,6 +154,8 @@ def replay_webhook(
     from midpay import bodies, confirm
 
     with errors_to_exit():
+        if connections != 1 and not offline:
+            raise UsageError("--connections is for --offline replays (online, --concurrency sets the pace)")
         received = bodies.iter_bodies(paths, sys.stdin.buffer)  # every path checked now, bodies read lazily
         key = settings().server_key
         if not key:
@@ -155,7 +167,7 @@ def replay_webhook(
         streamed = _Streamed() if json_out else None
         try:
             report = confirm.replay(
-                url, gateway, received, key, concurrency=concurrency, dry_run=dry_run,
+                url, gateway, received, key, concurrency=concurrency, connections=connections, dry_run=dry_run,
                 on_result=streamed.add if streamed is not None else None,
             )
         except BaseException as exc:

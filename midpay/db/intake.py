@@ -1,5 +1,8 @@
 """The SQL of the notification intake: storing bodies in batches, recording outcomes, finding copies.
 
+The statements are module constants so that bench/bench_replay_offline.py can send
+pgbench exactly what midpay sends (with the values inlined).
+
 Beside ``events`` (one row at a time, as the older backend's rows are read), these
 statements work on many stored notifications at once: a replayed day's log is stored in
 one round trip per batch, and its outcomes recorded the same way.
@@ -10,7 +13,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
@@ -21,6 +25,31 @@ from midpay.db.payments import PAYMENT_COLUMNS, Payment
 # Outcomes after which a stored notification needs nothing more: `events reprocess`
 # takes every other one (rejected, awaiting confirmation, never decided).
 DONE_OUTCOMES = ("applied", "unchanged")
+
+
+class Screenable(Protocol):
+    """What screening reads of a payment (``Payment`` and ``PaymentState`` both have it)."""
+
+    @property
+    def order_id(self) -> str: ...
+    @property
+    def gross_amount(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class PaymentState:
+    """What the offline batch reads of a locked payment: enough to screen a body and decide its proof."""
+
+    id: uuid.UUID
+    order_id: str
+    gross_amount: int
+    status: str
+    unconfirmed_since: datetime | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", self.status.strip().lower())  # as Payment reads it
 
 
 @dataclass(frozen=True)
@@ -34,6 +63,11 @@ class NewEvent:
     order_id: str | None
     transaction_id: str | None
     signature_key: str | None
+    raw_body_json: str | None = None  # raw_body already serialized (json.dumps), by whoever prepared it
+
+
+def _as_is(text: str) -> str:
+    return text
 
 
 @dataclass(frozen=True)
@@ -63,39 +97,52 @@ def _clip(value: str | None, size: int = 255) -> str | None:
 
 # clock_timestamp(), not the transaction's now(): the bodies of one batch keep the order
 # they arrived in (``events`` lists, and ``events reprocess`` takes, by received_at).
-_INSERT = (
+# One statement for the batch, its arrays sent in binary (no escaping of the bodies).
+STORE = (
     "INSERT INTO payment_webhook_events (id, received_at, raw_body, raw_bytes, source, order_id, "
     "midtrans_transaction_id, signature_key, is_verified, processed) "
-    "VALUES (%s, clock_timestamp(), %s, %s, %s, %s, %s, %s, false, false)"
+    "SELECT x.id, clock_timestamp(), x.raw_body, x.raw_bytes, x.source, x.order_id, x.transaction_id, "
+    "x.signature_key, false, false "
+    "FROM unnest(%b::uuid[], %b::jsonb[], %b::bytea[], %b::text[], %b::text[], %b::text[], %b::text[]) "
+    "WITH ORDINALITY AS x(id, raw_body, raw_bytes, source, order_id, transaction_id, signature_key, i) ORDER BY x.i"
 )
 
 
 def store_events(conn: Connection, events: Sequence[NewEvent]) -> None:
-    """Insert received bodies, undecided (a pipeline: one round trip for the lot)."""
-    rows = [
-        (e.id, Jsonb(e.raw_body), e.raw_bytes, e.source, _clip(e.order_id), _clip(e.transaction_id),
-         _clip(e.signature_key))
-        for e in events
-    ]
-    with conn.cursor() as cur:
-        cur.executemany(_INSERT, rows)
+    """Insert received bodies, undecided: one statement for the lot."""
+    if not events:
+        return
+    conn.execute(STORE, (
+        [e.id for e in events],
+        [Jsonb(e.raw_body) if e.raw_body_json is None else Jsonb(e.raw_body_json, dumps=_as_is) for e in events],
+        [e.raw_bytes for e in events],
+        [e.source for e in events], [_clip(e.order_id) for e in events], [_clip(e.transaction_id) for e in events],
+        [_clip(e.signature_key) for e in events],
+    ))
 
 
-_FINISH = (
-    "UPDATE payment_webhook_events SET is_verified = %s, processed = %s, outcome = %s, processing_error = %s, "
-    "processed_at = now(), confirmed_at = CASE WHEN %s THEN now() ELSE confirmed_at END WHERE id = %s"
+FINISH = (
+    "UPDATE payment_webhook_events e SET is_verified = x.is_verified, processed = x.processed, "
+    "outcome = x.outcome, processing_error = x.error, processed_at = now(), "
+    "confirmed_at = CASE WHEN x.confirmed THEN now() ELSE e.confirmed_at END "
+    "FROM unnest(%b::uuid[], %b::boolean[], %b::boolean[], %b::text[], %b::text[], %b::boolean[]) "
+    "AS x(id, is_verified, processed, outcome, error, confirmed) WHERE e.id = x.id"
 )
 
 
 def record_outcomes(conn: Connection, outcomes: Sequence[Outcome]) -> None:
-    """Write what became of stored bodies; only applied and unchanged ones count as processed."""
+    """Write what became of stored bodies (one statement); only applied and unchanged ones count as processed."""
     if not outcomes:
         return
-    rows = [
-        (o.is_verified, o.outcome in DONE_OUTCOMES, o.outcome, o.error, o.confirmed, o.event_id) for o in outcomes
-    ]
-    with conn.cursor() as cur:
-        cur.executemany(_FINISH, rows)
+    last = {o.event_id: o for o in outcomes}  # one outcome per body: the last one given
+    rows = list(last.values())
+    conn.execute(FINISH, (
+        [o.event_id for o in rows], [o.is_verified for o in rows], [o.outcome in DONE_OUTCOMES for o in rows],
+        [o.outcome for o in rows], [o.error for o in rows], [o.confirmed for o in rows],
+    ))
+
+
+PAYMENTS_BY_ORDER = f"SELECT {PAYMENT_COLUMNS} FROM payment_transactions WHERE order_id = ANY(%b)"
 
 
 def payments_by_order(conn: Connection, order_ids: Sequence[str]) -> dict[str, Payment]:
@@ -103,26 +150,41 @@ def payments_by_order(conn: Connection, order_ids: Sequence[str]) -> dict[str, P
     if not order_ids:
         return {}
     with conn.cursor(row_factory=class_row(Payment)) as cur:
-        cur.execute(
-            f"SELECT {PAYMENT_COLUMNS} FROM payment_transactions WHERE order_id = ANY(%s)", (list(order_ids),)
-        )
+        cur.execute(PAYMENTS_BY_ORDER, (list(order_ids),))
         return {p.order_id: p for p in cur.fetchall()}
 
 
-def confirmed_copies(conn: Connection, bodies: Sequence[tuple[str, Any]]) -> set[int]:
+COPIES_BY_ID = (
+    "SELECT x.i - 1 FROM unnest(%b::text[], %b::uuid[]) WITH ORDINALITY AS x(order_id, id, i) "
+    "JOIN payment_webhook_events n ON n.id = x.id "
+    "WHERE EXISTS (SELECT 1 FROM payment_webhook_events e WHERE e.order_id = x.order_id "
+    "AND e.confirmed_at IS NOT NULL AND e.raw_body = n.raw_body)"
+)
+COPIES_BY_BODY = (
+    "SELECT x.i - 1 FROM unnest(%b::text[], %b::jsonb[]) WITH ORDINALITY AS x(order_id, body, i) "
+    "WHERE EXISTS (SELECT 1 FROM payment_webhook_events e WHERE e.order_id = x.order_id "
+    "AND e.confirmed_at IS NOT NULL AND e.raw_body = x.body)"
+)
+
+
+def confirmed_copies(conn: Connection, bodies: Sequence[tuple[str, Any]],
+                     event_ids: Sequence[uuid.UUID | None] = ()) -> set[int]:
     """Positions in ``bodies`` ((order_id, JSON) pairs) of which an identical body was confirmed before.
 
     Identical means equal as jsonb: the same keys and values, whatever the spacing or key order.
+    With the bodies' stored ``event_ids`` (all of them), the stored bodies are compared
+    and only the ids are sent.
     """
     if not bodies:
         return set()
-    rows = conn.execute(
-        "SELECT x.i - 1 FROM unnest(%s::text[], %s::jsonb[]) WITH ORDINALITY AS x(order_id, body, i) "
-        "WHERE EXISTS (SELECT 1 FROM payment_webhook_events e WHERE e.order_id = x.order_id "
-        "AND e.confirmed_at IS NOT NULL AND e.raw_body = x.body)",
-        ([o for o, _ in bodies], [Jsonb(b) for _, b in bodies]),
-    ).fetchall()
-    return {int(r[0]) for r in rows}
+    ids = list(event_ids)
+    orders = [o for o, _ in bodies]
+    params: tuple[list[Any], list[Any]]
+    if len(ids) == len(bodies) and all(i is not None for i in ids):
+        query, params = COPIES_BY_ID, (orders, ids)
+    else:
+        query, params = COPIES_BY_BODY, (orders, [Jsonb(b) for _, b in bodies])
+    return {int(r[0]) for r in conn.execute(query, params).fetchall()}
 
 
 def mark_unconfirmed(conn: Connection, order_ids: Sequence[str]) -> None:
@@ -154,3 +216,44 @@ def stored_bodies(conn: Connection, ids: Sequence[uuid.UUID]) -> list[StoredBody
         )
         found = {row.id: row for row in cur.fetchall()}
     return [found[i] for i in ids if i in found]
+
+
+LOCK_PAYMENTS = (
+    "SELECT id, order_id, gross_amount, status, unconfirmed_since FROM payment_transactions "
+    "WHERE order_id = ANY(%b) ORDER BY order_id FOR UPDATE"
+)
+
+
+def lock_payments(conn: Connection, order_ids: Sequence[str]) -> dict[str, PaymentState]:
+    """Lock the payments of these order ids, in order_id order (so batches never deadlock), by order id."""
+    if not order_ids:
+        return {}
+    with conn.cursor(row_factory=class_row(PaymentState)) as cur:
+        cur.execute(LOCK_PAYMENTS, (list(order_ids),))
+        return {p.order_id: p for p in cur.fetchall()}
+
+
+@dataclass(frozen=True)
+class ProvenWrite:
+    """An offline change to one payment: its final status, and whether it is now awaiting confirmation."""
+
+    payment_id: uuid.UUID
+    status: str
+    mark: bool
+
+
+WRITE_PROVEN = (
+    "UPDATE payment_transactions p SET status = v.status, "
+    "midtrans_response_json = CASE WHEN jsonb_typeof(p.midtrans_response_json) = 'object' "
+    "THEN p.midtrans_response_json ELSE '{}'::jsonb END, "
+    "unconfirmed_since = CASE WHEN v.mark THEN COALESCE(p.unconfirmed_since, now()) ELSE p.unconfirmed_since END, "
+    "updated_at = now() "
+    "FROM unnest(%b::uuid[], %b::text[], %b::boolean[]) AS v(id, status, mark) WHERE p.id = v.id"
+)
+
+
+def write_proven(conn: Connection, writes: Sequence[ProvenWrite]) -> None:
+    """Write offline changes to locked rows, all in one statement (what ``update_payment`` writes for them)."""
+    if not writes:
+        return
+    conn.execute(WRITE_PROVEN, ([w.payment_id for w in writes], [w.status for w in writes], [w.mark for w in writes]))
