@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from midpay import db, refresh
+from midpay import db, refresh, states
 from midpay.apply import AnswerMismatch, apply_locked, check_answer
 from midpay.errors import DatabaseUnavailable, DataConflict, InvalidPayload, MidpayError, NotFoundError
 
@@ -73,6 +73,9 @@ def _quick(conn: db.Connection, batch: list[Answered]) -> list[Written]:
             locked = db.lock_payments(conn, [a.payment.id for a in batch])
             for answered in batch:
                 payment, before = locked.get(answered.payment.id), answered.payment.status
+                if payment is not None and _overtaken(payment, answered.view):
+                    written.append(Written(answered, refresh.Checked(payment.status, payment.status)))
+                    continue
                 try:
                     if payment is None:
                         raise NotFoundError(f"no such order: {answered.payment.order_id}")
@@ -127,6 +130,8 @@ def preview_batch(conn: db.Connection, batch: list[Answered]) -> list[Written]:
 
 def _one(conn: db.Connection, answered: Answered, payment: db.Payment | None) -> Written:
     before = answered.payment.status
+    if payment is not None and _overtaken(payment, answered.view):
+        return Written(answered, refresh.Checked(payment.status, payment.status))
     try:
         with conn.transaction():  # a savepoint: this row's failure is its own
             if payment is None:
@@ -142,6 +147,14 @@ def _one(conn: db.Connection, answered: Answered, payment: db.Payment | None) ->
 
 
 _ROW_PROBLEMS = (InvalidPayload, AnswerMismatch, DataConflict, NotFoundError)
+
+
+def _overtaken(payment: db.Payment, view: TransactionView) -> bool:
+    """Whether ``view`` is reconcile's own "never reached Midtrans" failure (``refresh.ask``, after a 404 past
+    the grace period) about a row that is no longer ``created``: a notification or another check found the
+    charge at Midtrans since the claim, so the 404 is stale and nothing is written (the row is checked again)."""
+    stale_404 = view.status_code == "404" and view.transaction_id is None
+    return stale_404 and states.normalize(payment.status) != states.CREATED
 
 
 def _fatal(conn: db.Connection, exc: Exception) -> bool:

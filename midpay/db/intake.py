@@ -220,12 +220,13 @@ def stored_bodies(conn: Connection, ids: Sequence[uuid.UUID]) -> list[StoredBody
 
 LOCK_PAYMENTS = (
     "SELECT id, order_id, gross_amount, status, unconfirmed_since FROM payment_transactions "
-    "WHERE order_id = ANY(%b) ORDER BY order_id FOR UPDATE"
+    "WHERE order_id = ANY(%b) ORDER BY order_id COLLATE \"C\" FOR UPDATE"
 )
 
 
 def lock_payments(conn: Connection, order_ids: Sequence[str]) -> dict[str, PaymentState]:
-    """Lock the payments of these order ids, in order_id order (so batches never deadlock), by order id."""
+    """Lock the payments of these order ids, in byte-wise order_id order (the one order of every batch locker:
+    ``db.payments.lock_payments``), by order id."""
     if not order_ids:
         return {}
     with conn.cursor(row_factory=class_row(PaymentState)) as cur:

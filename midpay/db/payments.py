@@ -168,13 +168,18 @@ def get_payment(conn: Connection, order_id: str, *, for_update: bool = False) ->
 
 
 def lock_payments(conn: Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, Payment]:
-    """Lock the rows of ``ids`` until the transaction ends, in id order (so that two lockers never deadlock).
+    """Lock the rows of ``ids`` until the transaction ends, in order_id order, byte-wise.
+
+    Every batch locker takes its rows in that one order (``db.intake.LOCK_PAYMENTS``, the
+    confirmed replay's Python ``sorted``, which is code point order, as "C" is for UTF-8),
+    so a reconcile batch and a replay batch over the same orders never deadlock.
 
     Read without the stored answer (``CHECK_COLUMNS``); rows that are gone are absent.
     """
     with conn.cursor(row_factory=class_row(Payment)) as cur:
         cur.execute(
-            f"SELECT {CHECK_COLUMNS} FROM payment_transactions WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+            f"SELECT {CHECK_COLUMNS} FROM payment_transactions WHERE id = ANY(%s) "
+            'ORDER BY order_id COLLATE "C" FOR UPDATE',
             (ids,),
         )
         return {p.id: p for p in cur.fetchall()}
