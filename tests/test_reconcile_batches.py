@@ -190,3 +190,82 @@ def test_leases_are_renewed_while_a_long_run_lives(
     checks = sandbox.stats()["status_checks"]
     assert all(checks.get(o) == 1 for o in unknown), checks  # the second run never took a leased row
     assert sum(d["summary"]["checked"] for d in docs) == len(known) + len(unknown)
+
+
+@pytest.mark.parametrize("now", ["created", "pending"])
+def test_a_404_failure_is_written_only_while_the_row_is_still_created(db_url: str, now: str) -> None:
+    """reconcile decides "the charge never reached Midtrans" on the claimed row; if a notification moved
+    the row on before the batch is written, that stale failure must not overwrite it."""
+    import dataclasses
+
+    from midpay import db
+    from midpay.apply import synthetic_failure
+    from midpay.batches import Answered, apply_batch
+
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "INSERT INTO payment_transactions (order_id, gross_amount, payment_type, status, created_at) "
+            "VALUES ('stale-404', 25000, 'qris', %s, now() - interval '1 hour')",
+            (now,),
+        )
+    with db.connect(db_url) as conn:
+        stored = db.get_payment(conn, "stale-404")
+        conn.commit()
+        assert stored is not None
+        claimed = dataclasses.replace(stored, status="created")  # the row as the claim read it
+        view = synthetic_failure(claimed, "404", "the charge never reached Midtrans", {})
+        [written] = apply_batch(conn, [Answered(claimed, view)])
+        after = db.get_payment(conn, "stale-404")
+        conn.commit()
+    assert written.checked is not None and written.checked.problem is None
+    assert after is not None
+    expected = "failure" if now == "created" else "pending"
+    assert after.status == expected
+    assert written.checked.status_after == expected
+
+
+@pytest.mark.parametrize("locker", ["reconcile", "replay"])
+def test_batch_lockers_take_rows_in_one_byte_wise_order_id_order(db_url: str, locker: str) -> None:
+    """reconcile's batch (by row id) and a replay's batch (by order id) lock the same rows in the same order,
+    so neither can hold one row while waiting for the other's: no deadlock between them. Here row 'B-1'
+    comes first byte-wise, 'a-1' first by row id: a locker blocked on 'B-1' must not hold 'a-1' yet."""
+    from midpay import db
+    from midpay.db import intake as intake_sql
+
+    ids = {"a-1": "00000000-0000-4000-8000-000000000001", "B-1": "00000000-0000-4000-8000-000000000002"}
+    with psycopg.connect(db_url) as conn:
+        for order_id, row_id in ids.items():
+            conn.execute(
+                "INSERT INTO payment_transactions (id, order_id, gross_amount, payment_type, status) "
+                "VALUES (%s, %s, 10000, 'gopay', 'pending')",
+                (row_id, order_id),
+            )
+    holder = psycopg.connect(db_url)
+    holder.execute("SELECT 1 FROM payment_transactions WHERE order_id = 'B-1' FOR UPDATE")
+    locker_conn = db.connect(db_url)
+    done = threading.Event()
+
+    def lock_both() -> None:
+        with locker_conn.transaction():
+            if locker == "reconcile":
+                import uuid
+
+                db.lock_payments(locker_conn, [uuid.UUID(i) for i in ids.values()])
+            else:
+                intake_sql.lock_payments(locker_conn, list(ids))
+        done.set()
+
+    thread = threading.Thread(target=lock_both, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.5)  # the locker is now waiting on 'B-1'
+        assert not done.is_set()
+        with psycopg.connect(db_url) as probe:
+            probe.execute("SET lock_timeout = '200ms'")
+            probe.execute("SELECT 1 FROM payment_transactions WHERE order_id = 'a-1' FOR UPDATE")  # must be free
+    finally:
+        holder.rollback()
+        holder.close()
+        thread.join(5)
+        locker_conn.close()
+    assert done.is_set()
