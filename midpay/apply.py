@@ -160,6 +160,35 @@ def apply_locked(conn: db.Connection, payment: db.Payment, view: TransactionView
     return ApplyResult(payment.order_id, payment.status, payment.status, False, note=note, payment=payment)
 
 
+@dataclass(frozen=True)
+class Proof:
+    """What a verified body's signed fields make of a row offline (``proven``)."""
+
+    decision: states.Decision
+    after: str  # the status the row ends with
+    mark: bool  # the row becomes awaiting confirmation
+    note: str | None
+
+    @property
+    def writes(self) -> bool:
+        return self.decision is states.Decision.APPLY or self.mark
+
+
+def proven(before: str, awaiting: bool, state: str | None, *, exact: bool) -> Proof:
+    """The offline rule, shared by ``apply_proven`` and the offline batches (``intake_batch.proven_step``).
+
+    An ``exact`` state goes through the forward-only rule; a floor (not exact) only
+    moves a ``created`` row, and marks the row awaiting confirmation unless it already is.
+    """
+    decision = states.decide(before, state) if state is not None else states.Decision.UNCHANGED
+    if not exact and before != states.CREATED:
+        decision = states.Decision.UNCHANGED
+    refused = decision is states.Decision.REFUSED
+    note = f"not applied: {state} after {before} (status only moves forward)" if refused else None
+    after = state if decision is states.Decision.APPLY and state is not None else before
+    return Proof(decision, after, not exact and not awaiting, note)
+
+
 def apply_proven(conn: db.Connection, payment: db.Payment, state: str | None, *, exact: bool) -> ApplyResult:
     """Offline: apply only what a verified notification's signature proves, on a locked row.
 
@@ -168,19 +197,13 @@ def apply_proven(conn: db.Connection, payment: db.Payment, state: str | None, *,
     answer. When not exact, the row is marked as awaiting confirmation.
     """
     before = payment.status
-    decision = states.decide(before, state) if state is not None else states.Decision.UNCHANGED
-    if not exact and before != states.CREATED:
-        decision = states.Decision.UNCHANGED
-    mark = not exact and payment.unconfirmed_since is None
-    note = None
-    if decision is states.Decision.REFUSED:
-        note = f"not applied: {state} after {before} (status only moves forward)"
-    if decision is states.Decision.APPLY or mark:
-        assert state is not None or decision is not states.Decision.APPLY
+    proof = proven(before, payment.unconfirmed_since is not None, state, exact=exact)
+    decision, mark, note = proof.decision, proof.mark, proof.note
+    if proof.writes:
         updated = db.update_payment(
             conn,
             payment.id,
-            status=state if decision is states.Decision.APPLY and state is not None else before,
+            status=proof.after,
             midtrans_transaction_id=None,
             response={},
             paid_at=None,

@@ -17,7 +17,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from midpay import db, intake, states
-from midpay.apply import ApplyResult
+from midpay.apply import ApplyResult, proven
 from midpay.db import intake as sql
 from midpay.errors import MidpayError
 from midpay.intake import Decided
@@ -94,23 +94,14 @@ def _decide_offline(order_id: str, payment: sql.PaymentState | None, items: Sequ
 
 def proven_step(payment: sql.PaymentState, state: str | None, *, exact: bool,
                 writes: dict[str, sql.ProvenWrite]) -> tuple[ApplyResult, sql.PaymentState]:
-    """``apply.apply_proven``'s rule, to the letter, with its write recorded in ``writes`` (by order id).
+    """``apply.apply_proven``'s rule (``apply.proven``), with its write recorded in ``writes`` (by order id).
 
-    An ``exact`` state goes through the forward-only rule; a floor (not exact) only
-    moves a ``created`` row; when not exact the row is marked awaiting confirmation.
     Nothing unsigned is written. Returned with the row as it will be written.
     """
     before = payment.status
-    decision = states.decide(before, state) if state is not None else states.Decision.UNCHANGED
-    if not exact and before != states.CREATED:
-        decision = states.Decision.UNCHANGED
-    mark = not exact and payment.unconfirmed_since is None
-    note = None
-    if decision is states.Decision.REFUSED:
-        note = f"not applied: {state} after {before} (status only moves forward)"
-    if decision is states.Decision.APPLY or mark:
-        assert state is not None or decision is not states.Decision.APPLY
-        after = state if decision is states.Decision.APPLY and state is not None else before
+    rule = proven(before, payment.unconfirmed_since is not None, state, exact=exact)
+    decision, mark, note, after = rule.decision, rule.mark, rule.note, rule.after
+    if rule.writes:
         earlier = writes.get(payment.order_id)
         writes[payment.order_id] = sql.ProvenWrite(payment.id, after, mark or (earlier is not None and earlier.mark))
         updated = replace(payment, status=after,
