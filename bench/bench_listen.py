@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 import psycopg
 from common import REPO, Lab, Result, SandboxProcess, Target, charge_orders, copy_rows, log, midpay_env
 from common import percentile as pct
+from rc_lab import ConnectionPeak
 
 SENDERS = 32
 WARMUP = 64
@@ -163,33 +164,6 @@ def _tree_cpu_s(pid: int) -> float:
     return total
 
 
-class _PeakConnections:
-    """The most connections to one database seen at once (pg_stat_activity, sampled every 20 ms)."""
-
-    def __init__(self, url: str) -> None:
-        self.url, self.peak = url, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            while not self._stop.is_set():
-                row = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND pid <> pg_backend_pid()"
-                ).fetchone()
-                self.peak = max(self.peak, int(row[0]) if row else 0)
-                self._stop.wait(0.02)
-
-    def __enter__(self) -> _PeakConnections:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def _one_run(
     lab: Lab,
     variant: str,
@@ -211,7 +185,7 @@ def _one_run(
     try:
         _send_all(server.url, bodies[:WARMUP], SENDERS)  # boot the workers, open their pools
         checks_before, cpu_before = _status_checks(sandbox), _tree_cpu_s(server.process.pid)
-        with _PeakConnections(url) as connections:
+        with ConnectionPeak(lab.admin_url, url, interval=0.02) as connections:
             latencies, statuses, wall = _send_all(server.url, bodies[WARMUP:], SENDERS)
         checks_after, cpu_after = _status_checks(sandbox), _tree_cpu_s(server.process.pid)
     finally:

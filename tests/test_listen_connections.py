@@ -9,52 +9,20 @@ hold up to 32 at once. pg_stat_activity is sampled throughout.
 from __future__ import annotations
 
 import json
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import requests
 
 from midpay.listen import start_process
 from midpay.webhook import DB_CONNECTIONS
+from tests.pg_activity import PeakConnections
 from tests.test_listen import charged, listen_env, payment
 
 WORKERS = 2
 THREADS = 16
 SENDERS = 32
-
-
-class ConnectionSampler:
-    """The most connections to one database seen at once, sampled from pg_stat_activity until stopped."""
-
-    def __init__(self, db_url: str) -> None:
-        self.db_url = db_url
-        self.peak = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run)
-
-    def _run(self) -> None:
-        with psycopg.connect(self.db_url, autocommit=True) as conn:
-            while not self._stop.is_set():
-                row = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                ).fetchone()
-                assert row is not None
-                self.peak = max(self.peak, int(row[0]))
-                self.samples += 1
-                self._stop.wait(0.01)
-
-    def __enter__(self) -> ConnectionSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def test_workers_hold_at_most_their_fixed_pool_while_requests_wait_on_midtrans(
@@ -68,7 +36,7 @@ def test_workers_hold_at_most_their_fixed_pool_while_requests_wait_on_midtrans(
         "--threads", str(THREADS), cwd=tmp_path,
     )
     try:
-        with ConnectionSampler(db_url) as sampler, ThreadPoolExecutor(max_workers=SENDERS) as senders:
+        with PeakConnections(db_url) as sampler, ThreadPoolExecutor(max_workers=SENDERS) as senders:
             answers = list(senders.map(
                 lambda body: requests.post(server.url, data=body, headers={"Content-Type": "application/json"},
                                            timeout=60).status_code,

@@ -19,38 +19,10 @@ import pytest
 
 from midpay import reconcile
 
+from .pg_activity import PeakConnections
 from .test_reconcile import _records, _seed, _spawn, _wait_for_checks
 
 APP = "midpay-bound-test"
-
-
-class _PeakConnections:
-    """The most connections with application_name APP seen at once (pg_stat_activity, polled)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.peak = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _poll(self) -> None:
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            while not self._stop.is_set():
-                row = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (APP,)
-                ).fetchone()
-                self.peak = max(self.peak, int(row[0]) if row else 0)
-                self.samples += 1
-                self._stop.wait(0.01)
-
-    def __enter__(self) -> _PeakConnections:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 def _commits(url: str) -> int:
@@ -73,7 +45,7 @@ def test_a_run_at_concurrency_64_holds_a_few_connections(
     for order_id in paid:
         sandbox.pay(order_id, "settlement")
     sandbox.set_faults(latency_ms=100)  # every call waits: 64 of them under way at once
-    with _PeakConnections(db_url) as peak:
+    with PeakConnections(db_url, application_name=APP) as peak:
         proc = _spawn(env, "reconcile", "--min-age", "0", "--concurrency", "64", "--json", PGAPPNAME=APP)
         out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
