@@ -2,7 +2,7 @@
 
 The least a receiver can do and still confirm: store the body, ask Get Status, write the
 answer's status onto the row. No signature check, no amount or state rule, no JSON log.
-It runs on exactly the server ``midpay listen`` runs on (``midpay.listen.serve``: gunicorn,
+It runs on exactly the server ``midpay listen`` runs on (``midpay.web.server.serve``: gunicorn,
 gthread workers, the same pool per worker), so the difference is midpay's own work.
 
     python bench/bare_listen.py --port 0 --workers N --threads T
@@ -20,9 +20,10 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from midpay import db, webhook
-from midpay import listen as serving
-from midpay.gateway import Gateway
+from midpay import db
+from midpay.midtrans.gateway import Gateway
+from midpay.web import app as webhook
+from midpay.web import server as serving
 
 
 class BareApp:

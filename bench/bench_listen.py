@@ -7,7 +7,7 @@ N settled sandbox orders, each with its signed settlement notification, are POST
   confirm and apply through the intake, one JSON log line per request);
 - ``bench/bare_listen.py --workers W``: the least a confirming receiver does (INSERT
   the body, GET its status, UPDATE the row), served by the very same code
-  (``midpay.listen.serve``: gunicorn, gthread workers, one pool per worker);
+  (``midpay.web.server.serve``: gunicorn, gthread workers, one pool per worker);
 
 with W = 1, 2, 4 (1 with --quick) and 32/W threads per worker (at least listen's
 default), against the same PostgreSQL and the same sandbox,
@@ -173,7 +173,7 @@ def _one_run(
     orders: Sequence[tuple[str, int, str]],
     bodies: Sequence[bytes],
 ) -> dict[str, Any]:
-    from midpay.listen import start_process
+    from midpay.web.server import start_process
 
     url = _database(lab, f"{variant}_w{workers}", orders)
     env = {**midpay_env(lab, url, sandbox.url), "PYTHONPATH": str(REPO)}
@@ -225,8 +225,8 @@ def run(
     workers: Sequence[int] | None = None,
     threads: int | None = None,
 ) -> Result:
-    from midpay.listen import DEFAULT_THREADS
-    from midpay.webhook import DB_CONNECTIONS
+    from midpay.web.app import DB_CONNECTIONS
+    from midpay.web.server import DEFAULT_THREADS
 
     n = notifications or (150 if quick else 2000)
     latency = latency_ms if latency_ms is not None else (20 if quick else 50)

@@ -55,7 +55,7 @@ MERCHANT_ID = "G000000001"
 
 def notification(order_id: str, amount: int, *, qris: bool) -> dict[str, Any]:
     """A settlement notification as Midtrans (and midpay's sandbox) sends it."""
-    from midpay.notifications import compute_signature
+    from midpay.midtrans.notifications import compute_signature
 
     gross = f"{amount}.00"
     body: dict[str, Any] = {"transaction_type": "on-us"} if qris else {}

@@ -108,7 +108,7 @@ def run(lab: Lab, result: Result, *, quick: bool, orders: int | None = None) -> 
 
 def _signed(answer: dict[str, Any], amount: int, status: str, code: str) -> dict[str, Any]:
     """The notification the sandbox sends for ``status``, as a Midtrans notification is shaped."""
-    from midpay.notifications import compute_signature
+    from midpay.midtrans.notifications import compute_signature
 
     gross = f"{amount}.00"
     body: dict[str, Any] = {

@@ -41,7 +41,7 @@ LIMIT_MB = 100.0
 
 
 def _write_bodies(path: Path, lines: int, ids: list[str], amounts: list[int]) -> None:
-    from midpay.notifications import compute_signature
+    from midpay.midtrans.notifications import compute_signature
 
     with path.open("w", encoding="utf-8") as out:
         for n in range(lines):

@@ -43,12 +43,12 @@ from common import SERVER_KEY, Lab, Result, Target, copy_rows, log, midpay_env, 
 
 from midpay.db import intake as sql
 
-BATCH = 200  # midpay.runs.BATCH
+BATCH = 200  # midpay.intake.runs.BATCH
 TARGET = 1.0
 
 
 def _body(order_id: str, amount: int, code: str, status: str) -> dict[str, Any]:
-    from midpay.notifications import compute_signature
+    from midpay.midtrans.notifications import compute_signature
 
     gross = f"{amount}.00"
     return {
@@ -82,7 +82,7 @@ def _database(lab: Lab, name: str, orders: list[tuple[str, int]]) -> str:
 
 
 def _partitions(files: list[Path], connections: int) -> list[list[list[tuple[Path, bytes, dict[str, Any]]]]]:
-    """The batches of each connection, as midpay.partitions makes them."""
+    """The batches of each connection, as midpay.intake.partitions makes them."""
     buffers: list[list[tuple[Path, bytes, dict[str, Any]]]] = [[] for _ in range(connections)]
     batches: list[list[list[tuple[Path, bytes, dict[str, Any]]]]] = [[] for _ in range(connections)]
     for path in files:

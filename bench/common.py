@@ -141,7 +141,7 @@ class Lab:
 
     def fresh_db(self, name: str) -> str:
         """A new database with every midpay migration applied; dropped at close()."""
-        from midpay import migrate
+        from midpay.db import migrate
 
         dbname = f"bench_{name}_{os.getpid()}"
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
@@ -391,7 +391,7 @@ def charge_orders(api_url: str, order_ids: Sequence[str], amounts: Sequence[int]
     """Create the orders in the sandbox through midpay's own Gateway (a fixture step)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from midpay.gateway import Gateway
+    from midpay.midtrans.gateway import Gateway
 
     with Gateway(base_url=api_url, server_key=SERVER_KEY, timeout=30, pool_size=workers) as gw:
 

@@ -60,7 +60,7 @@ def pg_admin_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def template_url(pg_admin_url: str) -> str:
     """A database with every migration applied, copied for each test."""
-    from midpay import migrate
+    from midpay.db import migrate
 
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE)))
@@ -121,7 +121,7 @@ def sandbox() -> Iterator[Any]:
 
 @pytest.fixture
 def gateway(sandbox: Any) -> Iterator[Any]:
-    from midpay.gateway import Gateway
+    from midpay.midtrans.gateway import Gateway
 
     with Gateway(base_url=sandbox.url, server_key=SERVER_KEY, timeout=5.0, backoff=0.01) as gw:
         yield gw

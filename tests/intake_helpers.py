@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from midpay.notifications import parse_time
+from midpay.midtrans.notifications import parse_time
 
 
 def write_json(path: Path, body: Any) -> Path:

@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from midpay import migrate
+from midpay.db import migrate
 
 BACKEND = """
 CREATE TABLE users (id bigserial PRIMARY KEY);

@@ -8,10 +8,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from midpay import apply, db
-from midpay.apply import AnswerMismatch, apply_answer, apply_proven, needs_write
+from midpay import db
 from midpay.errors import GatewayProtocolError, NotFoundError
-from midpay.notifications import JAKARTA, parse_view
+from midpay.midtrans.notifications import JAKARTA, parse_view
+from midpay.payments import transition as apply
+from midpay.payments.transition import AnswerMismatch, apply_answer, apply_proven, needs_write
 
 TXN = "11111111-2222-4333-8444-555555555555"
 

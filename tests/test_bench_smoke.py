@@ -190,7 +190,7 @@ def test_the_import_probe_sees_heavy_modules_when_they_are_imported() -> None:
         [
             sys.executable,
             "-c",
-            "import json, sys, midpay.db, midpay.gateway; "
+            "import json, sys, midpay.db, midpay.midtrans.gateway; "
             f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))))",
         ],
         capture_output=True,

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from midpay import bodies
+from midpay.intake import bodies
 
 from .conftest import REPO
 

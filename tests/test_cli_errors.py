@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from midpay import migrate
+from midpay.db import migrate
 
 
 def _only_line(result: Any) -> str:

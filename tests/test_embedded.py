@@ -23,7 +23,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from midpay import embedded, embedded_access
+from midpay import embedded
+from midpay.embedded import access as embedded_access
 
 from .conftest import REPO
 

@@ -27,8 +27,8 @@ from midpay.errors import (
     OutcomeUnknown,
     TransactionNotFound,
 )
-from midpay.gateway import AUTH_HINT, RETRY_AFTER_CAP, Gateway, basic_auth_header, build_retry
-from midpay.notifications import parse_view, verify_signature
+from midpay.midtrans.gateway import AUTH_HINT, RETRY_AFTER_CAP, Gateway, basic_auth_header, build_retry
+from midpay.midtrans.notifications import parse_view, verify_signature
 from midpay.sandbox import SandboxServer
 
 KEY = "SB-Mid-server-gateway-test-Zq81xK"

@@ -17,8 +17,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from midpay import charges, db, intake
-from midpay.gateway import Gateway
+from midpay import db
+from midpay.intake import pipeline as intake
+from midpay.midtrans.gateway import Gateway
+from midpay.payments import charge as charges
 
 from .conftest import SERVER_KEY
 from .intake_helpers import as_stored, charge_order, midtrans_says, stored_events, stored_row, write_json
@@ -365,7 +367,8 @@ def test_receive_raises_database_unavailable_when_postgresql_goes(db_url: str, s
 def test_a_crash_between_the_steps_leaves_the_event_for_reprocess(
     db_url: str, sandbox: Any, gateway: Any, crash_after: str
 ) -> None:
-    from midpay import bodies, confirm, received
+    from midpay.intake import bodies, received
+    from midpay.intake import online as confirm
 
     with db.connect(db_url) as conn:
         order_id = charges.charge(conn, gateway, amount=37000).payment.order_id

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from midpay.notifications import compute_signature
+from midpay.midtrans.notifications import compute_signature
 
 from .conftest import SERVER_KEY
 from .intake_helpers import as_stored, charge_order, midtrans_says, stored_events, stored_row, write_json
@@ -122,7 +122,7 @@ def test_a_row_an_older_backend_left_paid_without_paid_at_is_due_for_reconcile(
     import os
     import shutil
 
-    from midpay import migrate
+    from midpay.db import migrate
 
     before_004 = tmp_path / "sql"
     before_004.mkdir()
@@ -131,7 +131,7 @@ def test_a_row_an_older_backend_left_paid_without_paid_at_is_due_for_reconcile(
     with psycopg.connect(empty_db_url) as conn:
         migrate.migrate(conn, before_004)
     os.environ["DATABASE_URL"] = empty_db_url
-    from midpay.gateway import Gateway
+    from midpay.midtrans.gateway import Gateway
 
     with Gateway(base_url=sandbox.url, server_key=SERVER_KEY) as gateway:
         answer = gateway.charge(order_id="legacy-paid", gross_amount=24000, idempotency_key="k-legacy-paid")

@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from midpay.notifications import compute_signature
+from midpay.midtrans.notifications import compute_signature
 
 from .conftest import REPO, SERVER_KEY
 
@@ -346,8 +346,9 @@ def test_reconcile_while_notifications_land(cli: Any, db_url: str, sandbox: Any,
     outcome: dict[str, Any] = {}
 
     def replay() -> None:
-        from midpay import bodies, intake
-        from midpay.gateway import Gateway
+        from midpay.intake import bodies
+        from midpay.intake import pipeline as intake
+        from midpay.midtrans.gateway import Gateway
 
         with psycopg.connect(db_url) as conn, Gateway(base_url=sandbox.url, server_key=SERVER_KEY) as gateway:
             outcome["results"] = [
@@ -412,7 +413,7 @@ def test_charge_wait_polls_until_final(cli: Any, sandbox: Any) -> None:
 def test_a_body_that_breaks_the_decision_is_still_stored(
     cli: Any, db_url: str, sandbox: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    from midpay import intake
+    from midpay.intake import pipeline as intake
 
     order_id = cli("charge", "--amount", "13000", "--json").json()["order_id"]
     path = _write(tmp_path / "s.json", sandbox.pay(order_id, "settlement"))

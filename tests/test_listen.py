@@ -22,8 +22,8 @@ import psycopg
 import pytest
 import requests
 
-from midpay.listen import Listener, free_port, start_process
-from midpay.notifications import compute_signature
+from midpay.midtrans.notifications import compute_signature
+from midpay.web.server import Listener, free_port, start_process
 from tests.conftest import REPO, SERVER_KEY
 
 FIXTURES = REPO / "tests" / "fixtures" / "midtrans"
@@ -286,7 +286,7 @@ def test_healthz_says_whether_the_migrations_are_in_order(listener: Listener, db
 
 
 def test_healthz_accepts_a_superseded_checksum_and_refuses_an_edited_file(listener: Listener, db_url: str) -> None:
-    from midpay.migrate import SUPERSEDED
+    from midpay.db.migrate import SUPERSEDED
 
     version, older = next((v, sorted(c)[0]) for v, c in sorted(SUPERSEDED.items()) if c)
     with psycopg.connect(db_url) as conn:
@@ -434,7 +434,7 @@ def test_the_importable_app_serves_under_a_shops_own_gunicorn(
             "--threads",
             "4",
             "--no-control-socket",
-            "midpay.webhook:app",
+            "midpay.web.app:app",
         ],
         stderr=log,
         stdout=subprocess.DEVNULL,

@@ -15,8 +15,8 @@ from typing import Any
 
 import requests
 
-from midpay.listen import start_process
-from midpay.webhook import DB_CONNECTIONS
+from midpay.web.app import DB_CONNECTIONS
+from midpay.web.server import start_process
 from tests.pg_activity import PeakConnections
 from tests.test_listen import charged, listen_env, payment
 

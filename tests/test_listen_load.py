@@ -20,8 +20,8 @@ from typing import Any
 import psycopg
 import requests
 
-from midpay.listen import start_process
-from midpay.notifications import JAKARTA
+from midpay.midtrans.notifications import JAKARTA
+from midpay.web.server import start_process
 from tests.conftest import SERVER_KEY
 from tests.test_listen import charged, events, listen_env, payment, signed
 

@@ -20,8 +20,10 @@ import psycopg
 import pytest
 import requests
 
-from midpay import charges, embedded, migrate
-from midpay.listen import start_process
+from midpay import embedded
+from midpay.db import migrate
+from midpay.payments import charge as charges
+from midpay.web.server import start_process
 from tests.conftest import SERVER_KEY
 from tests.test_listen import events, listen_env, payment
 from tests.test_listen_load import send
@@ -133,8 +135,8 @@ def test_the_sandbox_resends_a_503_until_listen_stores_it(
     own_postgres: OwnPostgres, env: dict[str, str], tmp_path: Path
 ) -> None:
     """Midtrans' own retries (the sandbox's, compressed) carry a notification across an outage."""
-    from midpay.gateway import Gateway
-    from midpay.listen import free_port
+    from midpay.midtrans.gateway import Gateway
+    from midpay.web.server import free_port
     from tests.test_listen import sandbox_process
 
     url = own_postgres.url

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from midpay import migrate
+from midpay.db import migrate
 from midpay.errors import MigrationError
 
 from .conftest import REPO

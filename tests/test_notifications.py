@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from midpay.errors import InvalidPayload
-from midpay.notifications import (
+from midpay.midtrans.notifications import (
     JAKARTA,
     TransactionView,
     compute_signature,

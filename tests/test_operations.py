@@ -17,9 +17,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from midpay import confirm, operations
 from midpay.errors import UsageError
-from midpay.notifications import compute_signature
+from midpay.intake import online as confirm
+from midpay.midtrans.notifications import compute_signature
+from midpay.payments import operations
 
 from .conftest import SERVER_KEY
 

@@ -21,9 +21,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from midpay import operations
 from midpay.errors import UsageError
-from midpay.notifications import JAKARTA
+from midpay.midtrans.notifications import JAKARTA
+from midpay.payments import operations
 
 HOSTILE_IDS = [
     "[/red]",
@@ -251,7 +251,7 @@ def test_since_without_offset_is_wib_whatever_the_machine_zone(monkeypatch: pyte
 
 
 def test_dry_run_says_would_apply(cli: Any, tmp_path: Path, sandbox: Any) -> None:
-    from midpay.notifications import compute_signature
+    from midpay.midtrans.notifications import compute_signature
 
     from .conftest import SERVER_KEY
 

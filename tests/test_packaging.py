@@ -9,7 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from midpay import migrate
+from midpay.db import migrate
 
 from .conftest import REPO
 

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from midpay import reconcile
+from midpay.reconcile import job as reconcile
 
 from .pg_activity import PeakConnections
 from .test_reconcile import _records, _seed, _spawn, _wait_for_checks
@@ -171,8 +171,8 @@ def test_a_404_failure_is_written_only_while_the_row_is_still_created(db_url: st
     import dataclasses
 
     from midpay import db
-    from midpay.apply import synthetic_failure
-    from midpay.batches import Answered, apply_batch
+    from midpay.payments.transition import synthetic_failure
+    from midpay.reconcile.writes import Answered, apply_batch
 
     with psycopg.connect(db_url) as conn:
         conn.execute(

@@ -18,10 +18,10 @@ import psycopg
 import pytest
 
 from midpay import db
-from midpay.apply import apply_answer
-from midpay.ledger import ledger as read_ledger
-from midpay.ledger import unsettled
-from midpay.notifications import JAKARTA
+from midpay.midtrans.notifications import JAKARTA
+from midpay.payments.transition import apply_answer
+from midpay.refunds.ledger import ledger as read_ledger
+from midpay.refunds.ledger import unsettled
 
 FIXTURES = Path(__file__).parent / "fixtures" / "midtrans"
 

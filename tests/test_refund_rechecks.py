@@ -17,8 +17,9 @@ from typing import Any, ClassVar
 
 import psycopg
 
-from midpay import db, ledger, migrate
-from midpay.db import claims
+from midpay import db
+from midpay.db import claims, migrate
+from midpay.refunds import ledger
 
 from .refund_support import ledger_rows, paid_out, settled
 

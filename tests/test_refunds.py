@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from midpay import refunds
 from midpay.errors import MidpayError, MidtransRejected, OutcomeUnknown
+from midpay.refunds import command as refunds
 
 from .conftest import SERVER_KEY
 from .refund_support import (
@@ -242,7 +242,7 @@ def test_refund_called_a_duplicate_but_listed_at_midtrans_is_done(
 def test_a_lost_refund_abandoned_once_midtrans_reports_the_payment_fully_refunded(
     conn: psycopg.Connection[Any], gateway: Any, sandbox: Any, db_url: str
 ) -> None:
-    from midpay.gateway import Gateway
+    from midpay.midtrans.gateway import Gateway
 
     _settled_here(conn, gateway, sandbox, "gone-1", 90000)
     sandbox.set_faults(stall_rate=1.0, stall_seconds=0.3)

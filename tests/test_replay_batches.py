@@ -14,8 +14,9 @@ from typing import Any
 
 import psycopg
 
-from midpay import charges, db
-from midpay.notifications import compute_signature
+from midpay import db
+from midpay.midtrans.notifications import compute_signature
+from midpay.payments import charge as charges
 
 from .conftest import SERVER_KEY
 from .intake_helpers import stored_events, stored_row

@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from midpay.errors import GatewayProtocolError, GatewayUnavailable, MidtransRejected, NotFoundError, UsageError
-from midpay.notifications import parse_notification, parse_view, verify_signature
+from midpay.midtrans.notifications import parse_notification, parse_view, verify_signature
 from midpay.sandbox import DEV_SERVER_KEY, SandboxServer, pay_remote, qris_payload, safe_file_stem
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,10 +21,9 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from midpay import dburl
-from midpay.config import load_settings
+from midpay.config import dburl, load_settings
+from midpay.config.redaction import RedactingStream, key_forms, redact, scrub
 from midpay.errors import ConfigError
-from midpay.redaction import RedactingStream, key_forms, redact, scrub
 
 from .conftest import SERVER_KEY
 

@@ -23,7 +23,7 @@ from midpay.errors import MidpayError
 if TYPE_CHECKING:
     from midpay.config import Settings
     from midpay.db import Connection
-    from midpay.gateway import Gateway
+    from midpay.midtrans.gateway import Gateway
 
 class _OneLineErrors(TyperGroup):
     """The root command, with click's usage errors as one ``Error: …`` line (exit 2), like every other error.
@@ -108,7 +108,7 @@ def _root(
 
 def _redact_streams() -> None:
     """The last line of defence: whatever reaches stdout or stderr is redacted (redaction.py)."""
-    from midpay.redaction import RedactingStream
+    from midpay.config.redaction import RedactingStream
 
     if not isinstance(sys.stdout, RedactingStream):
         sys.stdout = RedactingStream(sys.stdout, secrets)  # type: ignore[assignment]
@@ -248,7 +248,7 @@ def require_schema(conn: "Connection") -> None:
 
 
 def open_gateway(pool_size: int = 4) -> "Gateway":
-    from midpay.gateway import Gateway
+    from midpay.midtrans.gateway import Gateway
 
     s = settings()
     return Gateway(base_url=s.api_url, server_key=s.require_server_key(), timeout=s.timeout, pool_size=pool_size)

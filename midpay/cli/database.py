@@ -10,7 +10,7 @@ app.add_typer(db_app, name="db", short_help="Show, start or stop the embedded Po
 
 
 def _runs_as() -> str | None:
-    from midpay import embedded_access
+    from midpay.embedded import access as embedded_access
     from midpay.errors import ConfigError
 
     try:
@@ -98,9 +98,9 @@ def doctor(json_out: JsonFlag = False) -> None:
       midpay doctor
       midpay doctor --json
     """
-    from midpay import doctor as checking
     from midpay import output
     from midpay.output.system import doctor_document, render_doctor
+    from midpay.setup import doctor as checking
 
     with errors_to_exit():
         checks = checking.run(state.env_file)

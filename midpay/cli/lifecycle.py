@@ -19,7 +19,7 @@ from midpay.errors import MidpayError, UsageError
 
 if TYPE_CHECKING:
     from midpay.db import Connection
-    from midpay.gateway import Gateway
+    from midpay.midtrans.gateway import Gateway
 
 
 # --- charge ----------------------------------------------------------------------------
@@ -61,7 +61,9 @@ def charge(
       midpay charge --amount 25000 --qris --order-id shop-1042 --wait
       midpay charge --amount 25000 --order-id shop-1042   # again: resumes a charge that never arrived
     """
-    from midpay import charges, operations, output
+    from midpay import output
+    from midpay.payments import charge as charges
+    from midpay.payments import operations
 
     with errors_to_exit():
         whole = operations.parse_amount(amount)
@@ -100,8 +102,9 @@ def _wait_final(
     import time
     from datetime import UTC, datetime
 
-    from midpay import output, refresh
+    from midpay import output
     from midpay.output import join, text, visible
+    from midpay.payments import refresh
 
     if timeout is None:  # the QR's own expiry (Midtrans' default is 15 minutes), and a minute to see it expire
         expiry = output.payment_expiry(payment)
@@ -150,8 +153,9 @@ def status(
       midpay status shop-1042
       midpay status shop-1042 --no-refresh --json
     """
-    from midpay import ledger as refund_ledger
-    from midpay import output, refresh
+    from midpay import output
+    from midpay.payments import refresh
+    from midpay.refunds import ledger as refund_ledger
 
     with errors_to_exit():
         conn = open_connection()
@@ -209,8 +213,9 @@ def payments_list(
       midpay payments --since 2h
       midpay payments --status settlement --since 2026-12-01 --json
     """
-    from midpay import ledger as refund_ledger
-    from midpay import operations, output
+    from midpay import output
+    from midpay.payments import operations
+    from midpay.refunds import ledger as refund_ledger
 
     with errors_to_exit():
         wanted = operations.status_filter(status)

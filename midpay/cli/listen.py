@@ -40,8 +40,9 @@ def listen(
       midpay listen --port 8080 --workers 2
       midpay listen --host 0.0.0.0 --path /midtrans/notification
     """
-    from midpay import db, webhook
-    from midpay import listen as serving
+    from midpay import db
+    from midpay.web import app as webhook
+    from midpay.web import server as serving
 
     with errors_to_exit():
         if not path.startswith("/") or path == webhook.HEALTH_PATH or "?" in path:

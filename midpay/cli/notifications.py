@@ -24,8 +24,8 @@ from midpay.errors import UsageError
 
 if TYPE_CHECKING:
     from midpay.errors import MidpayError
-    from midpay.intake import NotificationResult
-    from midpay.runs import RunReport
+    from midpay.intake.pipeline import NotificationResult
+    from midpay.intake.runs import RunReport
 
 # --- replay-webhook --------------------------------------------------------------------
 
@@ -151,7 +151,8 @@ def replay_webhook(
       midpay replay-webhook notifications/ day.jsonl --json
       cat body.json | midpay replay-webhook - --offline
     """
-    from midpay import bodies, confirm
+    from midpay.intake import bodies
+    from midpay.intake import online as confirm
 
     with errors_to_exit():
         if connections != 1 and not offline:
@@ -205,7 +206,8 @@ def events_list(
       midpay events --rejected
       midpay events --order-id shop-1042 --json
     """
-    from midpay import operations, output
+    from midpay import output
+    from midpay.payments import operations
 
     with errors_to_exit():
         if ctx.invoked_subcommand is not None:
@@ -250,7 +252,7 @@ def events_reprocess(
       midpay events reprocess
       midpay events reprocess --rejected --order-id shop-1042
     """
-    from midpay import confirm
+    from midpay.intake import online as confirm
 
     with errors_to_exit():
         key = settings().require_server_key()

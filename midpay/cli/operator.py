@@ -9,7 +9,7 @@ from midpay.cli.common import JsonFlag, OrderIdArg, YesFlag, app, errors_to_exit
 from midpay.errors import UsageError
 
 if TYPE_CHECKING:
-    from midpay.refunds import RefundPlan
+    from midpay.refunds.command import RefundPlan
 
 
 def _must_ask(action: str, yes: bool) -> bool:
@@ -30,7 +30,8 @@ def _confirm(question: str) -> None:
 
 
 def _end_payment(action: str, order_id: str, yes: bool, json_out: bool) -> None:
-    from midpay import operations, output
+    from midpay import output
+    from midpay.payments import operations
 
     with errors_to_exit():
         ask = _must_ask(f"{action} order {order_id}", yes)
@@ -106,7 +107,9 @@ def refund_payment(
       midpay refund shop-1042
       midpay refund shop-1042 --amount 20000 --reason "damaged box" --yes
     """
-    from midpay import output, refunds, render_refunds
+    from midpay import output
+    from midpay.output import refunds as render_refunds
+    from midpay.refunds import command as refunds
 
     with errors_to_exit():
         ask = _must_ask(f"refund order {order_id}", yes)

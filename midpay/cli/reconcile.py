@@ -22,7 +22,7 @@ from midpay.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from midpay.reconcile import ReconcileResult, ReconcileSummary
+    from midpay.reconcile.job import ReconcileResult, ReconcileSummary
 
 NOTABLE_SHOWN = 500
 
@@ -81,7 +81,7 @@ def reconcile(
       midpay reconcile --concurrency 32 --max-rps 50 --json >> reconcile.jsonl
       midpay reconcile --dry-run --limit 20
     """
-    from midpay import reconcile as reconciling
+    from midpay.reconcile import job as reconciling
 
     with errors_to_exit():
         gateway = open_gateway(pool_size=concurrency)

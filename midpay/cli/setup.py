@@ -27,8 +27,8 @@ def migrate(
       midpay migrate --status
       midpay migrate --dry-run --json
     """
-    from midpay import migrate as migrations
     from midpay import output
+    from midpay.db import migrate as migrations
 
     with errors_to_exit():
         conn = open_connection(check_schema=False)
@@ -156,8 +156,8 @@ def demo() -> None:
     \b
       midpay demo
     """
-    from midpay import demo as demo_mod
     from midpay import output
+    from midpay.setup import demo as demo_mod
 
     with errors_to_exit():
         from midpay.config import load_settings

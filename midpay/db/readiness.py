@@ -7,7 +7,7 @@ PostgreSQL's own words (``relation … does not exist``). Two small queries.
 
 from __future__ import annotations
 
-from midpay import migrate
+from midpay.db import migrate
 from midpay.db.core import Connection
 from midpay.errors import MigrationError, SchemaNotReady
 

@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 
 from midpay.db.core import Connection
 from midpay.errors import InvalidPayload
-from midpay.notifications import parse_amount, parse_time
+from midpay.midtrans.notifications import parse_amount, parse_time
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
     text       the one helper every value goes through (``text``, ``visible``), money, times, JSON
     layout     lists of records that keep values whole: a table, or stacked blocks when narrow
     documents  the JSON documents of every command
-    views      payments, notifications, events, reconcile, migrations, (refunds: midpay.render_refunds)
+    views      payments, notifications, events, reconcile, migrations, (refunds: midpay.output.refunds)
 """
 
 from midpay.output.documents import (

@@ -9,10 +9,10 @@ from midpay.output.text import iso
 
 if TYPE_CHECKING:
     from midpay.db import Payment, WebhookEvent
-    from midpay.intake import NotificationResult
-    from midpay.ledger import Ledger
-    from midpay.migrate import MigrationStatus
-    from midpay.reconcile import ReconcileResult, ReconcileSummary
+    from midpay.db.migrate import MigrationStatus
+    from midpay.intake.pipeline import NotificationResult
+    from midpay.reconcile.job import ReconcileResult, ReconcileSummary
+    from midpay.refunds.ledger import Ledger
 
 
 def _response(payment: Payment) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def payment_actions(payment: Payment) -> list[dict[str, str]]:
 def payment_expiry(payment: Payment) -> datetime | None:
     """Midtrans' expiry time (``expiry_time`` or ``expire_time``), Jakarta time."""
     from midpay.errors import InvalidPayload
-    from midpay.notifications import parse_time
+    from midpay.midtrans.notifications import parse_time
 
     raw = _response(payment)
     value = raw.get("expiry_time") or raw.get("expire_time")
@@ -63,7 +63,7 @@ def payment_document(payment: Payment, *, ledger: Ledger | None = None) -> dict[
         "expiry_time": iso(payment_expiry(payment)),
     }
     if ledger is not None:
-        from midpay.render_refunds import ledger_fields
+        from midpay.output.refunds import ledger_fields
 
         doc.update(ledger_fields(ledger))
     return doc

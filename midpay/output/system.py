@@ -9,8 +9,8 @@ from midpay.output.text import iso, join, text, when
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from midpay.doctor import Check
     from midpay.embedded import ServerStatus
+    from midpay.setup.doctor import Check
 
 _STATE_STYLE = {"running": "green", "stopped": "yellow", "absent": "yellow"}
 _CHECK_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}

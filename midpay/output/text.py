@@ -142,7 +142,7 @@ def when(value: datetime | None, *, zone: bool = False) -> str:
 
 
 def _wib(value: datetime) -> datetime:
-    from midpay.notifications import JAKARTA
+    from midpay.midtrans.notifications import JAKARTA
 
     return value.astimezone(JAKARTA) if value.tzinfo is not None else value
 

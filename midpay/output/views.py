@@ -19,10 +19,10 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from midpay.db import Payment, WebhookEvent
-    from midpay.intake import NotificationResult
-    from midpay.ledger import Ledger
-    from midpay.migrate import MigrationStatus
-    from midpay.reconcile import ReconcileResult, ReconcileSummary
+    from midpay.db.migrate import MigrationStatus
+    from midpay.intake.pipeline import NotificationResult
+    from midpay.reconcile.job import ReconcileResult, ReconcileSummary
+    from midpay.refunds.ledger import Ledger
 
 ACTION_LABELS = {"generate-qr-code": "QR image", "deeplink-redirect": "deeplink"}
 MOST_ROWS = 500
@@ -58,7 +58,7 @@ def render_payment(
     if expiry is not None:
         fields.append(("expires", text(when(expiry, zone=True))))
     if ledger is not None:
-        from midpay.render_refunds import ledger_rows
+        from midpay.output.refunds import ledger_rows
 
         fields += ledger_rows(ledger)
     label_width = max(len(label) for label, _ in fields)
@@ -79,7 +79,7 @@ def render_payment(
         con.print(text(ACTION_LABELS.get(action["name"], action["name"]) + ":", "bold cyan"))
         con.print(text(action["url"]), soft_wrap=True)
     if ledger is not None:
-        from midpay.render_refunds import render_ledger
+        from midpay.output.refunds import render_ledger
 
         render_ledger(con, ledger)
     if show_qr:
@@ -132,7 +132,7 @@ def render_payments(
 
     With ``ledgers`` (by payment id), a ``refunded`` column.
     """
-    from midpay.render_refunds import REFUNDED_COLUMN, refunded_cell
+    from midpay.output.refunds import REFUNDED_COLUMN, refunded_cell
 
     rows = [
         [

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from midpay.notifications import JAKARTA
+from midpay.midtrans.notifications import JAKARTA
 
 from . import tamper
 from .api import Call, CoreApi

@@ -36,7 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urljoin
 
-from midpay.notifications import JAKARTA
+from midpay.midtrans.notifications import JAKARTA
 
 from .shapes import safe_file_stem
 from .state import Notice

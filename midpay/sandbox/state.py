@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from midpay.errors import MidtransRejected, NotFoundError, UsageError
-from midpay.notifications import JAKARTA, compute_signature, format_time
+from midpay.midtrans.notifications import JAKARTA, compute_signature, format_time
 
 from .shapes import ANSWER_CODES, DUPLICATE_ORDER, MERCHANT_ID, NOTIFICATION_CODES, cannot_modify, money, qris_payload
 from .stats import Stats

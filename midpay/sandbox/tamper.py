@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from midpay.notifications import compute_signature
+from midpay.midtrans.notifications import compute_signature
 
 from .shapes import AUTH_FAILED, Reply, json_reply, midtrans_error
 from .stats import ORDER_FAULTS

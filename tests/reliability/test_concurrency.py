@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from midpay.notifications import compute_signature, parse_time
+from midpay.midtrans.notifications import compute_signature, parse_time
 from midpay.sandbox import NOTIFICATION_CODES
 
 from .conftest import (

@@ -32,9 +32,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from midpay import charges, refresh
 from midpay.errors import MidpayError
-from midpay.gateway import Gateway
+from midpay.midtrans.gateway import Gateway
+from midpay.payments import charge as charges
+from midpay.payments import refresh
 
 from ..conftest import SERVER_KEY
 from .conftest import Figures, Proc, process_env, rows, run, sandbox_states, spawn, total_faults

@@ -47,7 +47,7 @@ def killable() -> Iterator[PrivatePostgres]:
 
 
 def _fresh(killable: PrivatePostgres) -> str:
-    from midpay import migrate
+    from midpay.db import migrate
 
     with psycopg.connect(killable.url(), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier("midpay")))

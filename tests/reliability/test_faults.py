@@ -57,7 +57,7 @@ def _move_some(sandbox: Any, orders: dict[str, int], seed: int) -> None:
 
 def _disagreements(url: str, sandbox: Any, orders: dict[str, int]) -> list[str]:
     """Orders whose row differs from Midtrans (state, or paid_at against settlement_time)."""
-    from midpay.notifications import parse_time
+    from midpay.midtrans.notifications import parse_time
 
     truth = sandbox_states(sandbox)
     final = rows(url)
@@ -197,7 +197,7 @@ def test_postgres_restart_during_reconcile_then_a_rerun_completes(
     tmp_path: Path,
     figures: Figures,
 ) -> None:
-    from midpay import migrate
+    from midpay.db import migrate
 
     with psycopg.connect(restartable.url(), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier("midpay")))

@@ -21,9 +21,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from midpay import bodies, intake, states
+from midpay import states
 from midpay.errors import InvalidPayload
-from midpay.notifications import compute_signature, parse_amount, parse_notification, proof
+from midpay.intake import bodies
+from midpay.intake import pipeline as intake
+from midpay.midtrans.notifications import compute_signature, parse_amount, parse_notification, proof
 from midpay.sandbox import NOTIFICATION_CODES
 
 from ..conftest import SERVER_KEY

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from midpay import migrate
+from midpay.db import migrate
 from midpay.errors import DatabaseUnavailable, MigrationError
 
 from ..conftest import REPO
@@ -170,7 +170,7 @@ def test_a_killed_migration_rolls_back_and_the_next_run_applies_it(
         f"""
         import psycopg
         from pathlib import Path
-        from midpay import migrate
+        from midpay.db import migrate
         with psycopg.connect({empty_db_url!r}) as conn:
             migrate.migrate(conn, Path({str(directory)!r}))
         """

@@ -2,7 +2,7 @@
 
 Real ``python -m midpay`` processes against a real PostgreSQL and the sandbox over
 HTTP. Each step is reached exactly through the test-only crash points
-(``midpay.crashpoints``: ``MIDPAY_TEST_CRASH_AT=<point>`` makes the process SIGKILL
+(``midpay.testing.crashpoints``: ``MIDPAY_TEST_CRASH_AT=<point>`` makes the process SIGKILL
 itself there; ``<point>:pause`` makes it wait there while the test terminates its
 PostgreSQL backend with ``pg_terminate_backend`` from another connection).
 
@@ -54,7 +54,7 @@ def sandbox(notes: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def gw(sandbox: Any) -> Iterator[Any]:
-    from midpay.gateway import Gateway
+    from midpay.midtrans.gateway import Gateway
 
     with Gateway(base_url=sandbox.url, server_key=SERVER_KEY, timeout=10.0, backoff=0.01) as gateway:
         yield gateway

@@ -25,8 +25,9 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from midpay import charges, refresh
-from midpay.gateway import Gateway
+from midpay.midtrans.gateway import Gateway
+from midpay.payments import charge as charges
+from midpay.payments import refresh
 from midpay.sandbox import SandboxServer
 
 from .conftest import Figures, process_env

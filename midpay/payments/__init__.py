@@ -1,0 +1,1 @@
+"""Payments and THE transition that moves one: lock, check Midtrans' answer once, decide, write."""

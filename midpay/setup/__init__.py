@@ -1,0 +1,1 @@
+"""Setting up and trying an installation: doctor and the demo."""

@@ -1,0 +1,219 @@
+"""``midpay demo``: the whole lifecycle on embedded parts, with no configuration at all.
+
+An embedded PostgreSQL under ``<MIDPAY_HOME>/demo`` and an in-process sandbox stand
+in for the real ones; every step runs the same use-case code as the commands do
+(migrate, charge, status, replay-webhook, reconcile). Each run starts from a fresh
+demo database, so it can be repeated at will; the data stays until the next run.
+The demo stops the PostgreSQL it started, so nothing is left running; the home it
+suggests for trying things by hand (``<MIDPAY_HOME>/try``) is never touched by it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from midpay.config import Settings
+
+
+@dataclass(frozen=True)
+class DemoReport:
+    """What the demo did, for its closing account."""
+
+    order_id: str
+    amount: int
+    final_status: str
+    paid_at: str | None
+    notification_file: Path
+    reconciled: int
+    seconds: float
+    home: Path
+    try_home: Path
+    left_running: bool  # the demo's PostgreSQL was running before the demo, and still is
+
+
+def try_home(settings: Settings) -> Path:
+    """The home the demo suggests for trying commands by hand; no demo run touches it."""
+    return settings.home / "try"
+
+
+def demo_home(settings: Settings) -> Path:
+    """The demo's own place, apart from the user's real midpay data."""
+    return settings.home / "demo"
+
+
+def _fresh_database(home: Path) -> str:
+    import psycopg
+    from psycopg import sql
+
+    from midpay import embedded
+    from midpay.errors import DatabaseUnavailable
+
+    admin = embedded.ensure_server(home, database="postgres")
+    try:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(embedded.DATABASE)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(embedded.DATABASE)))
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"the demo database could not be prepared: {str(exc).strip()}") from exc
+    return embedded.ensure_server(home)
+
+
+def run(settings: Settings, con: Console, step: Callable[[str], None]) -> DemoReport:
+    """Walk one payment from charge to settlement through the real code paths."""
+    from midpay import embedded
+    from midpay.embedded import access as embedded_access
+
+    started = time.monotonic()
+    home = demo_home(settings)
+    embedded_access.prepare_home(home, embedded_access.runner())
+    was_running = embedded.status(home).state == "running"
+    try:
+        report = _walk(settings, con, step, home)
+    finally:
+        if not was_running:
+            embedded.stop(home)
+    return DemoReport(**{**report, "seconds": time.monotonic() - started, "left_running": was_running})
+
+
+def _walk(settings: Settings, con: Console, step: Callable[[str], None], home: Path) -> dict[str, Any]:
+    from midpay import db, output
+    from midpay.db import migrate
+    from midpay.intake import bodies
+    from midpay.intake import pipeline as intake
+    from midpay.midtrans.gateway import Gateway
+    from midpay.payments import charge as charges
+    from midpay.payments import refresh
+    from midpay.reconcile import job as reconciling
+    from midpay.sandbox import DEV_SERVER_KEY, SandboxServer
+    from midpay.web import server as listening
+    from midpay.web.app import DEFAULT_PATH
+
+    notify_dir = home / "notifications"
+    step("Starting the embedded PostgreSQL and a fresh demo database")
+    url = _fresh_database(home)
+    con.print(output.join("  database: embedded PostgreSQL in ", output.text(home / "pgdata")))
+
+    step("midpay migrate")
+    with db.connect(url) as conn:
+        applied = migrate.migrate(conn)
+    con.print(output.text(f"  applied {len(applied)} migration(s): " + ", ".join(f.name for f in applied)))
+
+    # The sandbox POSTs each notification to `midpay listen`, as Midtrans would, where
+    # this Python can start one (it cannot when its interpreter is out of this user's reach).
+    cannot_listen = listening.cannot_start_process()
+    listen_port = listening.free_port()
+    notify_url = None if cannot_listen else f"http://127.0.0.1:{listen_port}{DEFAULT_PATH}"
+    with SandboxServer(server_key=DEV_SERVER_KEY, notify_dir=notify_dir, notify_url=notify_url) as sandbox:
+        con.print(f"  Midtrans sandbox listening on {sandbox.url} (development key, in-process)")
+        with Gateway(base_url=sandbox.url, server_key=DEV_SERVER_KEY, timeout=10.0) as gateway, db.connect(url) as conn:
+            amount = 154_600
+            step(f"midpay charge --amount {amount} --qris")
+            charged = charges.charge(conn, gateway, amount=amount, qris=True, user_id=1)
+            order_id = charged.payment.order_id
+            output.render_payment(con, charged.payment, title="Charge created", show_qr=True)
+
+            step(f"midpay status {order_id}")
+            outcome = refresh.refresh(conn, gateway, order_id)
+            says = output.status_text(outcome.payment.status)
+            con.print(output.join("  Midtrans says: ", says, " (the customer has not paid yet)"))
+
+            if cannot_listen is None:
+                step("midpay listen; the customer scans the QR and pays (midpay sandbox pay)")
+                env = listening.child_env(database_url=url, server_key=DEV_SERVER_KEY, api_url=sandbox.url, home=home)
+                with listening.start_process(env, home / "listen.log", port=listen_port, cwd=home) as listener:
+                    con.print(output.text(f"  midpay listen receives notifications on {listener.url}"))
+                    sandbox.pay(order_id, "settlement")
+                    arrived = listening.describe(listener.wait_for(order_id))
+                    con.print(output.text(f"  Midtrans notified it over HTTP: {arrived}"))
+            else:
+                step("The customer scans the QR and pays (midpay sandbox pay)")
+                sandbox.pay(order_id, "settlement")
+                con.print(output.text(f"  (no midpay listen here: {cannot_listen}; the file is replayed instead)"))
+            files = sorted(notify_dir.glob("*.json"), key=lambda p: p.stat().st_mtime)
+            notification = next(p for p in reversed(files) if "settlement" in p.name)
+            con.print(output.join("  Midtrans sent a signed notification; saved as ", output.text(notification)))
+
+            step(f"midpay replay-webhook {notification.name}")
+            received = list(bodies.iter_bodies([str(notification)], lambda: ""))
+            results = [
+                intake.process_notification(conn, body, DEV_SERVER_KEY, gateway=gateway) for body in received
+            ]
+            output.render_notifications(con, results, dry_run=False)
+
+            step(f"midpay status {order_id}")
+            final = refresh.refresh(conn, gateway, order_id).payment
+            output.render_payment(con, final, title="Paid")
+
+        step("midpay reconcile --min-age 0")
+        with Gateway(base_url=sandbox.url, server_key=DEV_SERVER_KEY, timeout=10.0) as gateway:
+            summary = reconciling.reconcile(url, gateway, min_age=0, concurrency=4)
+        output.render_reconcile(con, [], summary, dry_run=False)
+
+    return {
+        "order_id": order_id,
+        "amount": amount,
+        "final_status": final.status,
+        "paid_at": output.iso(final.paid_at),
+        "notification_file": notification,
+        "reconciled": summary.checked,
+        "home": home,
+        "try_home": try_home(settings),
+    }
+
+
+def render_account(con: Console, report: DemoReport) -> None:
+    """What happened, what is left running, and the commands to try next (outside any border, to copy)."""
+    from rich.panel import Panel
+
+    from midpay.output import rupiah, text
+    from midpay.sandbox import DEV_SERVER_KEY
+
+    ok = report.final_status == "settlement" and report.paid_at is not None
+    summary = [
+        f"Order {report.order_id} for {rupiah(report.amount)} went created → pending → {report.final_status}"
+        + (f", paid at {report.paid_at}." if report.paid_at else "."),
+        "The notification was stored, its signature verified, its amount checked, and applied once;",
+        f"reconcile then found {report.reconciled} open payment(s) to check. Took {report.seconds:.1f} s.",
+    ]
+    title, style = ("Demo complete", "green") if ok else ("Demo finished", "red")
+    from rich.text import Text
+
+    con.print(Panel(Text("\n").join(text(line) for line in summary), title=title, border_style=style))
+    if report.left_running:
+        running = [
+            f"Left running: the embedded PostgreSQL of {report.home} (it was running before the demo).",
+            f"Stop it with:  MIDPAY_HOME={report.home} midpay db stop",
+        ]
+    else:
+        running = [
+            "Left running: nothing. The demo's PostgreSQL was stopped and the sandbox ran inside the demo.",
+            f"The demo's data stays in {report.home} until the next demo.",
+        ]
+    for line in running:
+        con.print(text(line), soft_wrap=True)
+    lines = [
+        "",
+        f"Try it yourself, in a home the demo never touches ({report.try_home}):",
+        f"  export MIDPAY_HOME={report.try_home}",
+        "  export DATABASE_URL=embedded",
+        f"  export MIDTRANS_SERVER_KEY={DEV_SERVER_KEY}",
+        "  export MIDTRANS_API_URL=http://127.0.0.1:8765",
+        "  midpay migrate",
+        "  midpay listen 2> listen.log &                  # receives the notifications (later: kill %1 %2)",
+        "  midpay sandbox serve --notify-url http://127.0.0.1:8080/midtrans/notification > sandbox.log &",
+        "  midpay charge --amount 25000 --qris            # note the order id it prints",
+        "  midpay sandbox pay ORDER_ID > paid.json        # the customer pays; listen applies it",
+        "  midpay replay-webhook paid.json                # the same body again: unchanged",
+        "  midpay status ORDER_ID",
+        "  midpay reconcile --min-age 0",
+        "  midpay db stop                                 # when done: stop the embedded PostgreSQL",
+    ]
+    for line in lines:
+        con.print(text(line), soft_wrap=True)

@@ -1,0 +1,1 @@
+"""Hooks for the reliability tests: inert unless a test sets them."""
