@@ -83,7 +83,7 @@ class MigrationStatus:
 
 def sql_dir() -> Path:
     """The migrations: ``midpay/sql`` of an installed wheel, or ``sql/`` of a source checkout."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent  # the midpay package
     for candidate in (here / "sql", here.parent / "sql"):
         if candidate.is_dir() and any(candidate.glob("*.sql")):
             return candidate
