@@ -26,6 +26,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,11 @@ import pytest
 import requests
 
 from midpay import db
-from midpay.intake.pipeline import NotificationResult
+from midpay.intake.pipeline import NotificationResult, Reason
 from midpay.intake.single import receive
 from midpay.midtrans.notifications import compute_signature
 from midpay.payments import charge as charges
+from midpay.web.app import status_for
 from midpay.web.server import start_process
 
 from ..conftest import REPO, SERVER_KEY, TEMPLATE, _create_database, _drop_database
@@ -282,9 +284,14 @@ def test_every_source_gives_the_same_bytes_the_same_outcome_and_row(
     assert again == {n: r for n, r in expected.items() if n not in VALID}
     same_rows(rows["file"], stored(urls["file"]), "reprocessed --rejected")
 
-    # Offline: the batched --offline replay and the one-body library entry decide alike; its
-    # rejections are the online ones exactly, and a verified body awaits confirmation.
-    offline = by_files(cli, monkeypatch, urls["offline"], bodies, tmp_path / "offline", "--offline")
+    check_offline(cli, monkeypatch, urls, bodies, expected, rows["file"], tmp_path / "offline")
+
+
+def check_offline(cli: Any, monkeypatch: Any, urls: dict[str, str], bodies: dict[str, bytes], expected: Outcomes,
+                  online_rows: dict[bytes, dict[str, Any]], folder: Path) -> None:
+    """The batched ``--offline`` replay and the one-body library entry decide alike; the rejections are
+    the online ones exactly, and a verified body (status_code 200 proves no state) awaits confirmation."""
+    offline = by_files(cli, monkeypatch, urls["offline"], bodies, folder, "--offline")
     assert by_library_offline(urls["library"], bodies) == offline
     same_rows(stored(urls["offline"]), stored(urls["library"]), "library offline")
     assert payments(urls["offline"]) == payments(urls["library"])
@@ -294,6 +301,33 @@ def test_every_source_gives_the_same_bytes_the_same_outcome_and_row(
         else:
             assert result == expected[name], name
     offline_rows = stored(urls["offline"])
-    for data, row in rows["file"].items():
+    for data, row in online_rows.items():
         if row["outcome"] == "rejected":
             assert offline_rows[data] == row
+
+
+REASONS = {
+    "wrong-amount": Reason.AMOUNT,
+    "unknown-order": Reason.UNKNOWN_ORDER,
+    "forged-signature": Reason.SIGNATURE,
+    "huge-amount-signed": Reason.UNREADABLE,
+    **{name: Reason.UNREADABLE for name in ("non-utf8", "nul", "lone-surrogate", "deep-nesting", "huge-integer",
+                                            "huge-float")},
+}
+
+
+def test_each_rejection_carries_its_reason_code_and_listen_answers_by_it(
+    db_url: str, seeded: dict[str, bytes]
+) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        results = {name: receive(lambda: nullcontext(conn), None, data, "lib", server_key=SERVER_KEY)
+                   for name, data in seeded.items()}
+    assert {name: r.reason for name, r in results.items() if r.outcome == "rejected"} == REASONS
+    assert all(r.reason is None for name, r in results.items() if name in VALID)
+    assert {name: status_for(r) for name, r in results.items() if name in REASONS} == {
+        name: 404 if reason is Reason.UNKNOWN_ORDER else 400 for name, reason in REASONS.items()
+    }
+    # The message never decides the answer: only the code does.
+    unknown = results["unknown-order"]
+    assert status_for(replace(unknown, reason=Reason.FAILED)) == 400
+    assert status_for(replace(results["forged-signature"], error="unknown order: x")) == 400
