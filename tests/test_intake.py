@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 
 from midpay import db
 from midpay.intake import pipeline as intake
+from midpay.intake.single import receive
 from midpay.midtrans.gateway import Gateway
 from midpay.payments import charge as charges
 
@@ -336,7 +338,7 @@ def test_receive_keeps_a_bom_and_decides_once_committed(db_url: str, sandbox: An
     with db.connect(db_url) as conn:
         order_id = charges.charge(conn, gateway, amount=35000).payment.order_id
         data = b"\xef\xbb\xbf" + json.dumps(sandbox.pay(order_id, "settlement")).encode()
-        result = intake.receive(conn, gateway, data, "http:127.0.0.1", server_key=SERVER_KEY)
+        result = receive(lambda: nullcontext(conn), gateway, data, "http:127.0.0.1", server_key=SERVER_KEY)
     assert (result.outcome, result.confirmed, result.status_after) == ("applied", True, "settlement")
     [event] = stored_events(db_url, order_id)
     assert bytes(event["raw_bytes"]) == data and event["source"] == "http:127.0.0.1"
@@ -348,7 +350,7 @@ def test_receive_with_midtrans_unreachable_returns_awaiting(db_url: str, sandbox
         order_id = charges.charge(conn, gateway, amount=36000).payment.order_id
         data = json.dumps(sandbox.pay(order_id, "settlement")).encode()
         with Gateway(base_url=f"http://127.0.0.1:{_closed_port()}", server_key=SERVER_KEY, backoff=0.01) as down:
-            result = intake.receive(conn, down, data, "http:test", server_key=SERVER_KEY)
+            result = receive(lambda: nullcontext(conn), down, data, "http:test", server_key=SERVER_KEY)
     assert result.outcome == "awaiting" and result.gateway_error is not None
     assert [e["outcome"] for e in stored_events(db_url, order_id)] == ["awaiting"]
 
@@ -360,7 +362,7 @@ def test_receive_raises_database_unavailable_when_postgresql_goes(db_url: str, s
         pid = conn.info.backend_pid
         killer.execute("SELECT pg_terminate_backend(%s)", (pid,))
         with pytest.raises(DatabaseUnavailable):
-            intake.receive(conn, gateway, b'{"order_id": "x"}', "http:test", server_key=SERVER_KEY)
+            receive(lambda: nullcontext(conn), gateway, b'{"order_id": "x"}', "http:test", server_key=SERVER_KEY)
 
 
 @pytest.mark.parametrize("crash_after", ["store", "screen"])

@@ -346,15 +346,12 @@ def test_reconcile_while_notifications_land(cli: Any, db_url: str, sandbox: Any,
     outcome: dict[str, Any] = {}
 
     def replay() -> None:
-        from midpay.intake import bodies
-        from midpay.intake import pipeline as intake
+        from midpay.intake import bodies, online
         from midpay.midtrans.gateway import Gateway
 
-        with psycopg.connect(db_url) as conn, Gateway(base_url=sandbox.url, server_key=SERVER_KEY) as gateway:
-            outcome["results"] = [
-                intake.process_notification(conn, body, SERVER_KEY, gateway=gateway)
-                for body in bodies.iter_bodies([str(folder)], lambda: "")
-            ]
+        with Gateway(base_url=sandbox.url, server_key=SERVER_KEY) as gateway:
+            received = bodies.iter_bodies([str(folder)], lambda: "")
+            outcome["results"] = online.replay(db_url, gateway, received, SERVER_KEY).results
 
     thread = threading.Thread(target=replay)
     thread.start()

@@ -2,7 +2,7 @@
 
 Each worker of ``partitions`` takes its share of the orders' bodies in batches, in the
 order they came, and for each batch stores the bodies (committed), then screens and
-applies them in one transaction (``intake_batch``); if that fails, the batch is
+applies them in one transaction (``batch``); if that fails, the batch is
 screened and applied order by order instead (``intake``). The rows to store are made
 by the reading thread ahead of the workers (``received.prepare``).
 """
@@ -49,7 +49,11 @@ def run(
 
 
 def decide(conn: db.Connection, batch: list[Item], server_key: str, *, dry_run: bool) -> Decided:
-    """A stored batch screened and applied offline in one transaction; if that fails, screened, then order by order."""
+    """A stored batch screened and applied offline in one transaction; if that fails, screened, then order by order.
+
+    The offline stages for stored bodies, whoever feeds them: these partitions, and
+    ``single.receive`` for one body with no gateway.
+    """
     try:
         return intake_batch.screen_and_apply_offline(conn, batch, server_key, dry_run=dry_run)
     except Exception as exc:

@@ -6,7 +6,7 @@ commits), then every order with bodies left to confirm gets one Get Status call,
 Midtrans holds no database connection, and does not apply the answer either: it hands
 the order to an applier thread and asks about the next. Each applier (``appliers_for``:
 1 to 4, each with its own connection) takes every order answered meanwhile and
-applies them together in one transaction (``intake_batch``); an order is with one
+applies them together in one transaction (``batch``); an order is with one
 applier at a time. Bodies of one order are applied in the order they came, and an
 order seen again later in the run reuses the answer it got (remembered for
 ``REMEMBERED`` orders). Offline runs are ``offline``'s.

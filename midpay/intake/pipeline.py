@@ -1,35 +1,42 @@
-"""A notification from any source: store the bytes, verify, confirm with Midtrans, apply its answer.
+"""THE intake: the stages every notification goes through, whatever its source, defined once here.
 
-``replay-webhook`` (files, stdin), ``events reprocess`` (stored bodies) and ``listen``
-(HTTP) all come through here; nothing about a notification is decided anywhere else.
-
-    1. store    the exact bytes (raw_bytes) and the JSON (raw_body), undecided; committed
-                (``received``)
-    2. screen   signature over the raw strings; a known order; the stored amount. A body
+    1. decode   the bytes as UTF-8 (a BOM accepted), then JSON: ``bodies.decode_body``, the one
+                rule for every source; a body that fails is kept, byte for byte, and rejected
+                with the reason
+    2. store    the exact bytes (raw_bytes) and the JSON (raw_body), undecided; committed
+                (``received.store``)
+    3. screen   signature over the raw strings; a known order; the stored amount. A body
                 that fails is recorded rejected. A body identical to one confirmed
                 before is recorded unchanged: nothing to ask. The rest are recorded
-                awaiting confirmation; committed
-    3. confirm  Get Status for the order, outside any transaction or lock
-    4. apply    Midtrans' answer, through the one apply path, for the order that was
-                asked about; the body's outcome in the same transaction
-    (offline)   instead of 3 and 4: only what the signed status_code proves
-                (``notifications.proof``); the rest stays awaiting confirmation
+                awaiting confirmation; committed (``screen``)
+    4. confirm  Get Status for the order, outside any transaction or lock (``confirm``)
+    5. apply    Midtrans' answer, through the one apply path, for the order that was
+                asked about; the body's outcome in the same transaction (``apply_confirmed``)
+    (offline)   instead of 4 and 5: only what the signed status_code proves, decided by
+                ``decide_offline`` (``apply_offline``); the rest stays awaiting confirmation
+
+The sources only feed these stages and schedule them: ``single.receive`` one body at a
+time (``listen``), ``online`` many at once with concurrent confirmations
+(``replay-webhook``, ``events reprocess``), ``offline`` partitioned over connections
+(``--offline``); ``batch`` runs a stage for many orders in one transaction. A stored event
+reprocessed is decoded again from its raw_bytes, so it meets the same rule as the first time.
 
 A verified body is a hint: its unsigned fields (transaction_status beyond what
 status_code proves, settlement_time, transaction_id, fraud_status, ...) never decide
-anything. A crash between the steps leaves the event unprocessed (undecided or awaiting
-confirmation), and ``events reprocess`` takes it up again. ``midpay.intake.online`` runs many
-bodies through these steps at once.
+anything. A crash between the stages leaves the event unprocessed (undecided or awaiting
+confirmation), and ``events reprocess`` takes it up again. Why a body was rejected is a
+``Reason`` code beside its message: the HTTP answer is chosen by the code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from midpay import db
+from midpay import db, states
 from midpay.db import intake as sql
 from midpay.errors import (
     ConfigError,
@@ -42,16 +49,26 @@ from midpay.errors import (
     OutcomeUnknown,
     TransactionNotFound,
 )
-from midpay.intake.bodies import Body, decode_body
-from midpay.intake.received import Item, exact_bytes, field_text, store
+from midpay.intake.received import Item, field_text
 from midpay.midtrans.notifications import TransactionView, parse_notification, parse_view, proof, verify_signature
-from midpay.payments.transition import AnswerMismatch, ApplyResult, apply_locked, apply_proven
+from midpay.payments.transition import AnswerMismatch, ApplyResult, apply_locked, proven
 
 if TYPE_CHECKING:
     from midpay.midtrans.gateway import Gateway
 
 # What can become of a body; only the first two leave its stored event processed.
 OUTCOMES = ("applied", "unchanged", "awaiting", "rejected")
+
+
+class Reason(StrEnum):
+    """Why a body was rejected, as a code: callers choose by it (``web.app.status_for``), never by the message."""
+
+    UNREADABLE = "unreadable"  # not UTF-8, not JSON, not shaped like a notification, not storable as JSON
+    SIGNATURE = "signature"  # the signature does not match the body and the server key
+    UNKNOWN_ORDER = "unknown_order"  # verified, but no payment here has that order id
+    AMOUNT = "amount"  # verified, but gross_amount is not the stored amount
+    REFUSED = "refused"  # Midtrans said no, or its answer does not fit the row
+    FAILED = "failed"  # deciding it failed unexpectedly: not processed
 
 
 @dataclass(frozen=True)
@@ -74,14 +91,15 @@ class NotificationResult:
     note: str | None = None
     confirmed: bool = False
     gateway_error: MidpayError | None = field(default=None, compare=False, repr=False)
+    reason: Reason | None = None  # set when rejected
 
 
 Decided = list[tuple[int, NotificationResult]]
 
 
 def make_result(item: Item, outcome: str, error: str | None = None, applied: ApplyResult | None = None, *,
-            note: str | None = None, confirmed: bool = False, before: str | None = None,
-            gateway_error: MidpayError | None = None) -> NotificationResult:
+                note: str | None = None, confirmed: bool = False, before: str | None = None,
+                gateway_error: MidpayError | None = None, reason: Reason | None = None) -> NotificationResult:
     return NotificationResult(
         source=item.body.source,
         order_id=field_text(item.body.parsed, "order_id"),
@@ -94,7 +112,23 @@ def make_result(item: Item, outcome: str, error: str | None = None, applied: App
         note=note or (applied.note if applied is not None else None),
         confirmed=confirmed,
         gateway_error=gateway_error,
+        reason=reason,
     )
+
+
+def rejected(item: Item, reason: Reason, error: str, *, before: str | None = None) -> NotificationResult:
+    """The body is rejected: ``reason`` says why (a code), ``error`` says it in one line."""
+    return make_result(item, "rejected", error, before=before, reason=reason)
+
+
+def unknown_order(item: Item, order_id: str) -> NotificationResult:
+    """THE rejection of a verified body whose order has no payment here (``listen`` answers 404)."""
+    return rejected(item, Reason.UNKNOWN_ORDER, f"unknown order: {order_id}")
+
+
+def failed(item: Item, exc: BaseException) -> NotificationResult:
+    """Deciding the body failed unexpectedly: rejected, not processed, with the exception's name."""
+    return rejected(item, Reason.FAILED, f"not processed: {type(exc).__name__}: {exc}")
 
 
 def outcome_row(item: Item, result: NotificationResult) -> sql.Outcome:
@@ -105,20 +139,20 @@ def outcome_row(item: Item, result: NotificationResult) -> sql.Outcome:
 # --- 2. screen ---------------------------------------------------------------------------
 
 
-def _verify(item: Item, server_key: str) -> str | None:
-    """Check the body on its own; the reason it is rejected, or None."""
+def _verify(item: Item, server_key: str) -> NotificationResult | None:
+    """Check the body on its own: its rejection, or None."""
     body = item.body
-    if item.stored_error is not None:
-        return item.stored_error
-    if body.parse_error is not None:
-        return body.parse_error
+    problem = item.stored_error or body.parse_error
+    if problem is not None:
+        return rejected(item, Reason.UNREADABLE, problem)
     try:
         view = parse_notification(body.parsed)
     except InvalidPayload as exc:
-        return str(exc)
+        return rejected(item, Reason.UNREADABLE, str(exc))
     item.view = view
     if not verify_signature(body.parsed, server_key):
-        return "signature mismatch: signature_key does not match this body and server key"
+        return rejected(item, Reason.SIGNATURE,
+                        "signature mismatch: signature_key does not match this body and server key")
     item.verified = True
     return None
 
@@ -149,8 +183,7 @@ def screen(conn: db.Connection, items: Sequence[Item], server_key: str, *, onlin
     except Exception as exc:
         if db.map_error(exc) is not None:
             raise
-        reason = f"not processed: {type(exc).__name__}: {exc}"
-        out = Screened([(i.seq, make_result(i, "rejected", reason)) for i in items])
+        out = Screened([(i.seq, failed(i, exc)) for i in items])
         if not dry_run:
             with conn.transaction():
                 sql.record_outcomes(conn, [outcome_row(i, r) for i, (_, r) in zip(items, out.decided, strict=True)])
@@ -171,9 +204,9 @@ def screen_in(conn: db.Connection, items: Sequence[Item], server_key: str, *, on
 
     verified: list[Item] = []
     for item in items:
-        reason = _verify(item, server_key)
-        if reason is not None:
-            decide(item, make_result(item, "rejected", reason))
+        refused = _verify(item, server_key)
+        if refused is not None:
+            decide(item, refused)
         else:
             verified.append(item)
     payments = out.payments = lookup(conn, sorted({i.view.order_id for i in verified if i.view}))
@@ -182,10 +215,10 @@ def screen_in(conn: db.Connection, items: Sequence[Item], server_key: str, *, on
         assert item.view is not None
         payment = payments.get(item.view.order_id)
         if payment is None:
-            decide(item, make_result(item, "rejected", f"unknown order: {item.view.order_id}"))
+            decide(item, unknown_order(item, item.view.order_id))
         elif item.view.gross_amount != payment.gross_amount:
-            decide(item, make_result(item, "rejected", f"amount mismatch for {payment.order_id}: the notification says "
-                                 f"{item.view.gross_amount_raw}, stored {payment.gross_amount}"))
+            decide(item, rejected(item, Reason.AMOUNT, f"amount mismatch for {payment.order_id}: the notification "
+                                  f"says {item.view.gross_amount_raw}, stored {payment.gross_amount}"))
         else:
             known.append(item)
     copies = sql.confirmed_copies(conn, [(i.view.order_id, i.body.parsed) for i in known if i.view],
@@ -266,17 +299,17 @@ def decide_confirmed(
     """``apply_confirmed``'s decision, inside the caller's transaction; the outcomes are not recorded."""
     payment = db.get_payment(conn, order_id, for_update=True)
     if payment is None:
-        return [(i.seq, make_result(i, "rejected", f"unknown order: {order_id}")) for i in items]
+        return [(i.seq, unknown_order(i, order_id)) for i in items]
     if isinstance(answer, GatewayError | ConfigError):
         reason = f"awaiting confirmation: {answer}"
         return [(i.seq, make_result(i, "awaiting", reason, before=payment.status, gateway_error=answer)) for i in items]
     if isinstance(answer, MidpayError):
-        return [(i.seq, make_result(i, "rejected", f"{answer}; not applied", before=payment.status)) for i in items]
+        return [(i.seq, rejected(i, Reason.REFUSED, f"{answer}; not applied", before=payment.status)) for i in items]
     try:
         with conn.transaction():  # a savepoint: a refused write leaves the outcome to record
             applied = apply_locked(conn, payment, answer)
     except (AnswerMismatch, DataConflict) as exc:
-        return [(i.seq, make_result(i, "rejected", str(exc), before=payment.status)) for i in items]
+        return [(i.seq, rejected(i, Reason.REFUSED, str(exc), before=payment.status)) for i in items]
     decided: Decided = []
     for position, item in enumerate(items):
         said = _claims(item)
@@ -292,106 +325,61 @@ def decide_confirmed(
     return decided
 
 
+
+
+# --- (offline) what a signed status_code proves -------------------------------------------
+
+
+Writes = dict[str, sql.ProvenWrite]  # offline changes gathered, by order id: one statement writes them all
+
+
 def apply_offline(conn: db.Connection, order_id: str, items: Sequence[Item], *, dry_run: bool = False) -> Decided:
-    """Apply what each body's signed status_code proves, and no more; record each outcome."""
+    """Lock the order's row, decide each body by ``decide_offline``, write, record each outcome: one transaction."""
+    writes: Writes = {}
     with conn.transaction(force_rollback=dry_run):
-        decided = decide_offline(conn, order_id, db.get_payment(conn, order_id, for_update=True), items)
+        decided = decide_offline(order_id, sql.lock_payments(conn, [order_id]).get(order_id), items, writes)
+        sql.write_proven(conn, list(writes.values()))
         if not dry_run:
             sql.record_outcomes(conn, [outcome_row(i, r) for i, (_, r) in zip(items, decided, strict=True)])
     return decided
 
 
-def decide_offline(conn: db.Connection, order_id: str, payment: db.Payment | None, items: Sequence[Item]) -> Decided:
-    """``apply_offline``'s decision on a row the caller locked (None: no such order); outcomes not recorded."""
+def decide_offline(order_id: str, payment: sql.PaymentState | None, items: Sequence[Item], writes: Writes
+                   ) -> Decided:
+    """THE offline decision: what each verified body's signed status_code proves for the row, and no more.
+
+    ``payment`` is the row the caller locked (None: no such order). The bodies are decided
+    in their order, each on the row as the ones before left it; the row's final write is
+    gathered into ``writes`` (by order id) for the caller to send, with others, in one
+    statement (``db.intake.write_proven``). Outcomes are not recorded.
+    """
     decided: Decided = []
     for item in items:
         assert item.view is not None
         if payment is None:
-            decided.append((item.seq, make_result(item, "rejected", f"unknown order: {order_id}")))
+            decided.append((item.seq, unknown_order(item, order_id)))
             continue
-        proven = proof(item.view.status_code)
-        applied = apply_proven(conn, payment, proven.state, exact=proven.exact)
-        payment = applied.payment or payment
-        if proven.exact:
+        proven_by = proof(item.view.status_code)
+        applied, payment = _prove(payment, proven_by.state, exact=proven_by.exact, writes=writes)
+        if proven_by.exact:
             outcome = "applied" if applied.applied else "unchanged"
             decided.append((item.seq, make_result(item, outcome, applied=applied)))
         else:
-            reason = f"awaiting confirmation: {proven.unproven}"
+            reason = f"awaiting confirmation: {proven_by.unproven}"
             decided.append((item.seq, make_result(item, "awaiting", reason, applied=applied)))
     return decided
 
 
-# --- one body: listen, the demo ----------------------------------------------------------
-
-
-def receive(conn: db.Connection, gateway: Gateway | None, data: bytes, source: str, *, server_key: str
-            ) -> NotificationResult:
-    """Decide one received notification body: THE entry point for a body that arrives alone (HTTP).
-
-    ``data`` is the body exactly as received, ``source`` names where it came from (kept
-    on the stored event). ``gateway`` None means offline: Midtrans is not asked.
-
-    Contract (stable): the bytes are stored and committed before anything is decided;
-    the returned result is final only once the body and its outcome are committed. It
-    never raises because of the body: malformed, forged, unknown, a mismatching answer,
-    Midtrans refusing or unreachable all come back as a result (``outcome`` rejected or
-    awaiting; ``gateway_error`` set when Midtrans could not be asked, so asking again
-    later may help). It raises ``DatabaseUnavailable`` when PostgreSQL fails; the body
-    is then either not stored at all, or stored and not yet decided (``events
-    reprocess`` decides it). ``conn`` must not be inside a transaction; no transaction
-    or lock is held while Midtrans is asked.
-    """
-    text = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
-    body = decode_body(source, text)
-    return _one(conn, gateway, Item(0, body, data), server_key, dry_run=False)
-
-
-def receive_pooled(connection: Callable[[], AbstractContextManager[db.Connection]], gateway: Gateway,
-                   data: bytes, source: str, *, server_key: str) -> NotificationResult:
-    """``receive``, holding a connection (from ``connection()``, a pool's) only while PostgreSQL is needed.
-
-    The bytes are stored and screened on one connection, which goes back before
-    Midtrans is asked; the answer is applied on another taken afterwards. So a request
-    waiting on Get Status holds none, and a pool far smaller than the threads serving
-    requests is enough (``listen``). Same contract as ``receive``.
-    """
-    body = decode_body(source, data.decode("utf-8", errors="replace").removeprefix("\ufeff"))
-    item = Item(0, body, data)
-    with db.translate_errors():
-        with connection() as conn:
-            store(conn, [item])
-            screened = screen(conn, [item], server_key, online=True)
-        for order_id, items in screened.candidates.items():
-            answer = confirm(gateway, order_id)
-            with connection() as conn:
-                screened.decided.extend(apply_confirmed(conn, order_id, answer, items))
-    [(_, result)] = screened.decided
-    return result
-
-
-def process_notification(
-    conn: db.Connection, body: Body, server_key: str, *, gateway: Gateway | None, dry_run: bool = False
-) -> NotificationResult:
-    """One body already read (a file, stdin): as ``receive``. ``dry_run`` decides without writing."""
-    return _one(conn, gateway, Item(0, body, exact_bytes(body)), server_key, dry_run=dry_run)
-
-
-def _one(conn: db.Connection, gateway: Gateway | None, item: Item, server_key: str, *, dry_run: bool
-         ) -> NotificationResult:
-    with db.translate_errors():
-        return _one_step(conn, gateway, item, server_key, dry_run=dry_run)
-
-
-def _one_step(conn: db.Connection, gateway: Gateway | None, item: Item, server_key: str, *, dry_run: bool
-              ) -> NotificationResult:
-    if not dry_run:
-        store(conn, [item])
-    screened = screen(conn, [item], server_key, online=gateway is not None, dry_run=dry_run)
-    for order_id, items in screened.candidates.items():
-        if gateway is None:
-            screened.decided.extend(apply_offline(conn, order_id, items, dry_run=dry_run))
-        else:
-            screened.decided.extend(apply_confirmed(conn, order_id, confirm(gateway, order_id), items,
-                                                    dry_run=dry_run))
-    [(_, result)] = screened.decided
-    return result
+def _prove(payment: sql.PaymentState, state: str | None, *, exact: bool, writes: Writes
+           ) -> tuple[ApplyResult, sql.PaymentState]:
+    """``transition.proven``'s verdict on the row, its write gathered into ``writes``; the row as it will be."""
+    before = payment.status
+    rule = proven(before, payment.unconfirmed_since is not None, state, exact=exact)
+    if not rule.writes:
+        return ApplyResult(payment.order_id, before, before, False, rule.note), payment
+    earlier = writes.get(payment.order_id)
+    mark = rule.mark or (earlier is not None and earlier.mark)
+    writes[payment.order_id] = sql.ProvenWrite(payment.id, rule.after, mark)
+    updated = replace(payment, status=rule.after,
+                      unconfirmed_since=payment.unconfirmed_since or (datetime.now(UTC) if rule.mark else None))
+    return ApplyResult(payment.order_id, before, rule.after, rule.decision is states.Decision.APPLY, rule.note), updated

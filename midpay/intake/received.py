@@ -115,13 +115,14 @@ def items_of(bodies: Iterable[Body], start: int = 0) -> Iterable[Item]:
 def stored_item(seq: int, stored: sql.StoredBody) -> Item:
     """A stored notification as the item it was received as, named ``event:<id>``.
 
-    The exact bytes are read again when they were kept; else raw_body, which holds the
+    The exact bytes are decoded again when they were kept (a body that was not UTF-8 is
+    rejected again for it, with the same reason); else raw_body, which holds the
     parsed JSON or, for a body that was not JSON, its text as a JSON string.
     """
     source = f"event:{stored.id}"
     if stored.raw_bytes is not None:
         raw = bytes(stored.raw_bytes)
-        body = decode_body(source, raw.decode("utf-8", errors="replace").removeprefix("\ufeff"))
+        body = decode_body(source, raw)  # the rule the bytes met when they arrived, applied again
     elif isinstance(stored.raw_body, str):
         body = decode_body(source, stored.raw_body)
         raw = exact_bytes(body)

@@ -1,6 +1,6 @@
 """What every replay run shares: its report, its results handed out in input order, rejecting what failed.
 
-``confirm`` (online: confirmations with Midtrans) and ``offline`` (partitioned over
+``online`` (confirmations with Midtrans) and ``offline`` (partitioned over
 connections) both decide bodies on several threads; ``Results`` collects what they
 decide and hands it on in the order the bodies came.
 """
@@ -73,8 +73,7 @@ class Results:
 
 def rejected(conn: db.Connection, items: list[Item], exc: Exception, *, record: bool) -> Decided:
     """Whatever went wrong applying, the bodies are recorded rejected with the reason."""
-    reason = f"not processed: {type(exc).__name__}: {exc}"
-    decided = [(i.seq, intake.make_result(i, "rejected", reason)) for i in items]
+    decided = [(i.seq, intake.failed(i, exc)) for i in items]
     if record:
         with conn.transaction():
             sql.record_outcomes(conn, [intake.outcome_row(i, r) for i, (_, r) in zip(items, decided, strict=True)])

@@ -86,7 +86,7 @@ def _walk(settings: Settings, con: Console, step: Callable[[str], None], home: P
     from midpay import db, output
     from midpay.db import migrate
     from midpay.intake import bodies
-    from midpay.intake import pipeline as intake
+    from midpay.intake import online as intake
     from midpay.midtrans.gateway import Gateway
     from midpay.payments import charge as charges
     from midpay.payments import refresh
@@ -141,11 +141,11 @@ def _walk(settings: Settings, con: Console, step: Callable[[str], None], home: P
             con.print(output.join("  Midtrans sent a signed notification; saved as ", output.text(notification)))
 
             step(f"midpay replay-webhook {notification.name}")
-            received = list(bodies.iter_bodies([str(notification)], lambda: ""))
-            results = [
-                intake.process_notification(conn, body, DEV_SERVER_KEY, gateway=gateway) for body in received
-            ]
-            output.render_notifications(con, results, dry_run=False)
+            received = bodies.iter_bodies([str(notification)], lambda: "")
+            replayed = intake.replay(url, gateway, received, DEV_SERVER_KEY)  # what replay-webhook runs
+            if replayed.fatal is not None:
+                raise replayed.fatal
+            output.render_notifications(con, replayed.results, dry_run=False)
 
             step(f"midpay status {order_id}")
             final = refresh.refresh(conn, gateway, order_id).payment

@@ -1,9 +1,10 @@
 """The HTTP face of the notification intake: the WSGI app that ``midpay listen`` serves.
 
 Thin on purpose. It checks the HTTP framing (path, method, content type, size), hands
-the exact bytes received to ``intake`` (which stores them first, then decides), and
-turns the result into an answer Midtrans acts on (REFERENCE §5: 2xx is never retried,
-400/404 twice, 503 four times, anything else five times):
+the exact bytes received to the intake (``intake.single.receive``: it stores them first,
+then decides), and turns the result (its outcome and reason code) into an answer Midtrans
+acts on (REFERENCE §5: 2xx is never retried, 400/404 twice, 503 four times, anything else
+five times):
 
     200  stored; applied, or nothing to change (a duplicate, an older state)
     400  stored and rejected: not a usable notification, a bad signature, a wrong amount
@@ -40,7 +41,8 @@ from midpay import __version__, db
 from midpay.config import Settings, redact
 from midpay.db.migrate import AppliedMigration, MigrationFile, load_files, plan, read_applied
 from midpay.errors import MidpayError, MigrationError
-from midpay.intake import pipeline as intake
+from midpay.intake.pipeline import Reason
+from midpay.intake.single import receive
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -98,7 +100,7 @@ def status_for(result: NotificationResult) -> int:
         return 200
     if result.outcome == "awaiting":
         return 503  # stored, but Midtrans could not confirm it now: a resend tries again
-    if result.verified and (result.error or "").startswith("unknown order"):
+    if result.reason is Reason.UNKNOWN_ORDER:
         return 404
     return 400
 
@@ -140,7 +142,7 @@ class WebhookApp:
     threads) and its own Midtrans session of ``threads`` HTTP connections, on the first
     request (so a pre-forking server never shares them across processes). A request
     holds a PostgreSQL connection only while it stores, screens and applies; none while
-    it waits on Get Status (``intake.receive_pooled``). Get Status calls wait at most ``CONFIRM_TIMEOUT``
+    it waits on Get Status (``intake.single.receive``). Get Status calls wait at most ``CONFIRM_TIMEOUT``
     seconds each (or ``timeout``, if shorter), so that Midtrans, which waits 15 s, gets
     its answer.
     """
@@ -228,7 +230,7 @@ class WebhookApp:
         source = f"http:{environ.get('REMOTE_ADDR') or 'unknown'}"
         try:
             pool, gateway = self._parts()
-            result = intake.receive_pooled(pool.connection, gateway, raw, source, server_key=self._server_key)
+            result = receive(pool.connection, gateway, raw, source, server_key=self._server_key)
         except Exception as exc:  # noqa: BLE001 - whatever failed, the sender must send it again
             mapped = db.map_error(exc)
             reason = self._text(mapped if mapped is not None else exc)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from hypothesis import strategies as st
 from midpay import states
 from midpay.errors import InvalidPayload
 from midpay.intake import bodies
-from midpay.intake import pipeline as intake
+from midpay.intake.pipeline import NotificationResult
+from midpay.intake.single import receive
 from midpay.midtrans.notifications import compute_signature, parse_amount, parse_notification, proof
 from midpay.sandbox import NOTIFICATION_CODES
 
@@ -75,6 +77,12 @@ def body(order_id: str, status: str, amount: str, *, key: str = SERVER_KEY, **ex
         doc["settlement_time"] = "2026-11-26 10:01:02"
     doc.update(extra)
     return doc
+
+
+def _receive(conn: Any, source: str, text: str) -> NotificationResult:
+    """The library entry point, offline, on this connection: the body as the bytes of ``text``."""
+    data = text.encode("utf-8", "surrogatepass")
+    return receive(lambda: nullcontext(conn), None, data, source, server_key=SERVER_KEY)
 
 
 def resign(doc: dict[str, Any]) -> dict[str, Any]:
@@ -195,7 +203,7 @@ def _check_property(probe: Any, conn: Any, text: str) -> str:
     stored = _rows_on(probe)
     events = _events_on(probe)
     decoded = bodies.decode_body("hypothesis", text)
-    result = intake.process_notification(conn, decoded, SERVER_KEY, gateway=None)
+    result = _receive(conn, "hypothesis", text)
     after = _rows_on(probe)
     assert _events_on(probe) == events + 1, "exactly one stored event per body"
     if result.error is not None:
@@ -287,9 +295,7 @@ def test_deep_nesting_just_below_the_recursion_limit_is_stored_and_rejected(host
     with psycopg.connect(hostile_db, autocommit=True) as conn:
         for depth in range(850, 1001):
             try:
-                intake.process_notification(
-                    conn, bodies.decode_body("deep", "[" * depth + "]" * depth), SERVER_KEY, gateway=None
-                )
+                _receive(conn, "deep", "[" * depth + "]" * depth)
             except RecursionError:
                 crashed.append(depth)
     assert crashed == []
@@ -300,9 +306,7 @@ def test_a_genuine_pending_signature_cannot_claim_settlement(hostile_db: str) ->
     forged = {**genuine, "transaction_status": "settlement", "settlement_time": "2026-11-26 10:01:02"}
     before = _snapshot(hostile_db)
     with psycopg.connect(hostile_db, autocommit=True) as conn:
-        result = intake.process_notification(
-            conn, bodies.decode_body("forged", json.dumps(forged)), SERVER_KEY, gateway=None
-        )
+        result = _receive(conn, "forged", json.dumps(forged))
     assert not result.applied
     assert _snapshot(hostile_db) == before
 
@@ -310,7 +314,7 @@ def test_a_genuine_pending_signature_cannot_claim_settlement(hostile_db: str) ->
 def _assert_stored_and_rejected(url: str, text: str) -> None:
     before, events = _snapshot(url), _events(url)
     with psycopg.connect(url, autocommit=True) as conn:
-        result = intake.process_notification(conn, bodies.decode_body("hostile", text), SERVER_KEY, gateway=None)
+        result = _receive(conn, "hostile", text)
     assert result.outcome == "rejected" and result.error
     assert _events(url) == events + 1
     assert _snapshot(url) == before
