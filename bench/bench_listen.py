@@ -173,15 +173,14 @@ def _one_run(
     orders: Sequence[tuple[str, int, str]],
     bodies: Sequence[bytes],
 ) -> dict[str, Any]:
-    from midpay.web.server import start_process
+    from midpay.web.child import LISTEN, start_server
 
     url = _database(lab, f"{variant}_w{workers}", orders)
     env = {**midpay_env(lab, url, sandbox.url), "PYTHONPATH": str(REPO)}
-    program = ("-m", "midpay", "listen") if variant == "listen" else (str(REPO / "bench" / "bare_listen.py"),)
+    program = LISTEN if variant == "listen" else (str(REPO / "bench" / "bare_listen.py"),)
     log_path = lab.work / f"listen-{variant}-w{workers}.log"
-    server = start_process(
-        env, log_path, "--workers", str(workers), "--threads", str(threads), cwd=lab.work, program=program
-    )
+    options = ("--port", "0", "--workers", str(workers), "--threads", str(threads))
+    server = start_server([*program, *options], env, log_path, cwd=lab.work)
     try:
         _send_all(server.url, bodies[:WARMUP], SENDERS)  # boot the workers, open their pools
         checks_before, cpu_before = _status_checks(sandbox), _tree_cpu_s(server.process.pid)

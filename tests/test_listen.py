@@ -23,8 +23,8 @@ import pytest
 import requests
 
 from midpay.midtrans.notifications import compute_signature
-from midpay.web.server import Listener, free_port, start_process
 from tests.conftest import REPO, SERVER_KEY
+from tests.listen_process import Listener, free_port, start_process
 
 FIXTURES = REPO / "tests" / "fixtures" / "midtrans"
 JSON = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "Veritrans"}

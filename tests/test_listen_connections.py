@@ -16,7 +16,7 @@ from typing import Any
 import requests
 
 from midpay.web.app import DB_CONNECTIONS
-from midpay.web.server import start_process
+from tests.listen_process import start_process
 from tests.pg_activity import PeakConnections
 from tests.test_listen import charged, listen_env, payment
 

@@ -21,8 +21,8 @@ import psycopg
 import requests
 
 from midpay.midtrans.notifications import JAKARTA
-from midpay.web.server import start_process
 from tests.conftest import SERVER_KEY
+from tests.listen_process import start_process
 from tests.test_listen import charged, events, listen_env, payment, signed
 
 CLOSE = {"Content-Type": "application/json", "Connection": "close", "User-Agent": "Veritrans"}

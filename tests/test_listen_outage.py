@@ -23,8 +23,8 @@ import requests
 from midpay import embedded
 from midpay.db import migrate
 from midpay.payments import charge as charges
-from midpay.web.server import start_process
 from tests.conftest import SERVER_KEY
+from tests.listen_process import start_process
 from tests.test_listen import events, listen_env, payment
 from tests.test_listen_load import send
 
@@ -136,7 +136,7 @@ def test_the_sandbox_resends_a_503_until_listen_stores_it(
 ) -> None:
     """Midtrans' own retries (the sandbox's, compressed) carry a notification across an outage."""
     from midpay.midtrans.gateway import Gateway
-    from midpay.web.server import free_port
+    from tests.listen_process import free_port
     from tests.test_listen import sandbox_process
 
     url = own_postgres.url

@@ -208,7 +208,7 @@ def _announce(line: str) -> None:
 def _resolved_url() -> str:
     """The PostgreSQL URL, resolved once per process (``embedded`` starts its server here)."""
     if state.url is None:
-        from midpay.db import resolve_url
+        from midpay.embedded import resolve_url
 
         state.url = resolve_url(settings(), announce=_announce)
     return state.url

@@ -40,7 +40,7 @@ def listen(
       midpay listen --port 8080 --workers 2
       midpay listen --host 0.0.0.0 --path /midtrans/notification
     """
-    from midpay import db
+    from midpay import embedded
     from midpay.web import app as webhook
     from midpay.web import server as serving
 
@@ -49,7 +49,7 @@ def listen(
             raise UsageError(f"--path must start with / and not be {webhook.HEALTH_PATH} or hold a query, not {path!r}")
         s = settings()
         server_key = s.require_server_key()
-        url = db.resolve_url(s, announce=lambda line: webhook.write_log_line(serving.log_record(line)))
+        url = embedded.resolve_url(s, announce=lambda line: webhook.write_log_line(serving.log_record(line)))
         serving.check_ready(url)
         sock = serving.bind(host, port)
         address = serving.url_of(sock, path)

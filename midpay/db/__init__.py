@@ -16,7 +16,6 @@ from midpay.db.core import (
     first_line,
     map_error,
     open_pool,
-    resolve_url,
     serving_pool,
     translate_errors,
 )
@@ -88,7 +87,6 @@ __all__ = [
     "read_payments",
     "read_report",
     "refunds_of",
-    "resolve_url",
     "select_due",
     "select_unprocessed_event_ids",
     "serving_pool",

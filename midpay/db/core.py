@@ -1,4 +1,4 @@
-"""PostgreSQL connections: the URL, single connections, the pool, and error mapping.
+"""PostgreSQL connections: single connections, the pool, and error mapping.
 
 With ``migrate``, the ``db`` package is the only psycopg user. Callers own transaction
 boundaries (``with conn.transaction():``); every query takes parameters as ``%s`` and
@@ -10,40 +10,27 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from midpay.config import Settings
-from midpay.errors import DatabaseRefused, DatabaseUnavailable, MidpayError, UsageError
+from midpay.errors import DatabaseRefused, DatabaseUnavailable, MidpayError
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
 Connection = psycopg.Connection[Any]
+# The URL to connect to comes from midpay.embedded.resolve_url (it may start the embedded
+# server): the database layer imports nothing above it.
 
 # psycopg logs what it ignores while cleaning up after a lost connection ("error ignored
 # terminating <Pipeline>", "error ignored in rollback") as warnings on stderr; midpay
 # reports the loss itself, as the one `Error:` line.
 logging.getLogger("psycopg").setLevel(logging.ERROR)
 CONNECT_TIMEOUT = 10
-
-
-def resolve_url(settings: Settings, announce: Callable[[str], None] | None = None) -> str:
-    """The PostgreSQL URL to use; ``embedded`` starts the embedded server on demand."""
-    url = settings.require_database_url()
-    if url == "embedded":
-        from midpay import embedded
-
-        url = embedded.ensure_server(settings.home)
-        if announce is not None:
-            announce(f"midpay: embedded PostgreSQL in {embedded.data_dir(settings.home)}")
-    elif not url.startswith(("postgresql://", "postgres://")) and "=" not in url:
-        raise UsageError("DATABASE_URL must be a postgresql:// URL or the word embedded")
-    return url
 
 
 def _server_timezone() -> None:

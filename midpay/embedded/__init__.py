@@ -19,16 +19,19 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
 
 from midpay.embedded import access
-from midpay.errors import DatabaseUnavailable
+from midpay.errors import DatabaseUnavailable, UsageError
+
+if TYPE_CHECKING:
+    from midpay.config import Settings
 
 DATABASE = "midpay"
 SUPERUSER = "postgres"
@@ -221,6 +224,21 @@ def stop(home: Path, timeout: float = STOP_TIMEOUT) -> ServerStatus:
         except OSError:
             pass
     return before
+
+
+def resolve_url(settings: Settings, announce: Callable[[str], None] | None = None) -> str:
+    """The PostgreSQL URL that the configured DATABASE_URL names; ``embedded`` starts this server on demand.
+
+    ``announce`` is told where the embedded server's data is, when it is the one used.
+    """
+    url = settings.require_database_url()
+    if url == "embedded":
+        url = ensure_server(settings.home)
+        if announce is not None:
+            announce(f"midpay: embedded PostgreSQL in {data_dir(settings.home)}")
+    elif not url.startswith(("postgresql://", "postgres://")) and "=" not in url:
+        raise UsageError("DATABASE_URL must be a postgresql:// URL or the word embedded")
+    return url
 
 
 def ensure_server(home: Path, database: str = DATABASE) -> str:

@@ -62,8 +62,10 @@ moves and notification bodies), ``api`` (the /v2 endpoints), ``refunds`` (refund
 the payout record), ``tamper`` (per-order tampering and faults), ``faults`` (random
 faults and latency), ``notify`` (writing and delivering notifications), ``stats``,
 ``wire`` (HTTP/1.1 on sockets), ``http`` (routing, auth, faults), ``control`` (the
-/_sandbox endpoints), ``reqlog`` (``serve``'s request log), ``server`` (SandboxServer,
-composing them), ``commands`` (``serve`` and ``pay_remote`` for the CLI).
+/_sandbox endpoints' HTTP half: JSON in and out, errors to 400/404/409), ``reqlog``
+(``serve``'s request log), ``server`` (SandboxServer, composing them; its
+``control_routes`` say which /_sandbox endpoint calls which method), ``commands``
+(``serve`` and ``pay_remote`` for the CLI). Nothing below ``server`` imports it.
 """
 
 from __future__ import annotations

@@ -47,8 +47,19 @@ class Draw:
     variant: float
 
 
-def _check_rate(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+def _checked(name: str, value: object) -> float:
+    """``value`` as the setting ``name`` takes it: a rate 0..1, whole milliseconds, or seconds >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        value = None
+    if name == "latency_ms":
+        if not isinstance(value, int) or value < 0:
+            raise ValueError("latency_ms must be a whole number >= 0")
+        return value
+    if name == "stall_seconds":
+        if value is None or value < 0:
+            raise ValueError("stall_seconds must be a number >= 0")
+        return float(value)
+    if value is None or not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{name} must be a number between 0 and 1")
     return float(value)
 
@@ -61,36 +72,20 @@ class FaultPolicy:
         self._rng = random.Random(seed)
         self._settings = FaultSettings()
 
-    def set(
-        self,
-        *,
-        fail_rate: float | None = None,
-        rate_limit_rate: float | None = None,
-        stall_rate: float | None = None,
-        malformed_rate: float | None = None,
-        latency_ms: int | None = None,
-        stall_seconds: float | None = None,
-        seed: int | None = None,
-    ) -> dict[str, float]:
-        """Change some settings (ValueError when one is out of range); returns them all."""
+    def set(self, *, seed: int | None = None, **changes: float | None) -> dict[str, float]:
+        """Change some of the SETTINGS (None: keep) and the seed; returns them all.
+
+        ValueError when a value is out of range, TypeError for an unknown name; nothing changes then.
+        """
+        unknown = sorted(set(changes) - set(SETTINGS))
+        if unknown:
+            raise TypeError(f"unknown fault settings: {', '.join(unknown)}")
         with self._lock:
             faults = dataclasses.replace(self._settings)
-            if fail_rate is not None:
-                faults.fail_rate = _check_rate("fail_rate", fail_rate)
-            if rate_limit_rate is not None:
-                faults.rate_limit_rate = _check_rate("rate_limit_rate", rate_limit_rate)
-            if stall_rate is not None:
-                faults.stall_rate = _check_rate("stall_rate", stall_rate)
-            if malformed_rate is not None:
-                faults.malformed_rate = _check_rate("malformed_rate", malformed_rate)
-            if latency_ms is not None:
-                if isinstance(latency_ms, bool) or not isinstance(latency_ms, int) or latency_ms < 0:
-                    raise ValueError("latency_ms must be a whole number >= 0")
-                faults.latency_ms = latency_ms
-            if stall_seconds is not None:
-                if isinstance(stall_seconds, bool) or not isinstance(stall_seconds, int | float) or stall_seconds < 0:
-                    raise ValueError("stall_seconds must be a number >= 0")
-                faults.stall_seconds = float(stall_seconds)
+            for name in SETTINGS:
+                value = changes.get(name)
+                if value is not None:
+                    setattr(faults, name, _checked(name, value))
             if seed is not None:
                 self._rng.seed(seed)
             self._settings = faults

@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
-from midpay.errors import UsageError
+from midpay.errors import NotFoundError, UsageError
 
 from .api import ORDER_ID_MAX, CoreApi
-from .control import ControlEndpoints
-from .faults import FaultPolicy
+from .control import CHECKOUT_PAGE, BadRequest, ControlEndpoints, Handler, Route, only
+from .faults import SETTINGS, FaultPolicy
 from .http import HttpFront
 from .notify import Notifier
 from .refunds import RefundDesk
@@ -26,9 +26,11 @@ from .reqlog import RequestLog
 from .shapes import DEV_SERVER_KEY
 from .state import PAYMENT_TYPES, SandboxState
 from .stats import Stats
-from .tamper import OrderRules
+from .tamper import OrderRules, TamperOptions
 
 SEED_MAX = 1_000_000
+_SEED_KEYS = {"count", "order_ids", "prefix", "amount", "payment_type", "settle_fraction"}
+_TAMPER_KEYS = {"fields", *TamperOptions.__optional_keys__}
 
 
 class SandboxServer:
@@ -92,7 +94,7 @@ class SandboxServer:
             api=CoreApi(self.state, self.refunds),
             faults=self.faults,
             stats=self._stats,
-            control=ControlEndpoints(self),
+            control=ControlEndpoints(self.control_routes()),
             rules=self.rules,
             request_log=RequestLog(request_log) if request_log is not None else None,
         )
@@ -147,27 +149,13 @@ class SandboxServer:
         """Zero the counters and forget delivery attempts; orders and refund requests are kept."""
         self._stats.reset()
 
-    def set_faults(
-        self,
-        *,
-        fail_rate: float | None = None,
-        rate_limit_rate: float | None = None,
-        stall_rate: float | None = None,
-        malformed_rate: float | None = None,
-        latency_ms: int | None = None,
-        stall_seconds: float | None = None,
-        seed: int | None = None,
-    ) -> dict[str, float]:
-        """Change fault rates (0..1), latency and stall length at run time; returns them all."""
-        return self.faults.set(
-            fail_rate=fail_rate,
-            rate_limit_rate=rate_limit_rate,
-            stall_rate=stall_rate,
-            malformed_rate=malformed_rate,
-            latency_ms=latency_ms,
-            stall_seconds=stall_seconds,
-            seed=seed,
-        )
+    def set_faults(self, *, seed: int | None = None, **settings: float | None) -> dict[str, float]:
+        """Change fault settings at run time (``midpay.sandbox.faults``); returns them all.
+
+        The settings: ``fail_rate``, ``rate_limit_rate``, ``stall_rate``, ``malformed_rate``
+        (0..1), ``latency_ms``, ``stall_seconds``; None keeps one as it is.
+        """
+        return self.faults.set(seed=seed, **settings)
 
     def get_order(self, order_id: str) -> dict[str, Any] | None:
         """A snapshot of the latest transaction of ``order_id`` (or of a transaction id)."""
@@ -244,30 +232,10 @@ class SandboxServer:
     # -- per-order rules --
 
     def tamper(
-        self,
-        order_id: str,
-        fields: Mapping[str, Any] | None = None,
-        *,
-        remove: Iterable[str] = (),
-        replace: bool = False,
-        echo_authorization: bool = False,
-        http_status: int | None = None,
-        resign: bool = True,
-        times: int | None = None,
-        endpoints: Iterable[str] | None = None,
+        self, order_id: str, fields: Mapping[str, Any] | None = None, **options: Unpack[TamperOptions]
     ) -> dict[str, Any]:
         """Patch the answers about ``order_id`` (see ``midpay.sandbox.tamper``); returns the rule."""
-        return self.rules.add_tamper(
-            order_id,
-            fields,
-            remove=remove,
-            replace=replace,
-            echo_authorization=echo_authorization,
-            http_status=http_status,
-            resign=resign,
-            times=times,
-            endpoints=endpoints,
-        )
+        return self.rules.add_tamper(order_id, fields, **options)
 
     def fault_order(
         self,
@@ -324,6 +292,64 @@ class SandboxServer:
         settle = [int((i + 1) * settle_fraction) > int(i * settle_fraction) for i in range(len(ids))]
         return self.state.seed(ids, amounts, payment_type, settle)
 
+    # -- the same over HTTP --
+
+    def control_routes(self) -> dict[Route, Handler]:
+        """Which ``/_sandbox/...`` endpoint calls which of these methods (``midpay.sandbox.control``)."""
+        return {
+            ("POST", "pay", True): lambda o, r: self.pay(
+                o, **only({"status": "settlement", **r}, {"status", "payment_type", "fraud_status"})
+            ),
+            ("GET", "stats", False): lambda o, r: self.stats(),
+            ("POST", "reset", False): lambda o, r: _done(self.reset_stats),
+            ("POST", "faults", False): lambda o, r: self.set_faults(**only(r, {*SETTINGS, "seed"})),
+            ("GET", "orders", False): lambda o, r: {"orders": self.orders()},
+            ("GET", "orders", True): lambda o, r: self._known_order(o),
+            ("GET", "health", False): lambda o, r: {"ok": True, "url": self.url},
+            ("GET", "checkout", True): lambda o, r: CHECKOUT_PAGE,
+            ("POST", "refund-outside", True): lambda o, r: {
+                "refund": self.refund_outside(o, **only(r, {"amount", "reason"}))
+            },
+            ("POST", "confirm-refunds", True): lambda o, r: {
+                "notifications": self.confirm_refunds(o, **only(r, {"refund_chargeback_id"}))
+            },
+            ("GET", "refunds", False): lambda o, r: {"requests": self.refund_requests()},
+            ("GET", "refunds", True): lambda o, r: self._refunds_of(o),
+            ("POST", "settings", False): lambda o, r: self._settings(only(r, {"auto_confirm_refunds"})),
+            ("POST", "tamper", True): lambda o, r: self.tamper(o, **only(r, _TAMPER_KEYS)),
+            ("POST", "fault", True): lambda o, r: self.fault_order(
+                o, **only(r, {"fault", "times", "endpoints", "seconds"})
+            ),
+            ("GET", "rules", False): lambda o, r: {"rules": self.list_rules()},
+            ("DELETE", "rules", False): lambda o, r: _done(self.clear_rules),
+            ("DELETE", "rules", True): lambda o, r: _done(lambda: self.clear_rules(o)),
+            ("POST", "seed", False): lambda o, r: {"orders": self.seed_orders(**only(r, _SEED_KEYS))},
+            ("GET", "deliveries", False): lambda o, r: {"deliveries": self.deliveries()},
+            ("POST", "wait-deliveries", False): lambda o, r: {"idle": self.wait_for_deliveries(**only(r, {"timeout"}))},
+        }
+
+    def _known_order(self, order_id: str) -> dict[str, Any]:
+        order = self.get_order(order_id)
+        if order is None:
+            raise NotFoundError(f"the sandbox has no order {order_id!r}")
+        return order
+
+    def _refunds_of(self, order_id: str) -> dict[str, Any]:
+        order = self._known_order(order_id)
+        return {
+            "order_id": order["order_id"],
+            "paid_out": self.paid_out(order_id),
+            "refunds": order["refunds"],
+            "requests": self.refund_requests(order["order_id"]),
+        }
+
+    def _settings(self, request: dict[str, Any]) -> dict[str, Any]:
+        if "auto_confirm_refunds" in request:
+            if not isinstance(request["auto_confirm_refunds"], bool):
+                raise BadRequest("auto_confirm_refunds must be true or false")
+            self.auto_confirm_refunds = request["auto_confirm_refunds"]
+        return {"auto_confirm_refunds": self.auto_confirm_refunds}
+
     # -- notification deliveries --
 
     def deliveries(self) -> list[dict[str, Any]]:
@@ -333,6 +359,11 @@ class SandboxServer:
     def wait_for_deliveries(self, timeout: float = 10.0) -> bool:
         """Wait until no notification delivery (or retry) is scheduled or under way; False on timeout."""
         return self.notifier.idle(timeout)
+
+
+def _done(action: Callable[[], None]) -> dict[str, bool]:
+    action()
+    return {"ok": True}
 
 
 def _seed_ids(count: int | None, order_ids: Sequence[str] | None, prefix: str) -> list[str]:

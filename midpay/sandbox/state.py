@@ -254,15 +254,8 @@ class SandboxState:
 
     def snapshot(self, txn: Transaction) -> dict[str, Any]:
         return {
-            "order_id": txn.order_id,
-            "transaction_id": txn.transaction_id,
-            "payment_type": txn.payment_type,
-            "gross_amount": txn.gross_amount,
-            "transaction_status": txn.status,
+            **_seed_row(txn),
             "fraud_status": txn.fraud_status,
-            "transaction_time": txn.created_text,
-            "expiry_time": txn.expires_text,
-            "settlement_time": format_time(txn.settled) if txn.settled else None,
             "refunded_amount": txn.refunded,
             "refunds": [{**refund.item(), "source": refund.source} for refund in txn.refunds],
             "notifications": txn.notifications,
@@ -377,6 +370,7 @@ def _check_pay(status: str, payment_type: str | None, fraud_status: str | None) 
 
 
 def _seed_row(txn: Transaction) -> dict[str, Any]:
+    """What a seeded order is, and what every snapshot of an order starts with."""
     return {
         "order_id": txn.order_id,
         "transaction_id": txn.transaction_id,

@@ -26,7 +26,7 @@ import json
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from midpay.midtrans.notifications import compute_signature
 
@@ -34,6 +34,18 @@ from .shapes import AUTH_FAILED, Reply, json_reply, midtrans_error
 from .stats import ORDER_FAULTS
 
 ANSWERS = ("charge", "status", "cancel", "expire", "refund")
+
+
+class TamperOptions(TypedDict, total=False):
+    """The keyword arguments of a tamper rule (``OrderRules.add_tamper`` has their defaults)."""
+
+    remove: Iterable[str]
+    replace: bool
+    echo_authorization: bool
+    http_status: int | None
+    resign: bool
+    times: int | None
+    endpoints: Iterable[str] | None
 
 
 @dataclass
@@ -87,15 +99,15 @@ class OrderRules:
     def add_tamper(
         self,
         order_id: str,
-        fields: Mapping[str, Any] | None,
+        fields: Mapping[str, Any] | None = None,
         *,
-        remove: Iterable[str],
-        replace: bool,
-        echo_authorization: bool,
-        http_status: int | None,
-        resign: bool,
-        times: int | None,
-        endpoints: Iterable[str] | None,
+        remove: Iterable[str] = (),
+        replace: bool = False,
+        echo_authorization: bool = False,
+        http_status: int | None = None,
+        resign: bool = True,
+        times: int | None = None,
+        endpoints: Iterable[str] | None = None,
     ) -> dict[str, Any]:
         if fields is not None and not isinstance(fields, Mapping):
             raise ValueError("fields must be a JSON object")

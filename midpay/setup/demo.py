@@ -16,6 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from midpay import db, output
+from midpay.db import migrate
+from midpay.intake import bodies
+from midpay.intake import online as intake
+from midpay.midtrans.gateway import Gateway
+from midpay.payments import charge as charges
+from midpay.payments import refresh
+from midpay.reconcile import job as reconciling
+from midpay.sandbox import DEV_SERVER_KEY, SandboxServer
+from midpay.web import child
+from midpay.web.app import DEFAULT_PATH
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -83,18 +95,6 @@ def run(settings: Settings, con: Console, step: Callable[[str], None]) -> DemoRe
 
 
 def _walk(settings: Settings, con: Console, step: Callable[[str], None], home: Path) -> dict[str, Any]:
-    from midpay import db, output
-    from midpay.db import migrate
-    from midpay.intake import bodies
-    from midpay.intake import online as intake
-    from midpay.midtrans.gateway import Gateway
-    from midpay.payments import charge as charges
-    from midpay.payments import refresh
-    from midpay.reconcile import job as reconciling
-    from midpay.sandbox import DEV_SERVER_KEY, SandboxServer
-    from midpay.web import server as listening
-    from midpay.web.app import DEFAULT_PATH
-
     notify_dir = home / "notifications"
     step("Starting the embedded PostgreSQL and a fresh demo database")
     url = _fresh_database(home)
@@ -105,12 +105,8 @@ def _walk(settings: Settings, con: Console, step: Callable[[str], None], home: P
         applied = migrate.migrate(conn)
     con.print(output.text(f"  applied {len(applied)} migration(s): " + ", ".join(f.name for f in applied)))
 
-    # The sandbox POSTs each notification to `midpay listen`, as Midtrans would, where
-    # this Python can start one (it cannot when its interpreter is out of this user's reach).
-    cannot_listen = listening.cannot_start_process()
-    listen_port = listening.free_port()
-    notify_url = None if cannot_listen else f"http://127.0.0.1:{listen_port}{DEFAULT_PATH}"
-    with SandboxServer(server_key=DEV_SERVER_KEY, notify_dir=notify_dir, notify_url=notify_url) as sandbox:
+    receiver = _Receiver(home, url)
+    with SandboxServer(server_key=DEV_SERVER_KEY, notify_dir=notify_dir, notify_url=receiver.notify_url) as sandbox:
         con.print(f"  Midtrans sandbox listening on {sandbox.url} (development key, in-process)")
         with Gateway(base_url=sandbox.url, server_key=DEV_SERVER_KEY, timeout=10.0) as gateway, db.connect(url) as conn:
             amount = 154_600
@@ -124,18 +120,7 @@ def _walk(settings: Settings, con: Console, step: Callable[[str], None], home: P
             says = output.status_text(outcome.payment.status)
             con.print(output.join("  Midtrans says: ", says, " (the customer has not paid yet)"))
 
-            if cannot_listen is None:
-                step("midpay listen; the customer scans the QR and pays (midpay sandbox pay)")
-                env = listening.child_env(database_url=url, server_key=DEV_SERVER_KEY, api_url=sandbox.url, home=home)
-                with listening.start_process(env, home / "listen.log", port=listen_port, cwd=home) as listener:
-                    con.print(output.text(f"  midpay listen receives notifications on {listener.url}"))
-                    sandbox.pay(order_id, "settlement")
-                    arrived = listening.describe(listener.wait_for(order_id))
-                    con.print(output.text(f"  Midtrans notified it over HTTP: {arrived}"))
-            else:
-                step("The customer scans the QR and pays (midpay sandbox pay)")
-                sandbox.pay(order_id, "settlement")
-                con.print(output.text(f"  (no midpay listen here: {cannot_listen}; the file is replayed instead)"))
+            receiver.pay(con, step, sandbox, order_id)
             files = sorted(notify_dir.glob("*.json"), key=lambda p: p.stat().st_mtime)
             notification = next(p for p in reversed(files) if "settlement" in p.name)
             con.print(output.join("  Midtrans sent a signed notification; saved as ", output.text(notification)))
@@ -166,6 +151,38 @@ def _walk(settings: Settings, con: Console, step: Callable[[str], None], home: P
         "home": home,
         "try_home": try_home(settings),
     }
+
+
+class _Receiver:
+    """Where the sandbox POSTs each notification, as Midtrans would: a ``midpay listen`` child.
+
+    Unless this Python cannot start one (its interpreter out of this user's reach): then
+    the notification is only written to a file, and the demo replays that.
+    """
+
+    def __init__(self, home: Path, database_url: str) -> None:
+        self.home = home
+        self.database_url = database_url
+        self.cannot = child.cannot_start_process()
+        self.port = child.free_port()
+        self.notify_url = None if self.cannot else f"http://127.0.0.1:{self.port}{DEFAULT_PATH}"
+
+    def pay(self, con: Console, step: Callable[[str], None], sandbox: SandboxServer, order_id: str) -> None:
+        """The customer pays ``order_id``; ``midpay listen`` receives Midtrans' notification, where it runs."""
+        if self.cannot is not None:
+            step("The customer scans the QR and pays (midpay sandbox pay)")
+            sandbox.pay(order_id, "settlement")
+            con.print(output.text(f"  (no midpay listen here: {self.cannot}; the file is replayed instead)"))
+            return
+        step("midpay listen; the customer scans the QR and pays (midpay sandbox pay)")
+        env = child.child_env(
+            database_url=self.database_url, server_key=DEV_SERVER_KEY, api_url=sandbox.url, home=self.home
+        )
+        with child.start_listen(env, self.home / "listen.log", port=self.port, cwd=self.home) as listener:
+            con.print(output.text(f"  midpay listen receives notifications on {listener.url}"))
+            sandbox.pay(order_id, "settlement")
+            arrived = child.describe(listener.wait_for(order_id))
+            con.print(output.text(f"  Midtrans notified it over HTTP: {arrived}"))
 
 
 def render_account(con: Console, report: DemoReport) -> None:

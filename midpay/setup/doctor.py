@@ -106,7 +106,7 @@ def _database(checks: _Run, settings: Settings) -> Connection | None:
     if settings.database_url == "embedded":
         before = embedded.status(settings.home)
         try:
-            url = db.resolve_url(settings)
+            url = embedded.resolve_url(settings)
         except MidpayError as exc:
             checks.add("embedded", "fail", f"{before.state}; {exc}", "see the message; `midpay db status` shows more")
             checks.add("database", "skip", "the embedded PostgreSQL is not available")
@@ -119,7 +119,7 @@ def _database(checks: _Run, settings: Settings) -> Connection | None:
         return None
     else:
         try:
-            url = db.resolve_url(settings)
+            url = embedded.resolve_url(settings)
         except MidpayError as exc:
             checks.add("database", "fail", str(exc), "correct DATABASE_URL")
             return None

@@ -1,5 +1,7 @@
 """Named crash points, for the reliability tests only: die or pause at an exact step.
 
+Inert unless ``MIDPAY_TEST_CRASH_AT`` is set: no production run sets it.
+
 A process started with ``MIDPAY_TEST_CRASH_AT=<point>`` kills itself with SIGKILL
 when it reaches ``<point>`` (no cleanup, no message: exactly like ``kill -9``).
 ``MIDPAY_TEST_CRASH_AT=<point>:pause`` instead writes ``<point>.reached`` (its pid and

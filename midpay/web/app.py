@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from midpay import __version__, db
+from midpay import __version__, db, embedded
 from midpay.config import Settings, redact
 from midpay.db.migrate import AppliedMigration, MigrationFile, load_files, plan, read_applied
 from midpay.errors import MidpayError, MigrationError
@@ -359,7 +359,7 @@ def create_app(
 
         settings = load_settings()
     return WebhookApp(
-        database_url=db.resolve_url(settings),
+        database_url=embedded.resolve_url(settings),
         server_key=settings.require_server_key(),
         api_url=settings.api_url,
         timeout=settings.timeout,

@@ -40,7 +40,7 @@ from midpay.intake.single import receive
 from midpay.midtrans.notifications import compute_signature
 from midpay.payments import charge as charges
 from midpay.web.app import status_for
-from midpay.web.server import start_process
+from tests.listen_process import start_process
 
 from ..conftest import REPO, SERVER_KEY, TEMPLATE, _create_database, _drop_database
 
