@@ -5,16 +5,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from midpay.cli.boundary import JsonSpool, document
 from midpay.cli.common import (
     MAX_SECONDS,
     JsonFlag,
-    JsonSpool,
     app,
     database_url,
-    error_line,
-    errors_to_exit,
     exit_for,
-    fail,
     finite,
     open_connection,
     open_gateway,
@@ -83,45 +80,46 @@ def reconcile(
     """
     from midpay.reconcile import job as reconciling
 
-    with errors_to_exit():
-        gateway = open_gateway(pool_size=concurrency)
-        with gateway:
-            conn = open_connection()
-            with conn:
-                url = database_url()
-                interactive = sys.stdout.isatty() and not json_out
-                total = (
-                    reconciling.count_due(
-                        conn, min_age=min_age, limit=limit, recheck_after=recheck_after,
-                        refund_recheck_after=refund_recheck_after,
-                    )
-                    if interactive else None
+    spool = JsonSpool({"checked": 0, "changed": 0, "unchanged": 0, "errors": 0}) if json_out else None
+    if spool is not None:
+        document(spool)  # from here on, every ending writes it: the early failures too
+    gateway = open_gateway(pool_size=concurrency)
+    with gateway:
+        conn = open_connection()
+        with conn:
+            url = database_url()
+            interactive = sys.stdout.isatty() and not json_out
+            total = (
+                reconciling.count_due(
+                    conn, min_age=min_age, limit=limit, recheck_after=recheck_after,
+                    refund_recheck_after=refund_recheck_after,
                 )
-            report = _Report(json_out=json_out, total=total)
-            with terminate_as_interrupt():
-                try:
-                    summary = reconciling.reconcile(
-                        url, gateway, min_age=min_age, limit=limit, concurrency=concurrency, max_rps=max_rps,
-                        dry_run=dry_run, grace=grace, recheck_after=recheck_after,
-                        refund_recheck_after=refund_recheck_after, lease_seconds=lease,
-                        on_result=report.add,
-                    )
-                except BaseException as exc:
-                    report.abort(exc)
-                    raise
-            report.finish(summary, dry_run=dry_run)
-            if summary.fatal is not None:
-                fail(summary.fatal)
-            exit_for(summary.errors > 0)
+                if interactive else None
+            )
+        report = _Report(spool, total=total)
+        with terminate_as_interrupt():
+            try:
+                summary = reconciling.reconcile(
+                    url, gateway, min_age=min_age, limit=limit, concurrency=concurrency, max_rps=max_rps,
+                    dry_run=dry_run, grace=grace, recheck_after=recheck_after,
+                    refund_recheck_after=refund_recheck_after, lease_seconds=lease,
+                    on_result=report.add,
+                )
+            finally:
+                report.stop_progress()
+        report.finish(summary, dry_run=dry_run)
+        if summary.fatal is not None:
+            raise summary.fatal
+        exit_for(summary.errors > 0)
 
 
 class _Report:
-    """Where results go: a spooled JSON document, or the notable rows and a progress bar."""
+    """Where results go: the spooled JSON document, or the notable rows and a progress bar."""
 
-    def __init__(self, *, json_out: bool, total: int | None) -> None:
+    def __init__(self, spool: JsonSpool | None, *, total: int | None) -> None:
         from midpay import output
 
-        self.spool = JsonSpool() if json_out else None
+        self.spool = spool
         self.notable: list[ReconcileResult] = []
         self.more = 0
         self.progress: Any = None
@@ -148,24 +146,17 @@ class _Report:
         if self.progress is not None:
             self.progress.advance(self.task)
 
-    def _stop_progress(self) -> None:
+    def stop_progress(self) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
 
-    def abort(self, exc: BaseException) -> None:
-        """The run raised before it could return a summary: still one complete document."""
-        self._stop_progress()
-        if self.spool is not None:
-            self.spool.close({"checked": 0, "changed": 0, "unchanged": 0, "errors": 0}, error_line(exc))
-
     def finish(self, summary: "ReconcileSummary", *, dry_run: bool) -> None:
+        """The summary: into the document (the boundary writes it, with the fatal error if any), or on screen."""
         from midpay import output
 
-        self._stop_progress()
         if self.spool is not None:
-            error = error_line(summary.fatal) if summary.fatal is not None else None
-            self.spool.close(output.reconcile_summary(summary), error)
+            self.spool.summary = output.reconcile_summary(summary)
         else:
             output.render_reconcile(output.console(), self.notable, summary, dry_run=dry_run)
             if self.more:
