@@ -160,7 +160,11 @@ def exit_for(failed: bool) -> None:
 
 
 JsonFlag = Annotated[
-    bool, typer.Option("--json", callback=want_json, help="Print exactly one JSON document on stdout.")
+    bool,
+    typer.Option(
+        "--json", callback=want_json,
+        help='Print exactly one JSON document on stdout; a failure adds "error" and "exit_code" to it.',
+    ),
 ]
 
 

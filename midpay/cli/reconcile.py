@@ -69,7 +69,7 @@ def reconcile(
     on the next run); 2: Midtrans refused the server key (stops at the first 401) or a
     configuration error; 3: Midtrans or PostgreSQL could not be reached. With --json,
     stdout gets one complete document on every path, on one line (made for `>> file.jsonl`),
-    with a top-level "error" when the run was cut short.
+    with a top-level "error" and "exit_code" when the run failed or was cut short.
 
     Examples:
 
