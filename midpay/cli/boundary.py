@@ -95,12 +95,12 @@ def _write(failure: dict[str, Any]) -> None:
         pass
 
 
-def _fail(line: str, code: int) -> NoReturn:
+def _report(line: str, code: int) -> None:
+    """The failure, in the document and as the one ``Error: …`` line (control characters shown as escapes)."""
     from midpay.output import visible
 
     _write({"error": line, "exit_code": code})
     sys.stderr.write(f"Error: {visible(line)}\n")
-    sys.exit(code)
 
 
 def _is_click_error(exc: BaseException) -> bool:
@@ -125,10 +125,7 @@ def _boundary() -> Iterator[None]:
         if _is_click_error(exc):
             raise  # a subcommand's usage error, raised while parsing: RootGroup.main words it
         line, code = describe(exc)
-        _write({"error": line, "exit_code": code})
-        from midpay.output import visible
-
-        sys.stderr.write(f"Error: {visible(line)}\n")
+        _report(line, code)
         raise typer.Exit(code) from None
     else:
         _write({})
@@ -174,7 +171,8 @@ class RootGroup(TyperGroup):
         # Raised while parsing, maybe before --json was read: the word on the command line decides.
         argv = _run.argv[: _run.argv.index("--")] if "--" in _run.argv else _run.argv
         _run.json = _run.json or "--json" in argv
-        _fail(line, code)
+        _report(line, code)
+        sys.exit(code)
 
 
 class JsonSpool:

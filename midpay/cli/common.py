@@ -183,6 +183,11 @@ def finite(value: float | None) -> float | None:
     return value
 
 
+def seconds(flag: str, help: str, *, least: float = 0, most: float = MAX_SECONDS) -> Any:
+    """A seconds-valued option: finite, from ``least`` to ``most``."""
+    return typer.Option(flag, min=least, max=most, callback=finite, help=help)
+
+
 OrderIdArg = Annotated[str, typer.Argument(help="The order id.", show_default=False)]
 YesFlag = Annotated[
     bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (required when not on a terminal).")

@@ -7,7 +7,6 @@ import typer
 
 from midpay.cli.boundary import JsonSpool, document
 from midpay.cli.common import (
-    MAX_SECONDS,
     JsonFlag,
     app,
     database_url,
@@ -15,6 +14,7 @@ from midpay.cli.common import (
     finite,
     open_connection,
     open_gateway,
+    seconds,
     terminate_as_interrupt,
 )
 
@@ -26,11 +26,7 @@ NOTABLE_SHOWN = 500
 
 @app.command(short_help='Bring every open payment in line with Midtrans.')
 def reconcile(
-    min_age: Annotated[
-        float,
-        typer.Option("--min-age", min=0, max=MAX_SECONDS, callback=finite,
-                     help="Only rows created more than this many seconds ago."),
-    ] = 60.0,
+    min_age: Annotated[float, seconds("--min-age", "Only rows created more than this many seconds ago.")] = 60.0,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, max=1_000_000_000, help="Check at most this many rows.")
     ] = None,
@@ -41,25 +37,22 @@ def reconcile(
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Ask Midtrans and report; write nothing.")] = False,
     grace: Annotated[
-        float,
-        typer.Option("--grace", min=0, max=MAX_SECONDS, callback=finite,
-                     help="Seconds before a `created` row unknown to Midtrans becomes failure."),
+        float, seconds("--grace", "Seconds before a `created` row unknown to Midtrans becomes failure.")
     ] = 600.0,
     recheck_after: Annotated[
         float,
-        typer.Option("--recheck-after", min=0, max=MAX_SECONDS, callback=finite,
-                     help="Skip rows whose last completed check is younger than this many seconds (by any run)."),
+        seconds("--recheck-after",
+                "Skip rows whose last completed check is younger than this many seconds (by any run)."),
     ] = 30.0,
     refund_recheck_after: Annotated[
         float,
-        typer.Option("--refund-recheck-after", min=0, max=MAX_SECONDS, callback=finite,
-                     help="Re-check partial_refund payments and refunds the bank has not confirmed at most this "
-                     "often (seconds)."),
+        seconds("--refund-recheck-after", "Re-check partial_refund payments and refunds the bank has not confirmed at "
+                "most this often (seconds)."),
     ] = 3600.0,
     lease: Annotated[
         float,
-        typer.Option("--lease", min=1, max=86_400, callback=finite,
-                     help="Seconds a claimed row stays reserved if this run dies (renewed while it runs)."),
+        seconds("--lease", "Seconds a claimed row stays reserved if this run dies (renewed while it runs).",
+                least=1, most=86_400),
     ] = 60.0,
     json_out: JsonFlag = False,
 ) -> None:
