@@ -81,15 +81,17 @@ def _map_foreign(exc: BaseException) -> MidpayError | None:
 
 def _write(failure: dict[str, Any]) -> None:
     """The one document: the command's (with ``failure`` added), or ``failure`` alone under --json."""
+    doc, _run.document = _run.document, None
+    if doc is None and not (_run.json and failure):
+        return  # nothing to write (and `--help` stays light: no output module)
     from midpay.output import write_json
 
-    doc, _run.document = _run.document, None
     try:
         if isinstance(doc, JsonSpool):
             doc.close(failure)
         elif doc is not None:
             write_json({**doc, **failure}, compact=_run.compact)
-        elif _run.json and failure:
+        else:
             write_json(failure, compact=True)  # one line: `reconcile --json >> file.jsonl` stays JSON lines
     except BrokenPipeError:
         pass
