@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -124,7 +125,7 @@ def test_a_database_never_migrated(cli: Any, monkeypatch: pytest.MonkeyPatch, em
 
 
 @pytest.mark.parametrize("name", [name for name in COMMANDS if name.startswith("db ")])
-def test_an_unusable_midpay_home(cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any, name: str) -> None:
+def test_an_unusable_midpay_home(cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str) -> None:
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("MIDPAY_HOME", str(tmp_path / "a-file" / "home"))
     doc = failure(cli(*COMMANDS[name], "--json"), 2)
@@ -139,7 +140,7 @@ def test_doctor_reports_in_its_own_document(cli: Any, monkeypatch: pytest.Monkey
 
 
 @pytest.mark.parametrize("name", ["charge", "cancel"])
-def test_midtrans_out_of_reach(cli: Any, monkeypatch: pytest.MonkeyPatch, sandbox: Any, name: str) -> None:
+def test_midtrans_out_of_reach(cli: Any, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     order_id = "json-1"
     if name == "cancel":
         assert cli("charge", "--amount", "10000", "--order-id", order_id).exit_code == 0
