@@ -112,7 +112,8 @@ def test_a_special_file_in_a_directory_is_refused_by_name_without_hanging(
         f"Error: cannot read {odd}: it is a {described}, not a regular file (only regular files are read from a "
         "directory; name it on its own to read it)"
     ]
-    assert proc.stdout == "" and _events(db_url) == []  # refused before anything was read
+    assert json.loads(proc.stdout) == {"error": proc.stderr.strip().removeprefix("Error: "), "exit_code": 2}
+    assert _events(db_url) == []  # refused before anything was read
 
 
 def test_a_named_fifo_is_read(env: dict[str, str], db_url: str, tmp_path: Path) -> None:

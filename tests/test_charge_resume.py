@@ -40,7 +40,8 @@ def test_a_charge_refused_for_a_wrong_key_stays_created_and_resumes(
         "MIDTRANS_IS_PRODUCTION/MIDTRANS_API_URL; order rk-1 stays `created`: once the key is right, "
         "run `midpay charge --order-id rk-1 --amount 15000` again"
     ]
-    assert refused.stdout == "" and _status(db_url, "rk-1") == "created"
+    assert json.loads(refused.stdout) == {"error": _lines(refused.stderr)[0].removeprefix("Error: "), "exit_code": 2}
+    assert _status(db_url, "rk-1") == "created"
     monkeypatch.setenv("MIDTRANS_SERVER_KEY", env["MIDTRANS_SERVER_KEY"])
     resumed = cli("charge", "--amount", "15000", "--order-id", "rk-1")
     assert resumed.exit_code == 0, resumed

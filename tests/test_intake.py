@@ -307,7 +307,8 @@ def test_without_a_server_key_every_body_is_stored_undecided(
     del os.environ["MIDTRANS_SERVER_KEY"]
     for flags in ((), ("--offline",)):
         result = cli("replay-webhook", str(path), *flags, "--json")
-        assert result.exit_code == 2 and result.stdout == "", result
+        assert result.exit_code == 2, result
+        assert result.json() == {"error": result.stderr.strip().removeprefix("Error: "), "exit_code": 2}
         assert result.stderr == (
             "Error: MIDTRANS_SERVER_KEY is not set, so no signature can be checked: 1 bodies stored undecided; "
             "set it and run `midpay events reprocess`\n"

@@ -163,7 +163,7 @@ def test_payments_bad_flags_are_usage_errors(cli: Any) -> None:
     assert bad_since.stderr.startswith("Error: --since must be") and len(bad_since.stderr.strip().splitlines()) == 1
     bad_status = cli("payments", "--status", "paid", "--json")
     assert bad_status.exit_code == 2 and "--status must be one of" in bad_status.stderr
-    assert bad_status.stdout == ""
+    assert bad_status.json() == {"error": bad_status.stderr.strip().removeprefix("Error: "), "exit_code": 2}
     assert cli("payments", "--limit", "0").exit_code == 2
 
 
@@ -301,7 +301,8 @@ def test_cancel_and_expire_a_pending_payment(cli: Any, db_url: str, sandbox: Any
     assert set(cancelled.json()) == PAYMENT_KEYS and cancelled.json()["status"] == "cancel"
     assert _status(db_url, to_cancel) == "cancel"
     again = cli("cancel", to_cancel, "--yes", "--json")
-    assert again.exit_code == 1 and again.stdout == ""
+    assert again.exit_code == 1
+    assert again.json() == {"error": again.stderr.strip().removeprefix("Error: "), "exit_code": 1}
     assert "412 Merchant cannot modify the status of the transaction" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
 

@@ -1,7 +1,9 @@
 """The command line: parse, call one use case, render.
 
-The app and the error boundary live in ``common``; each module registers its
-commands on import:
+``boundary`` is the one error boundary (every failure becomes ``Error: …``, an exit
+code and, with --json, the one document); ``common`` holds the app, settings and
+connections; ``state`` what the top-level options leave. Each other module registers
+its commands on import:
 
     setup          migrate, demo, sandbox serve|pay
     lifecycle      charge, status, payments

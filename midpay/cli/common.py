@@ -1,65 +1,32 @@
-"""What every command shares: the Typer app, the one error boundary, settings, connections.
+"""What every command shares: the Typer app, settings, connections, the common options.
 
-This is the one place where a midpay error becomes ``Error: …`` on stderr and an
-exit code (CONTRACT.md). Heavy modules (psycopg, requests, rich) are imported inside
-the commands, so ``midpay --help`` stays fast. No ``from __future__ import annotations``
+The app's root command is ``boundary.RootGroup``: the one place where a failure
+becomes ``Error: …`` on stderr, an exit code and, with --json, the one document
+(CONTRACT.md). Heavy modules (psycopg, requests, rich) are imported inside the
+commands, so ``midpay --help`` stays fast. No ``from __future__ import annotations``
 in the cli package: Typer would have to evaluate every option's annotation string at
 start-up.
 """
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
 from midpay import __version__
-from midpay.errors import MidpayError
+from midpay.cli.boundary import RootGroup, want_json
+from midpay.cli.state import secrets, state
 
 if TYPE_CHECKING:
     from midpay.config import Settings
     from midpay.db import Connection
     from midpay.midtrans.gateway import Gateway
 
-class _OneLineErrors(TyperGroup):
-    """The root command, with click's usage errors as one ``Error: …`` line (exit 2), like every other error.
-
-    Click would print the usage block and a hint around the message; a cron log or a
-    script reading stderr wants the one line CONTRACT.md promises.
-    """
-
-    def main(
-        self, args: "Sequence[str] | None" = None, prog_name: str | None = None, complete_var: str | None = None,
-        standalone_mode: bool = True, windows_expand_args: bool = True, **kwargs: Any,
-    ) -> Any:
-        kwargs["windows_expand_args"] = windows_expand_args
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **kwargs)
-        # Click's exceptions, by their shape: typer vendors click from 0.28 on.
-        try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **kwargs)
-        except typer.Abort:
-            sys.stderr.write("Error: aborted\n")
-            sys.exit(1)
-        except Exception as exc:
-            if not (hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)):
-                raise
-            if type(exc).__name__ == "NoArgsIsHelpError":  # `midpay` alone: the help, as click shows it
-                exc.show()  # type: ignore[attr-defined]
-                sys.exit(exc.exit_code)  # type: ignore[attr-defined]
-            path = getattr(getattr(exc, "ctx", None), "command_path", None)
-            where = f" (see `{path} --help`)" if path else ""
-            sys.stderr.write(f"Error: {' '.join(exc.format_message().split())}{where}\n")  # type: ignore[attr-defined]
-            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
-        sys.exit(code if isinstance(code, int) else 0)
-
-
 app = typer.Typer(
-    cls=_OneLineErrors,
+    cls=RootGroup,
     name="midpay",
     help="GoPay and QRIS payment operations over Midtrans and PostgreSQL.",
     no_args_is_help=True,
@@ -68,19 +35,6 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-@dataclass
-class State:
-    """What the top-level options leave for the commands."""
-
-    env_file: Path | None = None
-    settings: "Settings | None" = None
-    schema_checked: bool = False
-    url: str | None = None
-
-
-state = State()
 
 
 def _version(value: bool) -> None:
@@ -114,80 +68,6 @@ def _redact_streams() -> None:
         sys.stdout = RedactingStream(sys.stdout, secrets)  # type: ignore[assignment]
     if not isinstance(sys.stderr, RedactingStream):
         sys.stderr = RedactingStream(sys.stderr, secrets)  # type: ignore[assignment]
-
-
-# --- the one error boundary ------------------------------------------------------------
-
-
-def secrets() -> list[str]:
-    """What must never be printed: the server key and the database password, once settings are read.
-
-    Computed once per settings (stdout asks at every write: a reconcile run's document is thousands).
-    """
-    settings = state.settings
-    if settings is None:
-        return []
-    cached = _secrets_cache.get(id(settings))
-    if cached is None or cached[0] is not settings:
-        cached = (settings, settings.secrets())
-        _secrets_cache.clear()
-        _secrets_cache[id(settings)] = cached
-    return cached[1]
-
-
-_secrets_cache: dict[int, tuple["Settings", list[str]]] = {}
-
-
-def fail(exc: MidpayError) -> NoReturn:
-    """Print ``Error: …`` (secrets redacted) and exit with the error's code."""
-    from midpay.config import redact
-    from midpay.output import visible
-
-    raw = str(exc).strip()
-    # The first line only (errors are one line); anything a terminal would act on, shown as an escape.
-    message = visible(redact(raw.split("\n", 1)[0] if raw else exc.__class__.__name__, secrets()))
-    sys.stderr.write(f"Error: {message}\n")
-    raise typer.Exit(exc.exit_code)
-
-
-def error_line(exc: BaseException) -> str:
-    """The one line ``errors_to_exit`` would print for ``exc`` (secrets redacted), for a document's "error"."""
-    from midpay.config import redact
-
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
-    mapped = exc if isinstance(exc, MidpayError) else _map_foreign(exc)
-    if mapped is None:
-        mapped = MidpayError(f"unexpected {exc.__class__.__name__}: {exc}")
-    text = str(mapped).strip()
-    return redact(text.splitlines()[0] if text else mapped.__class__.__name__, secrets())
-
-
-@contextmanager
-def errors_to_exit() -> Iterator[None]:
-    """Turn any failure inside a command into one line on stderr and the contract's exit code."""
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except MidpayError as exc:
-        fail(exc)
-    except KeyboardInterrupt:
-        sys.stderr.write("Error: interrupted\n")
-        raise typer.Exit(130) from None
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback, no secret
-        mapped = _map_foreign(exc)
-        if mapped is not None:
-            fail(mapped)
-        fail(MidpayError(f"unexpected {exc.__class__.__name__}: {exc}"))
-
-
-def _map_foreign(exc: BaseException) -> MidpayError | None:
-    if "psycopg" in sys.modules or "psycopg_pool" in sys.modules:
-        from midpay.db import map_error
-
-        return map_error(exc)
-    return None
 
 
 def settings() -> "Settings":
@@ -279,7 +159,13 @@ def exit_for(failed: bool) -> None:
         raise typer.Exit(1)
 
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
+JsonFlag = Annotated[
+    bool,
+    typer.Option(
+        "--json", callback=want_json,
+        help='Print exactly one JSON document on stdout; a failure adds "error" and "exit_code" to it.',
+    ),
+]
 
 
 LimitFlag = Annotated[int, typer.Option("--limit", min=1, max=1_000_000_000, help="Show at most this many.")]
@@ -295,65 +181,19 @@ def finite(value: float | None) -> float | None:
     if value is not None and not math.isfinite(value):
         raise typer.BadParameter(f"{value} is not a finite number")
     return value
+
+
+def seconds(flag: str, help: str, *, least: float = 0, most: float = MAX_SECONDS) -> Any:
+    """A seconds-valued option: finite, from ``least`` to ``most``."""
+    return typer.Option(flag, min=least, max=most, callback=finite, help=help)
+
+
 OrderIdArg = Annotated[str, typer.Argument(help="The order id.", show_default=False)]
 YesFlag = Annotated[
     bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (required when not on a terminal).")
 ]
 
 
-
-
 def subapp(**options: Any) -> typer.Typer:
     """A command group with the app's traceback settings (no locals: they could hold the key)."""
     return typer.Typer(pretty_exceptions_enable=False, pretty_exceptions_show_locals=False, **options)
-
-
-class JsonSpool:
-    """A ``{"results": [...], "summary": {...}}`` document, gathered in a temporary file (memory stays flat)
-    and written to stdout as one line at the end, with a top-level ``"error"`` when the run was cut short.
-
-    Nothing reaches stdout before the run ends, so a run killed outright leaves no half
-    document in a log it appends to; every other ending writes a complete one.
-    """
-
-    def __init__(self) -> None:
-        import tempfile
-
-        self._file = tempfile.SpooledTemporaryFile(max_size=1 << 22, mode="w+", encoding="utf-8")
-        self._count = 0
-        self._closed = False
-
-    def add(self, item: dict[str, Any]) -> None:
-        from midpay.output import json_text
-
-        self._file.write(json_text(item, compact=True) + "\n")  # one item a line here; JSON text has no newline
-        self._count += 1
-
-    def close(self, summary: dict[str, int], error: str | None) -> None:
-        from midpay.output import json_text
-
-        if self._closed:
-            return
-        self._closed = True
-        tail: dict[str, Any] = {"summary": summary}
-        if error is not None:
-            tail["error"] = error
-        out = sys.stdout
-        try:
-            out.write('{"results": [')
-            self._file.seek(0)
-            pending = 0
-            for n, line in enumerate(self._file):
-                out.write(("," if n else "") + line.rstrip("\n"))
-                pending += len(line)
-                if pending >= 1 << 16:
-                    # stdout redacts line by line and holds a partial line until a flush: flushing at item
-                    # boundaries keeps a long one-line document from piling up there whole.
-                    out.flush()
-                    pending = 0
-            out.write("], " + json_text(tail, compact=True)[1:] + "\n")
-            out.flush()
-        except BrokenPipeError:
-            pass
-        finally:
-            self._file.close()

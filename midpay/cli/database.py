@@ -1,9 +1,10 @@
 """Looking after the installation: the embedded PostgreSQL (db status|start|stop) and doctor."""
 
-
 import typer
 
-from midpay.cli.common import JsonFlag, app, errors_to_exit, settings, state, subapp
+from midpay.cli.boundary import document
+from midpay.cli.common import JsonFlag, app, settings, subapp
+from midpay.cli.state import state
 
 db_app = subapp(help="The embedded PostgreSQL (DATABASE_URL=embedded) of MIDPAY_HOME.", no_args_is_help=True)
 app.add_typer(db_app, name="db", short_help="Show, start or stop the embedded PostgreSQL.")
@@ -19,14 +20,14 @@ def _runs_as() -> str | None:
         return None
 
 
-def _show(server: object, json_out: bool, extra: dict[str, object] | None = None) -> None:
-    from midpay import output
-    from midpay.embedded import ServerStatus
+def _show(server: object, json_out: bool) -> None:
+    from midpay import embedded, output
     from midpay.output.system import render_server, server_document
 
-    assert isinstance(server, ServerStatus)
+    assert isinstance(server, embedded.ServerStatus)
     if json_out:
-        output.write_json({**(extra or {}), **server_document(server, _runs_as())})
+        url = embedded.url(server, embedded.DATABASE) if server.state == "running" else None
+        document(server_document(server, _runs_as(), url))
     else:
         render_server(output.console(), server, _runs_as(), configured=settings().database_url == "embedded")
 
@@ -43,8 +44,7 @@ def db_status(json_out: JsonFlag = False) -> None:
     """
     from midpay import embedded
 
-    with errors_to_exit():
-        _show(embedded.status(settings().home), json_out)
+    _show(embedded.status(settings().home), json_out)
 
 
 @db_app.command("start", short_help='Start the embedded PostgreSQL.')
@@ -58,9 +58,8 @@ def db_start(json_out: JsonFlag = False) -> None:
     """
     from midpay import embedded
 
-    with errors_to_exit():
-        embedded.start(settings().home)
-        _show(embedded.status(settings().home), json_out)
+    embedded.start(settings().home)
+    _show(embedded.status(settings().home), json_out)
 
 
 @db_app.command("stop", short_help='Stop the embedded PostgreSQL; its data stays.')
@@ -74,18 +73,17 @@ def db_stop(json_out: JsonFlag = False) -> None:
     """
     from midpay import embedded, output
 
-    with errors_to_exit():
-        home = settings().home
-        before = embedded.stop(home)
-        was_running = before.state == "running"
-        if json_out:
-            output.write_json({"stopped": was_running, "pid": before.pid, "home": str(home)})
-            return
-        con = output.console()
-        if was_running:
-            con.print(output.join(f"stopped the embedded PostgreSQL (pid {before.pid}) of ", output.text(home)))
-        else:
-            con.print(output.join("the embedded PostgreSQL of ", output.text(home), " was not running"))
+    home = settings().home
+    before = embedded.stop(home)
+    was_running = before.state == "running"
+    if json_out:
+        document({"stopped": was_running, "pid": before.pid, "home": str(home)})
+        return
+    con = output.console()
+    if was_running:
+        con.print(output.join(f"stopped the embedded PostgreSQL (pid {before.pid}) of ", output.text(home)))
+    else:
+        con.print(output.join("the embedded PostgreSQL of ", output.text(home), " was not running"))
 
 
 @app.command(short_help='Check configuration, database, key and clock.')
@@ -102,17 +100,16 @@ def doctor(json_out: JsonFlag = False) -> None:
     from midpay.output.system import doctor_document, render_doctor
     from midpay.setup import doctor as checking
 
-    with errors_to_exit():
-        checks = checking.run(state.env_file)
-        try:
-            settings()  # so the output filter knows the secrets, when the configuration reads
-        except Exception:  # noqa: BLE001, S110 - a broken configuration is the first check's finding
-            pass
-        if json_out:
-            output.write_json(doctor_document(checks))
-        else:
-            render_doctor(output.console(), checks)
-        if any(c.status == "fail" for c in checks):
-            raise typer.Exit(1)
+    checks = checking.run(state.env_file)
+    try:
+        settings()  # so the output filter knows the secrets, when the configuration reads
+    except Exception:  # noqa: BLE001, S110 - a broken configuration is the first check's finding
+        pass
+    if json_out:
+        document(doctor_document(checks))
+    else:
+        render_doctor(output.console(), checks)
+    if any(c.status == "fail" for c in checks):
+        raise typer.Exit(1)
 
 

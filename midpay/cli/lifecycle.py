@@ -5,16 +5,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from midpay.cli.common import (
-    JsonFlag,
-    LimitFlag,
-    app,
-    errors_to_exit,
-    fail,
-    finite,
-    open_connection,
-    open_gateway,
-)
+from midpay.cli.boundary import describe, document
+from midpay.cli.common import JsonFlag, LimitFlag, app, finite, open_connection, open_gateway
 from midpay.errors import MidpayError, UsageError
 
 if TYPE_CHECKING:
@@ -65,35 +57,34 @@ def charge(
     from midpay.payments import charge as charges
     from midpay.payments import operations
 
-    with errors_to_exit():
-        whole = operations.parse_amount(amount)
-        if timeout is not None and not wait:
-            raise UsageError("--timeout only applies with --wait")
-        gateway = open_gateway()
-        conn = open_connection()
-        with conn, gateway:
-            outcome = charges.charge(conn, gateway, amount=whole, order_id=order_id, user_id=user_id, qris=qris)
-            payment = outcome.payment
-            con = output.console(sys.stderr if json_out else None)
-            if outcome.note:
-                sys.stderr.write(f"midpay: {output.visible(outcome.note)}\n")
+    whole = operations.parse_amount(amount)
+    if timeout is not None and not wait:
+        raise UsageError("--timeout only applies with --wait")
+    gateway = open_gateway()
+    conn = open_connection()
+    with conn, gateway:
+        outcome = charges.charge(conn, gateway, amount=whole, order_id=order_id, user_id=user_id, qris=qris)
+        payment = outcome.payment
+        con = output.console(sys.stderr if json_out else None)
+        if outcome.note:
+            sys.stderr.write(f"midpay: {output.visible(outcome.note)}\n")
+        if not json_out:
+            title = "Charge resumed" if outcome.resumed else "Charge created"
+            output.render_payment(con, payment, title=title, show_qr=True)
+        if wait:
+            waited = _wait_final(conn, gateway, payment, con, timeout=timeout, quiet=json_out)
+            payment = waited.payment
             if not json_out:
-                title = "Charge resumed" if outcome.resumed else "Charge created"
-                output.render_payment(con, payment, title=title, show_qr=True)
-            if wait:
-                waited = _wait_final(conn, gateway, payment, con, timeout=timeout, quiet=json_out)
-                payment = waited.payment
-                if not json_out:
-                    output.render_payment(con, payment, title="Final status" if waited.final else "Status")
-            if json_out:
-                output.write_json(output.payment_document(payment))
-            if wait and not waited.final:
-                if waited.last_error is not None:
-                    fail(waited.last_error)
-                raise MidpayError(
-                    f"order {payment.order_id} is still {payment.status} after waiting: "
-                    f"`midpay status {payment.order_id}` shows it later"
-                )
+                output.render_payment(con, payment, title="Final status" if waited.final else "Status")
+        if json_out:
+            document(output.payment_document(payment))
+        if wait and not waited.final:
+            if waited.last_error is not None:
+                raise waited.last_error
+            raise MidpayError(
+                f"order {payment.order_id} is still {payment.status} after waiting: "
+                f"`midpay status {payment.order_id}` shows it later"
+            )
 
 
 def _wait_final(
@@ -119,10 +110,8 @@ def _wait_final(
             status.update(join("waiting for ", text(order_id), ": ", text(current.status), " (Ctrl-C stops waiting)"))
 
     def refused(error: Exception, poll: int) -> None:
-        from midpay.cli.common import error_line
-
         sys.stderr.write(f"midpay: status check {poll} of {visible(order_id)} failed, still waiting: "
-                         f"{visible(error_line(error))}\n")
+                         f"{visible(describe(error)[0])}\n")
 
     if status is not None:
         status.start()
@@ -157,33 +146,30 @@ def status(
     from midpay.payments import refresh
     from midpay.refunds import ledger as refund_ledger
 
-    with errors_to_exit():
-        conn = open_connection()
-        with conn:
-            gateway = None
-            if not no_refresh:
-                from midpay.db import get_payment
+    conn = open_connection()
+    with conn:
+        gateway = None
+        if not no_refresh:
+            from midpay.db import get_payment
 
-                current = get_payment(conn, order_id)
-                wanted = current is not None and refund_ledger.wants_refresh(conn, current)
-                conn.commit()
-                if wanted:
-                    gateway = open_gateway()
-            try:
-                outcome = refresh.refresh(conn, gateway, order_id)
-            finally:
-                if gateway is not None:
-                    gateway.close()
-            ledger = refund_ledger.ledger(conn, outcome.payment)
+            current = get_payment(conn, order_id)
+            wanted = current is not None and refund_ledger.wants_refresh(conn, current)
             conn.commit()
-            if json_out:
-                output.write_json(output.payment_document(outcome.payment, ledger=ledger))
-            else:
-                output.render_payment(output.console(), outcome.payment, show_qr=False, ledger=ledger)
-            if outcome.error is not None:
-                fail(outcome.error)
-
-
+            if wanted:
+                gateway = open_gateway()
+        try:
+            outcome = refresh.refresh(conn, gateway, order_id)
+        finally:
+            if gateway is not None:
+                gateway.close()
+        ledger = refund_ledger.ledger(conn, outcome.payment)
+        conn.commit()
+        if json_out:
+            document(output.payment_document(outcome.payment, ledger=ledger))
+        else:
+            output.render_payment(output.console(), outcome.payment, show_qr=False, ledger=ledger)
+        if outcome.error is not None:
+            raise outcome.error
 
 
 @app.command("payments", short_help='List recent payments, newest first.')
@@ -217,15 +203,13 @@ def payments_list(
     from midpay.payments import operations
     from midpay.refunds import ledger as refund_ledger
 
-    with errors_to_exit():
-        wanted = operations.status_filter(status)
-        moment = operations.parse_since(since) if since is not None else None
-        conn = open_connection()
-        with conn:
-            rows = operations.list_payments(conn, status=wanted, since=moment, limit=limit)
-            ledgers = {found.payment.id: found for found in refund_ledger.ledgers(conn, rows)}
-        if json_out:
-            output.write_json({"payments": [output.payment_document(p, ledger=ledgers[p.id]) for p in rows]})
-        else:
-            output.render_payments(output.console(), rows, wide=wide, ledgers=ledgers)
-
+    wanted = operations.status_filter(status)
+    moment = operations.parse_since(since) if since is not None else None
+    conn = open_connection()
+    with conn:
+        rows = operations.list_payments(conn, status=wanted, since=moment, limit=limit)
+        ledgers = {found.payment.id: found for found in refund_ledger.ledgers(conn, rows)}
+    if json_out:
+        document({"payments": [output.payment_document(p, ledger=ledgers[p.id]) for p in rows]})
+    else:
+        output.render_payments(output.console(), rows, wide=wide, ledgers=ledgers)

@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from midpay.cli.common import app, errors_to_exit, settings
+from midpay.cli.common import app, settings
 from midpay.errors import UsageError
 
 
@@ -44,33 +44,32 @@ def listen(
     from midpay.web import app as webhook
     from midpay.web import server as serving
 
-    with errors_to_exit():
-        if not path.startswith("/") or path == webhook.HEALTH_PATH or "?" in path:
-            raise UsageError(f"--path must start with / and not be {webhook.HEALTH_PATH} or hold a query, not {path!r}")
-        s = settings()
-        server_key = s.require_server_key()
-        url = embedded.resolve_url(s, announce=lambda line: webhook.write_log_line(serving.log_record(line)))
-        serving.check_ready(url)
-        sock = serving.bind(host, port)
-        address = serving.url_of(sock, path)
-        secrets = s.secrets()
+    if not path.startswith("/") or path == webhook.HEALTH_PATH or "?" in path:
+        raise UsageError(f"--path must start with / and not be {webhook.HEALTH_PATH} or hold a query, not {path!r}")
+    s = settings()
+    server_key = s.require_server_key()
+    url = embedded.resolve_url(s, announce=lambda line: webhook.write_log_line(serving.log_record(line)))
+    serving.check_ready(url)
+    sock = serving.bind(host, port)
+    address = serving.url_of(sock, path)
+    secrets = s.secrets()
 
-        def load() -> webhook.WebhookApp:
-            return webhook.WebhookApp(
-                database_url=url,
-                server_key=server_key,
-                api_url=s.api_url,
-                timeout=s.timeout,
-                path=path,
-                threads=threads,
-                secrets=secrets,
-            )
+    def load() -> webhook.WebhookApp:
+        return webhook.WebhookApp(
+            database_url=url,
+            server_key=server_key,
+            api_url=s.api_url,
+            timeout=s.timeout,
+            path=path,
+            threads=threads,
+            secrets=secrets,
+        )
 
-        announce = {
-            "message": f"listening on {address}",
-            "url": address,
-            "health": serving.url_of(sock, webhook.HEALTH_PATH),
-            "workers": workers,
-            "threads": threads,
-        }
-        serving.serve(sock, load, workers=workers, threads=threads, announce=announce, secrets=secrets)
+    announce = {
+        "message": f"listening on {address}",
+        "url": address,
+        "health": serving.url_of(sock, webhook.HEALTH_PATH),
+        "workers": workers,
+        "threads": threads,
+    }
+    serving.serve(sock, load, workers=workers, threads=threads, announce=announce, secrets=secrets)

@@ -5,16 +5,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from midpay.cli.boundary import JsonSpool, document
 from midpay.cli.common import (
     JsonFlag,
-    JsonSpool,
     LimitFlag,
     app,
     database_url,
-    error_line,
-    errors_to_exit,
     exit_for,
-    fail,
     open_connection,
     open_gateway,
     settings,
@@ -67,22 +64,13 @@ def _finish(
             "they are stored awaiting confirmation: run `midpay events reprocess` once Midtrans answers, "
             "or use --offline to apply only what their signatures prove"
         )
-    error = None
+    if streamed is None:
+        if json_out:
+            document(output.notification_document(report.results), compact=len(report.results) > 100)
+        else:
+            output.render_notifications(output.console(), report.results, dry_run=dry_run)
     if problem is not None:
-        from midpay.config import redact
-
-        error = redact(str(problem).splitlines()[0], settings().secrets())
-    if streamed is not None:
-        streamed.spool.close(counts, error)
-    elif json_out:
-        doc = output.notification_document(report.results)
-        if error is not None:
-            doc["error"] = error
-        output.write_json(doc, compact=len(report.results) > 100)
-    else:
-        output.render_notifications(output.console(), report.results, dry_run=dry_run)
-    if problem is not None:
-        fail(problem)
+        raise problem
     exit_for(counts["rejected"] + counts["awaiting"] > 0)
 
 
@@ -92,8 +80,9 @@ class _Streamed:
     def __init__(self) -> None:
         from midpay import output
 
-        self.spool = JsonSpool()
         self.counts = output.notification_document([])["summary"]
+        self.spool = JsonSpool(self.counts)  # counted as results come: the summary is always up to date
+        document(self.spool)
 
     def add(self, result: "NotificationResult") -> None:
         from midpay import output
@@ -154,31 +143,26 @@ def replay_webhook(
     from midpay.intake import bodies
     from midpay.intake import online as confirm
 
-    with errors_to_exit():
-        if connections != 1 and not offline:
-            raise UsageError("--connections is for --offline replays (online, --concurrency sets the pace)")
-        received = bodies.iter_bodies(paths, sys.stdin.buffer)  # every path checked now, bodies read lazily
-        key = settings().server_key
-        if not key:
-            if dry_run:
-                settings().require_server_key()
-            fail(_no_key(confirm.store_only(database_url(), received)))
-        url = database_url()
-        gateway = None if offline else open_gateway(pool_size=concurrency)
-        streamed = _Streamed() if json_out else None
-        try:
-            report = confirm.replay(
-                url, gateway, received, key, concurrency=concurrency, connections=connections, dry_run=dry_run,
-                on_result=streamed.add if streamed is not None else None,
-            )
-        except BaseException as exc:
-            if streamed is not None:
-                streamed.spool.close(streamed.counts, error_line(exc))
-            raise
-        finally:
-            if gateway is not None:
-                gateway.close()
-        _finish(report, json_out=json_out, dry_run=dry_run, offline=offline, streamed=streamed)
+    if connections != 1 and not offline:
+        raise UsageError("--connections is for --offline replays (online, --concurrency sets the pace)")
+    received = bodies.iter_bodies(paths, sys.stdin.buffer)  # every path checked now, bodies read lazily
+    key = settings().server_key
+    if not key:
+        if dry_run:
+            settings().require_server_key()
+        raise _no_key(confirm.store_only(database_url(), received))
+    url = database_url()
+    gateway = None if offline else open_gateway(pool_size=concurrency)
+    streamed = _Streamed() if json_out else None
+    try:
+        report = confirm.replay(
+            url, gateway, received, key, concurrency=concurrency, connections=connections, dry_run=dry_run,
+            on_result=streamed.add if streamed is not None else None,
+        )
+    finally:
+        if gateway is not None:
+            gateway.close()
+    _finish(report, json_out=json_out, dry_run=dry_run, offline=offline, streamed=streamed)
 
 
 events_app = subapp()
@@ -209,20 +193,19 @@ def events_list(
     from midpay import output
     from midpay.payments import operations
 
-    with errors_to_exit():
-        if ctx.invoked_subcommand is not None:
-            if order_id is not None or rejected or json_out or limit != 50:
-                raise UsageError(
-                    f"give the options after the subcommand, e.g. `midpay events {ctx.invoked_subcommand} --rejected`"
-                )
-            return
-        conn = open_connection()
-        with conn:
-            rows = operations.list_events(conn, order_id=order_id, rejected_only=rejected, limit=limit)
-        if json_out:
-            output.write_json({"events": [output.event_document(e) for e in rows]})
-        else:
-            output.render_events(output.console(), rows)
+    if ctx.invoked_subcommand is not None:
+        if order_id is not None or rejected or json_out or limit != 50:
+            raise UsageError(
+                f"give the options after the subcommand, e.g. `midpay events {ctx.invoked_subcommand} --rejected`"
+            )
+        return
+    conn = open_connection()
+    with conn:
+        rows = operations.list_events(conn, order_id=order_id, rejected_only=rejected, limit=limit)
+    if json_out:
+        document({"events": [output.event_document(e) for e in rows]})
+    else:
+        output.render_events(output.console(), rows)
 
 
 @events_app.command("reprocess", short_help='Decide again the notifications not applied.')
@@ -254,15 +237,14 @@ def events_reprocess(
     """
     from midpay.intake import online as confirm
 
-    with errors_to_exit():
-        key = settings().require_server_key()
-        url = database_url()
-        gateway = None if offline else open_gateway(pool_size=concurrency)
-        try:
-            report = confirm.reprocess(
-                url, gateway, key, order_id=order_id, rejected_only=rejected, concurrency=concurrency
-            )
-        finally:
-            if gateway is not None:
-                gateway.close()
-        _finish(report, json_out=json_out, dry_run=False, offline=offline)
+    key = settings().require_server_key()
+    url = database_url()
+    gateway = None if offline else open_gateway(pool_size=concurrency)
+    try:
+        report = confirm.reprocess(
+            url, gateway, key, order_id=order_id, rejected_only=rejected, concurrency=concurrency
+        )
+    finally:
+        if gateway is not None:
+            gateway.close()
+    _finish(report, json_out=json_out, dry_run=False, offline=offline)

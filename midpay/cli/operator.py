@@ -5,7 +5,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from midpay.cli.common import JsonFlag, OrderIdArg, YesFlag, app, errors_to_exit, open_connection, open_gateway
+from midpay.cli.boundary import document, stop
+from midpay.cli.common import JsonFlag, OrderIdArg, YesFlag, app, open_connection, open_gateway
 from midpay.errors import UsageError
 
 if TYPE_CHECKING:
@@ -26,33 +27,32 @@ def _confirm(question: str) -> None:
 
     if not typer.confirm(visible(question), default=False, err=True):
         sys.stderr.write("Aborted: nothing was changed.\n")
-        raise typer.Exit(1)
+        stop(1, "aborted: nothing was changed")
 
 
 def _end_payment(action: str, order_id: str, yes: bool, json_out: bool) -> None:
     from midpay import output
     from midpay.payments import operations
 
-    with errors_to_exit():
-        ask = _must_ask(f"{action} order {order_id}", yes)
-        conn = open_connection()
-        with conn:
-            if ask:
-                current = operations.get_payment(conn, order_id)
-                _confirm(
-                    f"{action.capitalize()} order {order_id} ({output.rupiah(current.gross_amount)}, "
-                    f"{current.status} here) at Midtrans?"
-                )
-            with open_gateway() as gateway:
-                end = operations.cancel if action == "cancel" else operations.expire
-                outcome = end(conn, gateway, order_id)
-        if json_out:
-            output.write_json(output.payment_document(outcome.payment))
-        else:
-            con = output.console()
-            output.render_payment(con, outcome.payment, title={"cancel": "Cancelled", "expire": "Expired"}[action])
-            if outcome.result.note:
-                con.print(output.text(outcome.result.note))
+    ask = _must_ask(f"{action} order {order_id}", yes)
+    conn = open_connection()
+    with conn:
+        if ask:
+            current = operations.get_payment(conn, order_id)
+            _confirm(
+                f"{action.capitalize()} order {order_id} ({output.rupiah(current.gross_amount)}, "
+                f"{current.status} here) at Midtrans?"
+            )
+        with open_gateway() as gateway:
+            end = operations.cancel if action == "cancel" else operations.expire
+            outcome = end(conn, gateway, order_id)
+    if json_out:
+        document(output.payment_document(outcome.payment))
+    else:
+        con = output.console()
+        output.render_payment(con, outcome.payment, title={"cancel": "Cancelled", "expire": "Expired"}[action])
+        if outcome.result.note:
+            con.print(output.text(outcome.result.note))
 
 
 @app.command("cancel", short_help='Cancel a pending payment at Midtrans.')
@@ -108,23 +108,21 @@ def refund_payment(
       midpay refund shop-1042 --amount 20000 --reason "damaged box" --yes
     """
     from midpay import output
-    from midpay.output import refunds as render_refunds
     from midpay.refunds import command as refunds
 
-    with errors_to_exit():
-        ask = _must_ask(f"refund order {order_id}", yes)
-        conn = open_connection()
-        with conn, open_gateway() as gateway:
-            if ask:
-                plan = refunds.plan_refund(conn, gateway, order_id, amount, reason)
-                if plan.already is None:
-                    _confirm(_question(plan))
-                    amount = plan.amount  # exactly what was confirmed
-            outcome = refunds.refund(conn, gateway, order_id, amount=amount, reason=reason)
-        if json_out:
-            output.write_json(render_refunds.outcome_document(outcome))
-        else:
-            render_refunds.render_outcome(output.console(), outcome)
+    ask = _must_ask(f"refund order {order_id}", yes)
+    conn = open_connection()
+    with conn, open_gateway() as gateway:
+        if ask:
+            plan = refunds.plan_refund(conn, gateway, order_id, amount, reason)
+            if plan.already is None:
+                _confirm(_question(plan))
+                amount = plan.amount  # exactly what was confirmed
+        outcome = refunds.refund(conn, gateway, order_id, amount=amount, reason=reason)
+    if json_out:
+        document(output.refund_document(outcome))
+    else:
+        output.render_refund(output.console(), outcome)
 
 
 def _question(plan: "RefundPlan") -> str:

@@ -5,19 +5,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from midpay.cli.boundary import JsonSpool, document
 from midpay.cli.common import (
-    MAX_SECONDS,
     JsonFlag,
-    JsonSpool,
     app,
     database_url,
-    error_line,
-    errors_to_exit,
     exit_for,
-    fail,
     finite,
     open_connection,
     open_gateway,
+    seconds,
     terminate_as_interrupt,
 )
 
@@ -29,11 +26,7 @@ NOTABLE_SHOWN = 500
 
 @app.command(short_help='Bring every open payment in line with Midtrans.')
 def reconcile(
-    min_age: Annotated[
-        float,
-        typer.Option("--min-age", min=0, max=MAX_SECONDS, callback=finite,
-                     help="Only rows created more than this many seconds ago."),
-    ] = 60.0,
+    min_age: Annotated[float, seconds("--min-age", "Only rows created more than this many seconds ago.")] = 60.0,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, max=1_000_000_000, help="Check at most this many rows.")
     ] = None,
@@ -44,25 +37,22 @@ def reconcile(
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Ask Midtrans and report; write nothing.")] = False,
     grace: Annotated[
-        float,
-        typer.Option("--grace", min=0, max=MAX_SECONDS, callback=finite,
-                     help="Seconds before a `created` row unknown to Midtrans becomes failure."),
+        float, seconds("--grace", "Seconds before a `created` row unknown to Midtrans becomes failure.")
     ] = 600.0,
     recheck_after: Annotated[
         float,
-        typer.Option("--recheck-after", min=0, max=MAX_SECONDS, callback=finite,
-                     help="Skip rows whose last completed check is younger than this many seconds (by any run)."),
+        seconds("--recheck-after",
+                "Skip rows whose last completed check is younger than this many seconds (by any run)."),
     ] = 30.0,
     refund_recheck_after: Annotated[
         float,
-        typer.Option("--refund-recheck-after", min=0, max=MAX_SECONDS, callback=finite,
-                     help="Re-check partial_refund payments and refunds the bank has not confirmed at most this "
-                     "often (seconds)."),
+        seconds("--refund-recheck-after", "Re-check partial_refund payments and refunds the bank has not confirmed at "
+                "most this often (seconds)."),
     ] = 3600.0,
     lease: Annotated[
         float,
-        typer.Option("--lease", min=1, max=86_400, callback=finite,
-                     help="Seconds a claimed row stays reserved if this run dies (renewed while it runs)."),
+        seconds("--lease", "Seconds a claimed row stays reserved if this run dies (renewed while it runs).",
+                least=1, most=86_400),
     ] = 60.0,
     json_out: JsonFlag = False,
 ) -> None:
@@ -72,7 +62,7 @@ def reconcile(
     on the next run); 2: Midtrans refused the server key (stops at the first 401) or a
     configuration error; 3: Midtrans or PostgreSQL could not be reached. With --json,
     stdout gets one complete document on every path, on one line (made for `>> file.jsonl`),
-    with a top-level "error" when the run was cut short.
+    with a top-level "error" and "exit_code" when the run failed or was cut short.
 
     Examples:
 
@@ -83,45 +73,46 @@ def reconcile(
     """
     from midpay.reconcile import job as reconciling
 
-    with errors_to_exit():
-        gateway = open_gateway(pool_size=concurrency)
-        with gateway:
-            conn = open_connection()
-            with conn:
-                url = database_url()
-                interactive = sys.stdout.isatty() and not json_out
-                total = (
-                    reconciling.count_due(
-                        conn, min_age=min_age, limit=limit, recheck_after=recheck_after,
-                        refund_recheck_after=refund_recheck_after,
-                    )
-                    if interactive else None
+    spool = JsonSpool({"checked": 0, "changed": 0, "unchanged": 0, "errors": 0}) if json_out else None
+    if spool is not None:
+        document(spool)  # from here on, every ending writes it: the early failures too
+    gateway = open_gateway(pool_size=concurrency)
+    with gateway:
+        conn = open_connection()
+        with conn:
+            url = database_url()
+            interactive = sys.stdout.isatty() and not json_out
+            total = (
+                reconciling.count_due(
+                    conn, min_age=min_age, limit=limit, recheck_after=recheck_after,
+                    refund_recheck_after=refund_recheck_after,
                 )
-            report = _Report(json_out=json_out, total=total)
-            with terminate_as_interrupt():
-                try:
-                    summary = reconciling.reconcile(
-                        url, gateway, min_age=min_age, limit=limit, concurrency=concurrency, max_rps=max_rps,
-                        dry_run=dry_run, grace=grace, recheck_after=recheck_after,
-                        refund_recheck_after=refund_recheck_after, lease_seconds=lease,
-                        on_result=report.add,
-                    )
-                except BaseException as exc:
-                    report.abort(exc)
-                    raise
-            report.finish(summary, dry_run=dry_run)
-            if summary.fatal is not None:
-                fail(summary.fatal)
-            exit_for(summary.errors > 0)
+                if interactive else None
+            )
+        report = _Report(spool, total=total)
+        with terminate_as_interrupt():
+            try:
+                summary = reconciling.reconcile(
+                    url, gateway, min_age=min_age, limit=limit, concurrency=concurrency, max_rps=max_rps,
+                    dry_run=dry_run, grace=grace, recheck_after=recheck_after,
+                    refund_recheck_after=refund_recheck_after, lease_seconds=lease,
+                    on_result=report.add,
+                )
+            finally:
+                report.stop_progress()
+        report.finish(summary, dry_run=dry_run)
+        if summary.fatal is not None:
+            raise summary.fatal
+        exit_for(summary.errors > 0)
 
 
 class _Report:
-    """Where results go: a spooled JSON document, or the notable rows and a progress bar."""
+    """Where results go: the spooled JSON document, or the notable rows and a progress bar."""
 
-    def __init__(self, *, json_out: bool, total: int | None) -> None:
+    def __init__(self, spool: JsonSpool | None, *, total: int | None) -> None:
         from midpay import output
 
-        self.spool = JsonSpool() if json_out else None
+        self.spool = spool
         self.notable: list[ReconcileResult] = []
         self.more = 0
         self.progress: Any = None
@@ -148,24 +139,17 @@ class _Report:
         if self.progress is not None:
             self.progress.advance(self.task)
 
-    def _stop_progress(self) -> None:
+    def stop_progress(self) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
 
-    def abort(self, exc: BaseException) -> None:
-        """The run raised before it could return a summary: still one complete document."""
-        self._stop_progress()
-        if self.spool is not None:
-            self.spool.close({"checked": 0, "changed": 0, "unchanged": 0, "errors": 0}, error_line(exc))
-
     def finish(self, summary: "ReconcileSummary", *, dry_run: bool) -> None:
+        """The summary: into the document (the boundary writes it, with the fatal error if any), or on screen."""
         from midpay import output
 
-        self._stop_progress()
         if self.spool is not None:
-            error = error_line(summary.fatal) if summary.fatal is not None else None
-            self.spool.close(output.reconcile_summary(summary), error)
+            self.spool.summary = output.reconcile_summary(summary)
         else:
             output.render_reconcile(output.console(), self.notable, summary, dry_run=dry_run)
             if self.more:

@@ -6,7 +6,9 @@ from typing import Annotated
 
 import typer
 
-from midpay.cli.common import JsonFlag, app, errors_to_exit, exit_for, open_connection, settings, state, subapp
+from midpay.cli.boundary import document
+from midpay.cli.common import JsonFlag, app, exit_for, open_connection, settings, subapp
+from midpay.cli.state import state
 from midpay.errors import UsageError
 
 # --- migrate ---------------------------------------------------------------------------
@@ -30,27 +32,26 @@ def migrate(
     from midpay import output
     from midpay.db import migrate as migrations
 
-    with errors_to_exit():
-        conn = open_connection(check_schema=False)
-        with conn:
-            if status:
-                st = migrations.status(conn)
-                if json_out:
-                    output.write_json(output.migration_document(st))
-                else:
-                    output.render_migration_status(output.console(), st)
-                return
-            con = output.console(sys.stderr if json_out else None)
-            on_apply = None if json_out else (lambda f: con.print(output.join("applying ", output.text(f.name))))
-            done = migrations.migrate(conn, dry_run=dry_run, on_apply=None if dry_run else on_apply)
+    conn = open_connection(check_schema=False)
+    with conn:
+        if status:
+            st = migrations.status(conn)
             if json_out:
-                key = "pending" if dry_run else "applied"
-                output.write_json({key: [{"version": f.version, "name": f.name, "checksum": f.checksum} for f in done]})
-            elif dry_run:
-                names = output.text(", ".join(f.name for f in done))
-                con.print(output.join("would apply: ", names) if done else output.text("nothing to apply: up to date"))
+                document(output.migration_document(st))
             else:
-                con.print(output.text(f"applied {len(done)} migration(s)" if done else "nothing to apply: up to date"))
+                output.render_migration_status(output.console(), st)
+            return
+        con = output.console(sys.stderr if json_out else None)
+        on_apply = None if json_out else (lambda f: con.print(output.join("applying ", output.text(f.name))))
+        done = migrations.migrate(conn, dry_run=dry_run, on_apply=None if dry_run else on_apply)
+        if json_out:
+            key = "pending" if dry_run else "applied"
+            document({key: [{"version": f.version, "name": f.name, "checksum": f.checksum} for f in done]})
+        elif dry_run:
+            names = output.text(", ".join(f.name for f in done))
+            con.print(output.join("would apply: ", names) if done else output.text("nothing to apply: up to date"))
+        else:
+            con.print(output.text(f"applied {len(done)} migration(s)" if done else "nothing to apply: up to date"))
 
 
 
@@ -100,14 +101,13 @@ def sandbox_serve(
     """
     from midpay import sandbox
 
-    with errors_to_exit():
-        s = settings()
-        sandbox.serve(
-            host=host, port=port, server_key=s.server_key, latency_ms=latency_ms, fail_rate=fail_rate,
-            notify_url=notify_url, notify_dir=notify_dir, seed=seed, stall_rate=stall_rate,
-            malformed_rate=malformed_rate, expiry_seconds=expiry_seconds, quiet=quiet,
-            notify_retry_scale=notify_retry_scale, notify_timeout=notify_timeout,
-        )
+    s = settings()
+    sandbox.serve(
+        host=host, port=port, server_key=s.server_key, latency_ms=latency_ms, fail_rate=fail_rate,
+        notify_url=notify_url, notify_dir=notify_dir, seed=seed, stall_rate=stall_rate,
+        malformed_rate=malformed_rate, expiry_seconds=expiry_seconds, quiet=quiet,
+        notify_retry_scale=notify_retry_scale, notify_timeout=notify_timeout,
+    )
 
 
 @sandbox_app.command("pay", short_help='Pay or end a sandbox order as its customer would.')
@@ -133,15 +133,14 @@ def sandbox_pay(
     """
     from midpay import output, sandbox
 
-    with errors_to_exit():
-        if status not in sandbox.PAY_STATUSES:
-            raise UsageError(f"--status must be one of {', '.join(sandbox.PAY_STATUSES)}, not {status!r}")
-        s = settings()
-        body = sandbox.pay_remote(
-            api_url=s.api_url, order_id=order_id, status=status, payment_type=payment_type,
-            fraud_status=fraud_status, timeout=s.timeout,
-        )
-        output.write_json(body)
+    if status not in sandbox.PAY_STATUSES:
+        raise UsageError(f"--status must be one of {', '.join(sandbox.PAY_STATUSES)}, not {status!r}")
+    s = settings()
+    body = sandbox.pay_remote(
+        api_url=s.api_url, order_id=order_id, status=status, payment_type=payment_type,
+        fraud_status=fraud_status, timeout=s.timeout,
+    )
+    output.write_json(body)
 
 
 # --- demo ------------------------------------------------------------------------------
@@ -157,22 +156,20 @@ def demo() -> None:
       midpay demo
     """
     from midpay import output
+    from midpay.config import load_settings
     from midpay.setup import demo as demo_mod
 
-    with errors_to_exit():
-        from midpay.config import load_settings
+    # The demo needs no configuration: it ignores DATABASE_URL and Midtrans settings.
+    state.settings = load_settings(state.env_file)
+    con = output.console()
+    counter = iter(range(1, 100))
 
-        # The demo needs no configuration: it ignores DATABASE_URL and Midtrans settings.
-        state.settings = load_settings(state.env_file)
-        con = output.console()
-        counter = iter(range(1, 100))
+    def step(text: str) -> None:
+        con.print()
+        con.print(output.join(output.text(f"{next(counter)}. ", "bold cyan"), output.text(text, "bold")))
 
-        def step(text: str) -> None:
-            con.print()
-            con.print(output.join(output.text(f"{next(counter)}. ", "bold cyan"), output.text(text, "bold")))
-
-        report = demo_mod.run(state.settings, con, step)
-        demo_mod.render_account(con, report)
-        exit_for(report.final_status != "settlement")
+    report = demo_mod.run(state.settings, con, step)
+    demo_mod.render_account(con, report)
+    exit_for(report.final_status != "settlement")
 
 

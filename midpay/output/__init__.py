@@ -2,8 +2,13 @@
 
     text       the one helper every value goes through (``text``, ``visible``), money, times, JSON
     layout     lists of records that keep values whole: a table, or stacked blocks when narrow
+    refunds    a payment's refund ledger, as JSON fields and for people (below documents and views)
     documents  the JSON documents of every command
-    views      payments, notifications, events, reconcile, migrations, (refunds: midpay.output.refunds)
+    views      payments, refunds, notifications, events, reconcile, migrations
+    system     the embedded server and the doctor's checks (imported by the commands that show them)
+
+Each module imports only those above it in this list; nothing here imports a use case at
+run time (the types it reads are annotations only).
 """
 
 from midpay.output.documents import (
@@ -15,6 +20,7 @@ from midpay.output.documents import (
     payment_expiry,
     reconcile_result,
     reconcile_summary,
+    refund_document,
 )
 from midpay.output.layout import Column, records
 from midpay.output.text import (
@@ -38,6 +44,7 @@ from midpay.output.views import (
     render_payments,
     render_qr,
     render_reconcile,
+    render_refund,
 )
 
 __all__ = [
@@ -56,6 +63,7 @@ __all__ = [
     "reconcile_result",
     "reconcile_summary",
     "records",
+    "refund_document",
     "render_events",
     "render_migration_status",
     "render_notifications",
@@ -63,6 +71,7 @@ __all__ = [
     "render_payments",
     "render_qr",
     "render_reconcile",
+    "render_refund",
     "rupiah",
     "status_text",
     "text",

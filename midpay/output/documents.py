@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from midpay.output.refunds import ledger_fields, refund_item
 from midpay.output.text import iso
 
 if TYPE_CHECKING:
@@ -12,6 +13,7 @@ if TYPE_CHECKING:
     from midpay.db.migrate import MigrationStatus
     from midpay.intake.pipeline import NotificationResult
     from midpay.reconcile.job import ReconcileResult, ReconcileSummary
+    from midpay.refunds.command import RefundOutcome
     from midpay.refunds.ledger import Ledger
 
 
@@ -63,10 +65,17 @@ def payment_document(payment: Payment, *, ledger: Ledger | None = None) -> dict[
         "expiry_time": iso(payment_expiry(payment)),
     }
     if ledger is not None:
-        from midpay.output.refunds import ledger_fields
-
         doc.update(ledger_fields(ledger))
     return doc
+
+
+def refund_document(outcome: RefundOutcome) -> dict[str, Any]:
+    """The JSON of ``refund --json``: what happened, the refund, and the payment with its ledger."""
+    return {
+        "result": outcome.result,
+        "refund": {"order_id": outcome.refund.order_id, **refund_item(outcome.refund)},
+        "payment": payment_document(outcome.payment, ledger=outcome.ledger),
+    }
 
 
 def notification_document(results: list[NotificationResult]) -> dict[str, Any]:

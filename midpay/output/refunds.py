@@ -1,4 +1,7 @@
-"""Rendering of the refund ledger: JSON fields and what people read. No decisions here.
+"""Rendering of a payment's refund ledger: its JSON fields and what people read. No decisions here.
+
+Below ``documents`` and ``views``, which add it to a payment (and show the outcome of
+``refund``); it imports nothing of theirs.
 
 Every value from the ledger (keys, reasons typed on the Midtrans dashboard, ...) goes
 through ``output.text``: never Rich markup, never a character a terminal acts on.
@@ -16,7 +19,6 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from midpay.db import Refund
-    from midpay.refunds.command import RefundOutcome
     from midpay.refunds.ledger import Ledger
 
 _STATE_STYLE = {"requested": "yellow", "done": "green", "rejected": "red"}
@@ -59,17 +61,6 @@ def ledger_fields(ledger: Ledger) -> dict[str, Any]:
     }
 
 
-def outcome_document(outcome: RefundOutcome) -> dict[str, Any]:
-    """The JSON of ``refund --json``: what happened, the refund, and the payment with its ledger."""
-    from midpay.output.documents import payment_document
-
-    return {
-        "result": outcome.result,
-        "refund": {"order_id": outcome.refund.order_id, **refund_item(outcome.refund)},
-        "payment": payment_document(outcome.payment, ledger=outcome.ledger),
-    }
-
-
 def ledger_rows(ledger: Ledger) -> list[tuple[str, Text]]:
     """The refunded total and the refundable remainder, as fields of a payment's panel."""
     if not ledger.rows and ledger.refundable == 0:
@@ -106,30 +97,3 @@ def refunded_cell(ledger: Ledger | None) -> Text:
     if ledger is None or not ledger.rows:
         return text("-")
     return text(rupiah(ledger.refunded) + (" + unknown" if ledger.in_flight else ""))
-
-
-def render_outcome(con: Console, outcome: RefundOutcome) -> None:
-    """The payment after ``refund``, its refunds, and one line saying what was done."""
-    from midpay.output.views import render_payment
-
-    title = "Already refunded" if outcome.result == "already" else "Refunded"
-    render_payment(con, outcome.payment, title=title, ledger=outcome.ledger)
-    r = outcome.refund
-    amount, key = rupiah(r.amount), text(r.refund_key)
-    line = {
-        "refunded": join(f"refunded {amount} under refund_key ", key),
-        "resent": join(
-            f"refunded {amount} under refund_key ", key,
-            " (sent again: an earlier attempt's answer was lost; Midtrans pays a refund_key once)",
-        ),
-        "recorded": join(
-            "refund ", key, f" of {amount} had been made already (an earlier attempt's answer was lost); "
-            "recorded now, nothing sent",
-        ),
-        "already": join(
-            f"this refund was made already: {amount} under refund_key ", key,
-            f" at {when(r.created_at, zone=True)}; nothing was sent (to refund the same amount again, "
-            "give a different --reason)",
-        ),
-    }[outcome.result]
-    con.print(line)

@@ -16,10 +16,8 @@ _STATE_STYLE = {"running": "green", "stopped": "yellow", "absent": "yellow"}
 _CHECK_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
 
-def server_document(server: ServerStatus, runs_as: str | None) -> dict[str, Any]:
-    """``midpay db status --json``."""
-    from midpay import embedded
-
+def server_document(server: ServerStatus, runs_as: str | None, url: str | None) -> dict[str, Any]:
+    """``midpay db status --json``; ``url``: the server's, while it runs."""
     return {
         "home": str(server.home),
         "data_dir": str(server.pgdata),
@@ -30,7 +28,7 @@ def server_document(server: ServerStatus, runs_as: str | None) -> dict[str, Any]
         "postgresql_major": server.major_version,
         "runs_as": runs_as,
         "log": str(server.log) if server.state != "absent" else None,
-        "url": embedded.url(server, embedded.DATABASE) if server.state == "running" else None,
+        "url": url,
     }
 
 

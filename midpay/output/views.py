@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from midpay.output.documents import notification_document, payment_actions, payment_expiry, reconcile_summary
 from midpay.output.layout import Column, records
+from midpay.output.refunds import REFUNDED_COLUMN, ledger_rows, refunded_cell, render_ledger
 from midpay.output.text import join, rupiah, status_text, text, when
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from midpay.db.migrate import MigrationStatus
     from midpay.intake.pipeline import NotificationResult
     from midpay.reconcile.job import ReconcileResult, ReconcileSummary
+    from midpay.refunds.command import RefundOutcome
     from midpay.refunds.ledger import Ledger
 
 ACTION_LABELS = {"generate-qr-code": "QR image", "deeplink-redirect": "deeplink"}
@@ -58,8 +60,6 @@ def render_payment(
     if expiry is not None:
         fields.append(("expires", text(when(expiry, zone=True))))
     if ledger is not None:
-        from midpay.output.refunds import ledger_rows
-
         fields += ledger_rows(ledger)
     label_width = max(len(label) for label, _ in fields)
     value_width = max(cell_len(value.plain) for _, value in fields)
@@ -79,13 +79,36 @@ def render_payment(
         con.print(text(ACTION_LABELS.get(action["name"], action["name"]) + ":", "bold cyan"))
         con.print(text(action["url"]), soft_wrap=True)
     if ledger is not None:
-        from midpay.output.refunds import render_ledger
-
         render_ledger(con, ledger)
     if show_qr:
         qr = payment_qr_string(payment)
         if qr:
             render_qr(con, qr)
+
+
+def render_refund(con: Console, outcome: RefundOutcome) -> None:
+    """The payment after ``refund``, its refunds, and one line saying what was done."""
+    title = "Already refunded" if outcome.result == "already" else "Refunded"
+    render_payment(con, outcome.payment, title=title, ledger=outcome.ledger)
+    r = outcome.refund
+    amount, key = rupiah(r.amount), text(r.refund_key)
+    line = {
+        "refunded": join(f"refunded {amount} under refund_key ", key),
+        "resent": join(
+            f"refunded {amount} under refund_key ", key,
+            " (sent again: an earlier attempt's answer was lost; Midtrans pays a refund_key once)",
+        ),
+        "recorded": join(
+            "refund ", key, f" of {amount} had been made already (an earlier attempt's answer was lost); "
+            "recorded now, nothing sent",
+        ),
+        "already": join(
+            f"this refund was made already: {amount} under refund_key ", key,
+            f" at {when(r.created_at, zone=True)}; nothing was sent (to refund the same amount again, "
+            "give a different --reason)",
+        ),
+    }[outcome.result]
+    con.print(line)
 
 
 def payment_qr_string(payment: Payment) -> str | None:
@@ -132,8 +155,6 @@ def render_payments(
 
     With ``ledgers`` (by payment id), a ``refunded`` column.
     """
-    from midpay.output.refunds import REFUNDED_COLUMN, refunded_cell
-
     rows = [
         [
             text(p.order_id), status_text(p.status), text(rupiah(p.gross_amount)), text(p.payment_type),
