@@ -34,22 +34,17 @@ FORBIDDEN = {
 }
 # Pure modules: the forward-only rule and the signature check depend on nothing but the errors.
 PURE = ("midpay.states", "midpay.midtrans.notifications")
-PURE_MAY_IMPORT = ("midpay.errors",)
+# Pure modules may use each other: the notification's parser names states as ``states`` does.
+PURE_MAY_IMPORT = ("midpay.errors", *PURE)
 # output/ renders data; at run time it may use only itself, the errors and the pure Midtrans
 # facts (time zone, time format). The types it reads are imported for annotations only.
 OUTPUT_MAY_RUN = ("midpay.output", "midpay.errors", "midpay.states", "midpay.midtrans.notifications")
 
-KNOWN_CYCLES = {
-    ("midpay.sandbox.control", "midpay.sandbox.server"),  # control's type of the server it steers
-}
+KNOWN_CYCLES: set[tuple[str, ...]] = set()
 KNOWN_UPWARD = {
-    ("midpay.db.core", "midpay.config"),  # Settings, to resolve DATABASE_URL
-    ("midpay.db.core", "midpay.embedded"),  # DATABASE_URL=embedded starts the server
     ("midpay.db.refunds", "midpay.midtrans.notifications"),  # parse_amount, parse_time of Midtrans' refunds
 }
-KNOWN_IMPURE = {
-    ("midpay.midtrans.notifications", "midpay.states"),  # normalize(): the status names
-}
+KNOWN_IMPURE: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)
