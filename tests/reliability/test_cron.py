@@ -19,8 +19,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.reconcile.test_job import _seed, overlapping_runs
+
 from ..private_postgres import PrivatePostgres
-from ..test_reconcile import _seed, overlapping_runs
 from .conftest import Figures, process_env, spawn
 
 
