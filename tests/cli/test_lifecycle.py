@@ -14,18 +14,7 @@ import psycopg
 
 from midpay.midtrans.notifications import compute_signature
 from tests.conftest import REPO, SERVER_KEY
-
-
-def _row(url: str, order_id: str) -> dict[str, Any]:
-    with psycopg.connect(url) as conn:
-        cur = conn.execute(
-            "SELECT status, paid_at, updated_at, midtrans_transaction_id, gross_amount "
-            "FROM payment_transactions WHERE order_id = %s",
-            (order_id,),
-        )
-        row = cur.fetchone()
-    assert row is not None, order_id
-    return dict(zip(("status", "paid_at", "updated_at", "midtrans_transaction_id", "gross_amount"), row, strict=True))
+from tests.helpers import payment_row
 
 
 def _events(url: str, order_id: str | None = None) -> list[tuple[Any, ...]]:
@@ -95,12 +84,12 @@ def test_five_replays_one_transition_paid_at_unchanged(cli: Any, db_url: str, sa
     path = _write(tmp_path / "settle.json", sandbox.pay(order_id, "settlement"))
     first = cli("replay-webhook", str(path), "--json")
     assert first.json()["summary"]["applied"] == 1
-    paid = _row(db_url, order_id)
+    paid = payment_row(db_url, order_id)
     for _ in range(4):
         again = cli("replay-webhook", str(path), "--json")
         assert again.exit_code == 0
         assert again.json()["summary"] == {"total": 1, "applied": 0, "unchanged": 1, "awaiting": 0, "rejected": 0}
-    assert _row(db_url, order_id) == paid
+    assert payment_row(db_url, order_id) == paid
     events = _events(db_url, order_id)
     assert len(events) == 5
     assert [e[2] for e in events] == ["applied"] + ["unchanged"] * 4
@@ -111,12 +100,12 @@ def test_late_pending_after_settlement_changes_nothing(cli: Any, db_url: str, sa
     pending = sandbox.pay(order_id, "pending") if hasattr(sandbox, "pay") else None
     settle = sandbox.pay(order_id, "settlement")
     assert cli("replay-webhook", str(_write(tmp_path / "s.json", settle))).exit_code == 0
-    before = _row(db_url, order_id)
+    before = payment_row(db_url, order_id)
     late = cli("replay-webhook", str(_write(tmp_path / "p.json", pending)), "--json")
     assert late.exit_code == 0
     result = late.json()["results"][0]
     assert (result["status_before"], result["status_after"], result["applied"]) == ("settlement", "settlement", False)
-    assert _row(db_url, order_id) == before
+    assert payment_row(db_url, order_id) == before
     # Confirmed with Midtrans, which still says settlement: the late body changes nothing.
     assert result["outcome"] == "unchanged" and result["confirmed"] is True
     assert "Midtrans says settlement" in (_events(db_url, order_id)[-1][3] or "")
@@ -127,7 +116,7 @@ def test_wrong_signature_amount_and_unknown_order_are_stored_and_rejected(
 ) -> None:
     order_id = cli("charge", "--amount", "30000", "--json").json()["order_id"]
     good = sandbox.pay(order_id, "settlement")
-    before = _row(db_url, order_id)
+    before = payment_row(db_url, order_id)
 
     forged = {**good, "signature_key": "0" * 128}
     amount = {**good, "gross_amount": "1.00"}
@@ -147,7 +136,7 @@ def test_wrong_signature_amount_and_unknown_order_are_stored_and_rejected(
     assert "signature" in errors[0] and doc["results"][0]["verified"] is False
     assert "amount mismatch" in errors[1] and doc["results"][1]["verified"] is True
     assert "unknown order" in errors[2]
-    assert _row(db_url, order_id) == before
+    assert payment_row(db_url, order_id) == before
     stored = _events(db_url)
     assert len(stored) == 3 and all(not processed and outcome == "rejected" for _, processed, outcome, _ in stored)
     assert all(error for *_, error in stored)
@@ -180,7 +169,7 @@ def test_dry_run_writes_nothing(cli: Any, db_url: str, sandbox: Any, tmp_path: P
     dry = cli("replay-webhook", str(path), "--dry-run", "--json")
     assert dry.exit_code == 0
     assert dry.json()["results"][0]["status_after"] == "settlement"
-    assert _row(db_url, order_id)["status"] == "pending"
+    assert payment_row(db_url, order_id)["status"] == "pending"
     assert _events(db_url) == []
 
 
@@ -210,7 +199,7 @@ def test_duplicate_order_at_midtrans_ends_as_failure(cli: Any, db_url: str, gate
     result = cli("charge", "--amount", "1000", "--order-id", "taken-1", "--json")
     assert result.exit_code == 1
     assert "406" in result.stderr
-    row = _row(db_url, "taken-1")
+    row = payment_row(db_url, "taken-1")
     assert row["status"] == "failure"
     with psycopg.connect(db_url) as conn:
         kept = conn.execute(
@@ -228,7 +217,7 @@ def test_charge_timeout_stays_created_and_status_recovers_it(cli: Any, db_url: s
     result = cli("charge", "--amount", "60000", "--order-id", "slow-1")
     assert result.exit_code == 3
     assert "midpay status slow-1" in result.stderr
-    assert _row(db_url, "slow-1")["status"] == "created"
+    assert payment_row(db_url, "slow-1")["status"] == "created"
     sandbox.set_faults(stall_rate=0.0)
     deadline = time.monotonic() + 10
     while not sandbox.stats()["charges"].get("slow-1") and time.monotonic() < deadline:
@@ -267,7 +256,7 @@ def test_reconcile_reports_pending_unknown_to_midtrans(cli: Any, db_url: str) ->
     result = cli("reconcile", "--min-age", "0", "--json")
     assert result.exit_code == 1
     assert result.json()["results"][0]["error"] and result.json()["summary"]["errors"] == 1
-    assert _row(db_url, "ghost")["status"] == "pending"
+    assert payment_row(db_url, "ghost")["status"] == "pending"
 
 
 def test_reconcile_applies_midtrans_state(cli: Any, db_url: str, sandbox: Any) -> None:
@@ -282,7 +271,7 @@ def test_reconcile_applies_midtrans_state(cli: Any, db_url: str, sandbox: Any) -
         ids[0]: "settlement", ids[1]: "expire", ids[2]: "cancel", ids[3]: "pending", ids[4]: "pending",
         ids[5]: "pending",
     }
-    assert _row(db_url, ids[0])["paid_at"] is not None
+    assert payment_row(db_url, ids[0])["paid_at"] is not None
     again = cli("reconcile", "--min-age", "0", "--json")
     assert again.json()["summary"]["checked"] == 0  # checked moments ago: not due yet
 
@@ -362,10 +351,10 @@ def test_reconcile_while_notifications_land(cli: Any, db_url: str, sandbox: Any,
     assert rec.exit_code == 0, rec
     assert all(r.outcome != "rejected" for r in outcome["results"])
     for order_id in ids[:15]:
-        row = _row(db_url, order_id)
+        row = payment_row(db_url, order_id)
         assert row["status"] == "settlement" and row["paid_at"] is not None
     for order_id in ids[15:]:
-        assert _row(db_url, order_id)["status"] == "pending"
+        assert payment_row(db_url, order_id)["status"] == "pending"
 
 
 def test_transaction_id_taken_by_another_payment_is_rejected_not_crashed(
@@ -383,8 +372,8 @@ def test_transaction_id_taken_by_another_payment_is_rejected_not_crashed(
     assert result.exit_code == 1, result
     # Confirmed with Midtrans, which knows no order "twin": the borrowed transaction id is never stored.
     assert "Midtrans does not know" in result.json()["results"][0]["error"]
-    assert _row(db_url, "twin")["status"] == "created"
-    assert _row(db_url, "twin")["midtrans_transaction_id"] is None
+    assert payment_row(db_url, "twin")["status"] == "created"
+    assert payment_row(db_url, "twin")["midtrans_transaction_id"] is None
     assert [e[2] for e in _events(db_url, "twin")] == ["rejected"]
 
 
@@ -424,7 +413,7 @@ def test_a_body_that_breaks_the_decision_is_still_stored(
     result = cli("replay-webhook", str(path), "--json")
     assert result.exit_code == 1, result
     assert result.json()["results"][0]["error"] == "not processed: RuntimeError: decision exploded"
-    assert _row(db_url, order_id)["status"] == "pending"
+    assert payment_row(db_url, order_id)["status"] == "pending"
     assert [e[2] for e in _events(db_url, order_id)] == ["rejected"]
 
 

@@ -18,7 +18,8 @@ from midpay import db
 from midpay.midtrans.notifications import compute_signature
 from midpay.payments import charge as charges
 from tests.conftest import SERVER_KEY
-from tests.intake_helpers import stored_events, stored_row
+from tests.helpers import payment_row
+from tests.intake_helpers import stored_events
 
 
 def _body(order_id: str, amount: int, code: str, status: str) -> dict[str, Any]:
@@ -59,7 +60,7 @@ def test_offline_over_three_connections_keeps_each_orders_bodies_in_order(
     for order_id, _ in orders:
         outcomes = [r["outcome"] for r in doc["results"] if r["order_id"] == order_id and r["verified"]]
         assert outcomes == ["applied", "applied", "unchanged"], order_id
-        assert stored_row(db_url, order_id)["status"] == "expire"
+        assert payment_row(db_url, order_id)["status"] == "expire"
     events = stored_events(db_url)
     assert len(events) == 452
     assert sorted(e["outcome"] for e in events) == sorted(r["outcome"] for r in doc["results"])
@@ -95,6 +96,6 @@ def test_an_answer_that_does_not_fit_rejects_its_order_only(
     assert doc["summary"] == {"total": 30, "applied": 29, "unchanged": 0, "awaiting": 0, "rejected": 1}
     [bad] = [r for r in doc["results"] if r["outcome"] == "rejected"]
     assert bad["order_id"] == "fit-07" and "transaction" in bad["error"]
-    assert stored_row(db_url, "fit-07")["status"] == "pending"
-    assert all(stored_row(db_url, o)["status"] == "settlement" for o in orders if o != "fit-07")
+    assert payment_row(db_url, "fit-07")["status"] == "pending"
+    assert all(payment_row(db_url, o)["status"] == "settlement" for o in orders if o != "fit-07")
     assert [e["outcome"] for e in stored_events(db_url, "fit-07")] == ["rejected"]

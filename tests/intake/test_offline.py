@@ -14,7 +14,8 @@ import pytest
 
 from midpay.midtrans.notifications import compute_signature
 from tests.conftest import SERVER_KEY
-from tests.intake_helpers import as_stored, charge_order, midtrans_says, stored_events, stored_row, write_json
+from tests.helpers import payment_row
+from tests.intake_helpers import as_stored, charge_order, midtrans_says, stored_events, write_json
 
 # --- the offline rule, row by row ---------------------------------------------------------
 
@@ -53,11 +54,11 @@ def test_offline_rule(cli: Any, db_url: str, tmp_path: Path, code: str, stored: 
         "transaction_id": "cccccccc-0000-4000-8000-000000000000", "settlement_time": "2026-11-26 10:00:00",
         "signature_key": compute_signature("off-1", code, "21000.00", SERVER_KEY),
     }
-    before = stored_row(db_url, "off-1")
+    before = payment_row(db_url, "off-1")
     result = cli("replay-webhook", str(write_json(tmp_path / "b.json", body)), "--offline", "--json")
     status, outcome, code_exit = OFFLINE_RULE[(code, stored)]
     [item] = result.json()["results"]
-    after = stored_row(db_url, "off-1")
+    after = payment_row(db_url, "off-1")
     assert (result.exit_code, item["outcome"], after["status"]) == (code_exit, outcome, status), result
     assert item["confirmed"] is False and item["verified"] is True
     assert after["paid_at"] == before["paid_at"], "no paid_at from an unsigned time"
@@ -77,13 +78,13 @@ def test_offline_then_events_reprocess_online_applies_midtrans_answer(
     path = write_json(tmp_path / "s.json", sandbox.pay(order_id, "settlement"))
     offline = cli("replay-webhook", str(path), "--offline", "--json")
     assert offline.exit_code == 1 and offline.json()["summary"]["awaiting"] == 1
-    assert stored_row(db_url, order_id)["status"] == "pending"
+    assert payment_row(db_url, order_id)["status"] == "pending"
     still = cli("events", "reprocess", "--offline", "--json")
     assert still.exit_code == 1 and still.json()["summary"]["awaiting"] == 1
     online = cli("events", "reprocess", "--json")
     assert online.exit_code == 0, online
     assert online.json()["results"][0]["status_after"] == "settlement"
-    row = stored_row(db_url, order_id)
+    row = payment_row(db_url, order_id)
     assert as_stored(row) == midtrans_says(sandbox, order_id) and row["unconfirmed_since"] is None
     [event] = stored_events(db_url, order_id)
     assert (event["processed"], event["outcome"]) == (True, "applied") and event["confirmed_at"] is not None
@@ -95,7 +96,7 @@ def test_reconcile_settles_an_awaiting_refund_of_a_settled_row(
     order_id = charge_order(cli, 23000)
     settled = write_json(tmp_path / "s.json", sandbox.pay(order_id, "settlement"))
     assert cli("replay-webhook", str(settled)).exit_code == 0
-    paid_at = stored_row(db_url, order_id)["paid_at"]
+    paid_at = payment_row(db_url, order_id)["paid_at"]
     gateway.refund(order_id, refund_key="outside-1")  # refunded in the dashboard, say
     assert sandbox.get_order(order_id)["transaction_status"] == "refund"
     notice = {  # its notification, signed as Midtrans signs it
@@ -104,11 +105,11 @@ def test_reconcile_settles_an_awaiting_refund_of_a_settled_row(
     }
     offline = cli("replay-webhook", str(write_json(tmp_path / "r.json", notice)), "--offline", "--json")
     assert offline.exit_code == 1 and offline.json()["results"][0]["outcome"] == "awaiting"
-    assert stored_row(db_url, order_id)["status"] == "settlement"  # a refund inside a 200 is not proven
+    assert payment_row(db_url, order_id)["status"] == "settlement"  # a refund inside a 200 is not proven
     rec = cli("reconcile", "--min-age", "0", "--json")
     assert rec.exit_code == 0, rec
     assert [r["order_id"] for r in rec.json()["results"]] == [order_id], "a settled row awaiting is due"
-    row = stored_row(db_url, order_id)
+    row = payment_row(db_url, order_id)
     assert (row["status"], row["paid_at"], row["unconfirmed_since"]) == ("refund", paid_at, None)
     assert [e["outcome"] for e in stored_events(db_url, order_id)] == ["applied", "applied"]
     assert all(e["processed"] for e in stored_events(db_url, order_id))
@@ -146,14 +147,14 @@ def test_a_row_an_older_backend_left_paid_without_paid_at_is_due_for_reconcile(
         migrate.migrate(conn)  # 004 and later
     rec = cli("reconcile", "--min-age", "0", "--json")
     assert rec.exit_code == 0 and [r["order_id"] for r in rec.json()["results"]] == ["legacy-paid"], rec
-    row = stored_row(empty_db_url, "legacy-paid")
+    row = payment_row(empty_db_url, "legacy-paid")
     assert row["paid_at"] == midtrans_says(sandbox, "legacy-paid")["paid_at"] and row["unconfirmed_since"] is None
 
 
 def test_offline_dry_run_writes_nothing(cli: Any, db_url: str, sandbox: Any, tmp_path: Path) -> None:
     order_id = charge_order(cli, 25000)
-    before = stored_row(db_url, order_id)
+    before = payment_row(db_url, order_id)
     path = write_json(tmp_path / "s.json", sandbox.pay(order_id, "settlement"))
     dry = cli("replay-webhook", str(path), "--offline", "--dry-run", "--json")
     assert dry.exit_code == 1 and dry.json()["results"][0]["outcome"] == "awaiting", dry
-    assert stored_row(db_url, order_id) == before and stored_events(db_url) == []
+    assert payment_row(db_url, order_id) == before and stored_events(db_url) == []

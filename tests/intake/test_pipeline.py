@@ -22,7 +22,8 @@ from midpay.intake import pipeline as intake
 from midpay.midtrans.gateway import Gateway
 from midpay.payments import charge as charges
 from tests.conftest import SERVER_KEY
-from tests.intake_helpers import as_stored, charge_order, midtrans_says, stored_events, stored_row, write_json
+from tests.helpers import payment_row
+from tests.intake_helpers import as_stored, charge_order, midtrans_says, stored_events, write_json
 
 # --- forgeries: a genuine body, its unsigned fields edited ------------------------------
 
@@ -66,7 +67,7 @@ def test_a_forged_body_online_leaves_the_row_as_midtrans_says(
     assert result.exit_code == 0, result
     [item] = result.json()["results"]
     assert (item["verified"], item["confirmed"], item["error"]) == (True, True, None), item
-    assert as_stored(stored_row(db_url, order_id)) == midtrans_says(sandbox, order_id)
+    assert as_stored(payment_row(db_url, order_id)) == midtrans_says(sandbox, order_id)
     if forged.get("transaction_status") != state:
         event = stored_events(db_url, order_id)[-1]
         assert f"Midtrans says {state}" in event["processing_error"], event
@@ -78,10 +79,10 @@ def test_a_forged_body_offline_moves_nothing_beyond_its_signed_code(
 ) -> None:
     state, edits = FORGERIES[name]
     order_id, forged = _forged(cli, sandbox, state, edits, 16000)
-    before = stored_row(db_url, order_id)
+    before = payment_row(db_url, order_id)
     result = cli("replay-webhook", str(write_json(tmp_path / "forged.json", forged)), "--offline", "--json")
     [item] = result.json()["results"]
-    after = stored_row(db_url, order_id)
+    after = payment_row(db_url, order_id)
     assert after["paid_at"] is None and after["payment_type"] == "gopay"
     assert after["midtrans_transaction_id"] == before["midtrans_transaction_id"]
     if forged["status_code"] == "201":  # proves pending, which the row is already
@@ -103,16 +104,16 @@ def test_another_orders_transaction_id_in_a_pending_body_is_never_stored(
         )
     gateway.charge(order_id="victim-a", gross_amount=17000, idempotency_key="k-victim-a")
     owner = charge_order(cli, 18000)
-    owner_txn = stored_row(db_url, owner)["midtrans_transaction_id"]
+    owner_txn = payment_row(db_url, owner)["midtrans_transaction_id"]
     forged = {**sandbox.pay("victim-a", "pending"), "transaction_id": owner_txn}
     for flag in ("--offline", None):
         args = ["replay-webhook", str(write_json(tmp_path / "a.json", forged)), "--json"] + ([flag] if flag else [])
         assert cli(*args).exit_code == 0
-        assert stored_row(db_url, "victim-a")["midtrans_transaction_id"] != owner_txn
-    assert stored_row(db_url, "victim-a")["midtrans_transaction_id"] == sandbox.get_order("victim-a")["transaction_id"]
+        assert payment_row(db_url, "victim-a")["midtrans_transaction_id"] != owner_txn
+    assert payment_row(db_url, "victim-a")["midtrans_transaction_id"] == sandbox.get_order("victim-a")["transaction_id"]
     settle = cli("replay-webhook", str(write_json(tmp_path / "b.json", sandbox.pay(owner, "settlement"))), "--json")
     assert settle.exit_code == 0, settle
-    assert stored_row(db_url, owner)["status"] == "settlement" and stored_row(db_url, owner)["paid_at"] is not None
+    assert payment_row(db_url, owner)["status"] == "settlement" and payment_row(db_url, owner)["paid_at"] is not None
 
 
 # --- answers that do not fit the row asked about ---------------------------------------------
@@ -134,36 +135,36 @@ def test_a_tampered_confirmation_changes_no_row(
     order_id, other = charge_order(cli, 25000), charge_order(cli, 25000)
     body = sandbox.pay(order_id, "settlement")
     sandbox.pay(other, "settlement")
-    before = (stored_row(db_url, order_id), stored_row(db_url, other))
+    before = (payment_row(db_url, order_id), payment_row(db_url, other))
     # Every answer about order_id is edited from here on (the sandbox re-signs it).
     sandbox.tamper(order_id, {k: v.format(other=other) if isinstance(v, str) else v for k, v in fields.items()})
     result = cli("replay-webhook", str(write_json(tmp_path / "s.json", body)), "--json")
     assert result.exit_code == 1, result
     [item] = result.json()["results"]
     assert item["outcome"] == "rejected" and message in item["error"] and "nothing applied" in item["error"]
-    assert (stored_row(db_url, order_id), stored_row(db_url, other)) == before
+    assert (payment_row(db_url, order_id), payment_row(db_url, other)) == before
     # reconcile asks about both: the tampered answer is an error for its row only
     rec = cli("reconcile", "--min-age", "0", "--json")
     assert rec.exit_code == 1, rec
     by_order = {r["order_id"]: r for r in rec.json()["results"]}
     assert message in by_order[order_id]["error"] and by_order[other]["status_after"] == "settlement"
-    assert stored_row(db_url, order_id) == before[0]
+    assert payment_row(db_url, order_id) == before[0]
     status = cli("status", order_id, "--json")
-    assert stored_row(db_url, order_id) == before[0], status
+    assert payment_row(db_url, order_id) == before[0], status
     assert [e["outcome"] for e in stored_events(db_url, order_id)] == ["rejected"]
 
 
 def test_tampered_cancel_and_charge_answers_change_nothing(cli: Any, db_url: str, sandbox: Any) -> None:
     order_id = charge_order(cli, 26000)
-    before = stored_row(db_url, order_id)
+    before = payment_row(db_url, order_id)
     sandbox.tamper(order_id, {"order_id": "someone-else"}, endpoints=["cancel"])
     cancel = cli("cancel", order_id, "--yes", "--json")
     assert cancel.exit_code == 1 and "is about order 'someone-else'" in cancel.stderr, cancel
-    assert stored_row(db_url, order_id) == before
+    assert payment_row(db_url, order_id) == before
     sandbox.tamper("tc-1", {"gross_amount": "1.00"}, endpoints=["charge"])
     charged = cli("charge", "--amount", "27000", "--order-id", "tc-1", "--json")
     assert charged.exit_code == 1 and "amount mismatch for tc-1" in charged.stderr, charged
-    assert stored_row(db_url, "tc-1")["status"] == "created"  # reconcile asks again later
+    assert payment_row(db_url, "tc-1")["status"] == "created"  # reconcile asks again later
 
 
 def test_payment_type_follows_midtrans(cli: Any, db_url: str, sandbox: Any, tmp_path: Path) -> None:
@@ -171,7 +172,7 @@ def test_payment_type_follows_midtrans(cli: Any, db_url: str, sandbox: Any, tmp_
     order_id = charge_order(cli, 28000)
     body = sandbox.pay(order_id, "settlement", payment_type="qris")
     assert cli("replay-webhook", str(write_json(tmp_path / "s.json", {**body, "payment_type": "gopay"}))).exit_code == 0
-    assert stored_row(db_url, order_id)["payment_type"] == "qris"
+    assert payment_row(db_url, order_id)["payment_type"] == "qris"
 
 
 def test_fraud_review_over_http(cli: Any, db_url: str, sandbox: Any, tmp_path: Path) -> None:
@@ -180,17 +181,17 @@ def test_fraud_review_over_http(cli: Any, db_url: str, sandbox: Any, tmp_path: P
     challenged = sandbox.pay(order_id, "capture", fraud_status="challenge")
     result = cli("replay-webhook", str(write_json(tmp_path / "c.json", challenged)), "--json")
     assert result.exit_code == 0, result
-    assert (stored_row(db_url, order_id)["status"], stored_row(db_url, order_id)["paid_at"]) == ("pending", None)
+    assert (payment_row(db_url, order_id)["status"], payment_row(db_url, order_id)["paid_at"]) == ("pending", None)
     accepted = sandbox.pay(order_id, "capture", fraud_status="accept")
     assert cli("replay-webhook", str(write_json(tmp_path / "a.json", accepted))).exit_code == 0
-    row = stored_row(db_url, order_id)
+    row = payment_row(db_url, order_id)
     assert row["status"] == "capture" and row["paid_at"] is not None
 
     denied = charge_order(cli, 28600)
     body = sandbox.pay(denied, "settlement", fraud_status="deny")
     result = cli("replay-webhook", str(write_json(tmp_path / "d.json", body)), "--json")
     assert result.exit_code == 1 and "contradict each other" in result.json()["results"][0]["error"], result
-    assert (stored_row(db_url, denied)["status"], stored_row(db_url, denied)["paid_at"]) == ("pending", None)
+    assert (payment_row(db_url, denied)["status"], payment_row(db_url, denied)["paid_at"]) == ("pending", None)
 
 
 @pytest.mark.parametrize("end", ["refund", "partial_refund"])
@@ -199,10 +200,10 @@ def test_refunded_while_every_notification_was_lost(cli: Any, db_url: str, sandb
     order_id = charge_order(cli, 29000)
     sandbox.pay(order_id, "settlement")
     gateway.refund(order_id, refund_key="lost-1", amount=29000 if end == "refund" else 9000)
-    assert stored_row(db_url, order_id)["status"] == "pending"  # no notification ever arrived
+    assert payment_row(db_url, order_id)["status"] == "pending"  # no notification ever arrived
     status = cli("status", order_id, "--json")
     assert status.exit_code == 0, status
-    row = stored_row(db_url, order_id)
+    row = payment_row(db_url, order_id)
     assert row["status"] == end and row["paid_at"] == midtrans_says(sandbox, order_id)["paid_at"] is not None
 
 
@@ -239,7 +240,7 @@ def test_a_thousand_bodies_with_many_duplicates_make_one_call_per_order(
         outcomes = [r["outcome"] for r in doc["results"] if r["order_id"] == order_id]
         want = ["applied"] if order_id in settled else []
         assert outcomes == want + ["unchanged"] * (len(outcomes) - len(want)), order_id
-        assert as_stored(stored_row(db_url, order_id)) == midtrans_says(sandbox, order_id)
+        assert as_stored(payment_row(db_url, order_id)) == midtrans_says(sandbox, order_id)
     sandbox.reset_stats()
     again = cli("replay-webhook", str(path), "--json")
     assert again.exit_code == 0 and again.json()["summary"]["unchanged"] == 1000
@@ -272,12 +273,13 @@ def test_midtrans_unreachable_stores_everything_and_names_offline(
     assert "--offline" in doc["error"] and doc["summary"]["awaiting"] == 3
     assert all(r["outcome"] == "awaiting" and r["error"].startswith("awaiting confirmation") for r in doc["results"])
     for order_id in ids:
-        assert stored_row(db_url, order_id)["status"] == "pending" and stored_row(db_url, order_id)["unconfirmed_since"]
+        row = payment_row(db_url, order_id)
+        assert row["status"] == "pending" and row["unconfirmed_since"]
         assert [(e["outcome"], e["processed"]) for e in stored_events(db_url, order_id)] == [("awaiting", False)]
     os.environ["MIDTRANS_API_URL"] = sandbox.url
     again = cli("events", "reprocess", "--json")
     assert again.exit_code == 0 and again.json()["summary"]["applied"] == 3, again
-    assert all(stored_row(db_url, o)["status"] == "settlement" for o in ids)
+    assert all(payment_row(db_url, o)["status"] == "settlement" for o in ids)
 
 
 def test_a_server_key_midtrans_refuses_is_exit_2_with_every_body_stored(
@@ -380,7 +382,7 @@ def test_a_crash_between_the_steps_leaves_the_event_for_reprocess(
     assert event["processed"] is False and event["outcome"] == (None if crash_after == "store" else "awaiting")
     report = confirm.reprocess(db_url, gateway, SERVER_KEY)
     assert [r.outcome for r in report.results] == ["applied"]
-    assert stored_row(db_url, order_id)["status"] == "settlement"
+    assert payment_row(db_url, order_id)["status"] == "settlement"
 
 
 def test_dry_run_confirms_and_writes_nothing(cli: Any, db_url: str, sandbox: Any, tmp_path: Path) -> None:
@@ -389,7 +391,7 @@ def test_dry_run_confirms_and_writes_nothing(cli: Any, db_url: str, sandbox: Any
     dry = cli("replay-webhook", str(path), "--dry-run", "--json")
     assert dry.exit_code == 0, dry
     assert dry.json()["results"][0]["status_after"] == "settlement"  # Midtrans' answer, not the body's
-    assert stored_row(db_url, order_id)["status"] == "pending" and stored_events(db_url) == []
+    assert payment_row(db_url, order_id)["status"] == "pending" and stored_events(db_url) == []
 
 
 def test_help_describes_confirmation_and_offline(cli: Any) -> None:

@@ -35,9 +35,9 @@ KEY = "SB-Mid-server-gateway-test-Zq81xK"
 
 
 @pytest.fixture
-def sandbox() -> Iterator[SandboxServer]:
-    with SandboxServer(server_key=KEY) as server:
-        yield server
+def sandbox_key() -> str:
+    """The sandbox of conftest.py, started with this module's key."""
+    return KEY
 
 
 @pytest.fixture

@@ -15,13 +15,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.helpers import payment_status
 from tests.midtrans_proxy import MidtransProxy, Rule
-
-
-def _status(url: str, order_id: str) -> str | None:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT status FROM payment_transactions WHERE order_id = %s", (order_id,)).fetchone()
-    return row[0] if row else None
 
 
 def _lines(stderr: str) -> list[str]:
@@ -40,12 +35,12 @@ def test_a_charge_refused_for_a_wrong_key_stays_created_and_resumes(
         "MIDTRANS_IS_PRODUCTION/MIDTRANS_API_URL; order rk-1 stays `created`: once the key is right, "
         "run `midpay charge --order-id rk-1 --amount 15000` again"
     ]
-    assert refused.stdout == "" and _status(db_url, "rk-1") == "created"
+    assert refused.stdout == "" and payment_status(db_url, "rk-1") == "created"
     monkeypatch.setenv("MIDTRANS_SERVER_KEY", env["MIDTRANS_SERVER_KEY"])
     resumed = cli("charge", "--amount", "15000", "--order-id", "rk-1")
     assert resumed.exit_code == 0, resumed
     assert "Charge resumed" in resumed.stdout
-    assert _status(db_url, "rk-1") == "pending"
+    assert payment_status(db_url, "rk-1") == "pending"
     assert sandbox.stats()["charges"] == {"rk-1": 1}
     again = cli("charge", "--amount", "15000", "--order-id", "rk-1")
     assert again.exit_code == 2
@@ -66,7 +61,7 @@ def test_a_charge_to_a_closed_port_stays_created_and_resumes(
         "was refused or the host is unreachable; order cp-1 stays `created`: "
         "run `midpay charge --order-id cp-1 --amount 16000 --qris` again once Midtrans answers"
     ]
-    assert _status(db_url, "cp-1") == "created"
+    assert payment_status(db_url, "cp-1") == "created"
     monkeypatch.setenv("MIDTRANS_API_URL", env["MIDTRANS_API_URL"])
     wrong = cli("charge", "--amount", "16000", "--order-id", "cp-1")  # forgot --qris
     assert wrong.exit_code == 2
@@ -127,7 +122,7 @@ def test_a_charge_landing_between_status_and_resume_is_not_sent_twice(
         "midpay: an earlier charge of order race-1 reached Midtrans (pending): not charged again"
     ]
     assert sandbox.stats()["charges"] == {"race-1": 1}
-    assert _status(db_url, "race-1") == "pending"
+    assert payment_status(db_url, "race-1") == "pending"
 
 
 def test_a_404_to_the_charge_itself_names_midtrans_api_url(
@@ -144,7 +139,7 @@ def test_a_404_to_the_charge_itself_names_midtrans_api_url(
         f"Error: Midtrans answered 404 to the charge of order url-1: is MIDTRANS_API_URL right ({proxy.url})? "
         "The order stays `created`: run `midpay charge --order-id url-1 --amount 19000` again once it is"
     ]
-    assert _status(db_url, "url-1") == "created"
+    assert payment_status(db_url, "url-1") == "created"
 
 
 def test_resuming_with_another_amount_is_refused(cli: Any, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

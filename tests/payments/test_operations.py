@@ -22,18 +22,12 @@ from midpay.intake import online as confirm
 from midpay.midtrans.notifications import compute_signature
 from midpay.payments import operations
 from tests.conftest import SERVER_KEY
+from tests.helpers import payment_status
 
 PAYMENT_KEYS = {
     "order_id", "status", "gross_amount", "payment_type", "user_id", "midtrans_transaction_id",
     "paid_at", "created_at", "updated_at", "actions", "qr_string", "expiry_time",
 }
-
-
-def _status(url: str, order_id: str) -> str:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT status FROM payment_transactions WHERE order_id = %s", (order_id,)).fetchone()
-    assert row is not None, order_id
-    return str(row[0])
 
 
 def _events(url: str) -> list[tuple[Any, ...]]:
@@ -232,7 +226,7 @@ def test_reprocess_applies_a_body_whose_order_arrived_later(
         ],
         "summary": {"total": 1, "applied": 1, "unchanged": 0, "awaiting": 0, "rejected": 0},
     }
-    assert _status(db_url, "late-1") == "settlement"
+    assert payment_status(db_url, "late-1") == "settlement"
     assert _events(db_url) == [(event_id, "late-1", True, True, "applied", None)]  # the same row, no new one
 
     nothing = cli("events", "reprocess", "--json")
@@ -252,13 +246,13 @@ def test_reprocess_after_the_server_key_was_fixed(
     os.environ["MIDTRANS_SERVER_KEY"] = "SB-Mid-server-the-wrong-key"
     first = cli("replay-webhook", str(good), str(broken), "--json")
     assert first.exit_code == 1 and first.json()["summary"]["rejected"] == 2
-    assert _status(db_url, order_id) == "pending"
+    assert payment_status(db_url, order_id) == "pending"
 
     os.environ["MIDTRANS_SERVER_KEY"] = SERVER_KEY
     human = cli("events", "reprocess", "--rejected")
     assert human.exit_code == 1  # the malformed body stays rejected
     assert "1 applied" in human.stdout and "1 rejected" in human.stdout
-    assert _status(db_url, order_id) == "settlement"
+    assert payment_status(db_url, order_id) == "settlement"
     stored = _events(db_url)
     assert len(stored) == 2
     assert [(s[4], s[2]) for s in stored] == [("applied", True), ("rejected", False)]
@@ -298,7 +292,7 @@ def test_cancel_and_expire_a_pending_payment(cli: Any, db_url: str, sandbox: Any
     cancelled = cli("cancel", to_cancel, "--yes", "--json")
     assert cancelled.exit_code == 0, cancelled
     assert set(cancelled.json()) == PAYMENT_KEYS and cancelled.json()["status"] == "cancel"
-    assert _status(db_url, to_cancel) == "cancel"
+    assert payment_status(db_url, to_cancel) == "cancel"
     again = cli("cancel", to_cancel, "--yes", "--json")
     assert again.exit_code == 1 and again.stdout == ""
     assert "412 Merchant cannot modify the status of the transaction" in again.stderr
@@ -307,7 +301,7 @@ def test_cancel_and_expire_a_pending_payment(cli: Any, db_url: str, sandbox: Any
     expired = cli("expire", to_expire, "--yes")
     assert expired.exit_code == 0, expired
     assert "Expired" in expired.stdout and "expire" in expired.stdout
-    assert _status(db_url, to_expire) == "expire"
+    assert payment_status(db_url, to_expire) == "expire"
     repeated = cli("expire", to_expire, "-y")
     assert repeated.exit_code == 1 and "412" in repeated.stderr
 
@@ -322,7 +316,7 @@ def test_destructive_actions_need_yes_without_a_terminal(cli: Any, db_url: str, 
         result = cli(*command)
         assert result.exit_code == 2, result
         assert result.stderr.startswith(f"Error: refusing to {command[0]} order {order_id} without --yes")
-    assert _status(db_url, order_id) == "pending"
+    assert payment_status(db_url, order_id) == "pending"
     assert sandbox.stats()["requests"] == 0
 
 
@@ -334,7 +328,7 @@ def test_confirmation_prompt_on_a_terminal(cli: Any, db_url: str, monkeypatch: p
     declined = cli("cancel", order_id, input="n\n")
     assert declined.exit_code == 1 and "Aborted: nothing was changed." in declined.stderr
     assert f"Cancel order {order_id} (Rp 44.000, pending here) at Midtrans?" in declined.stderr
-    assert _status(db_url, order_id) == "pending"
+    assert payment_status(db_url, order_id) == "pending"
     accepted = cli("cancel", order_id, "--json", input="y\n")
     assert accepted.exit_code == 0 and "at Midtrans?" in accepted.stderr  # the prompt stays off stdout
     # CliRunner echoes the typed answer onto stdout; a terminal echoes it on the terminal.

@@ -13,6 +13,7 @@ from midpay.errors import GatewayProtocolError, NotFoundError
 from midpay.midtrans.notifications import JAKARTA, parse_view
 from midpay.payments import transition as apply
 from midpay.payments.transition import AnswerMismatch, apply_answer, apply_proven, needs_write
+from tests.helpers import payment_row
 
 TXN = "11111111-2222-4333-8444-555555555555"
 
@@ -47,19 +48,6 @@ def _answer(order_id: str, status: str, *, amount: str = "10000.00", txn: str | 
     return {k: v for k, v in body.items() if v is not None}
 
 
-def _row(conn: psycopg.Connection[Any], order_id: str) -> dict[str, Any]:
-    cur = conn.execute(
-        "SELECT status, paid_at, payment_type, midtrans_transaction_id, unconfirmed_since, updated_at, "
-        "midtrans_response_json FROM payment_transactions WHERE order_id = %s",
-        (order_id,),
-    )
-    names = [d.name for d in cur.description or []]
-    row = cur.fetchone()
-    conn.commit()
-    assert row is not None
-    return dict(zip(names, row, strict=True))
-
-
 # --- the answer is about the order that was asked about --------------------------------
 
 
@@ -76,16 +64,16 @@ def _row(conn: psycopg.Connection[Any], order_id: str) -> dict[str, Any]:
         (_answer("a-1", "refund", fraud_status="deny"), "contradict each other"),
     ],
 )
-def test_an_answer_that_does_not_fit_changes_no_row(conn: psycopg.Connection[Any], answer: dict[str, Any],
+def test_an_answer_that_does_not_fit_changes_nopayment_row(conn: psycopg.Connection[Any], answer: dict[str, Any],
                                                     message: str) -> None:
     _insert(conn, "a-1")
     _insert(conn, "other-order", txn=None)
-    before = (_row(conn, "a-1"), _row(conn, "other-order"))
+    before = (payment_row(conn, "a-1"), payment_row(conn, "other-order"))
     with pytest.raises(AnswerMismatch, match=message) as caught:
         apply_answer(conn, "a-1", answer)
     assert "\n" not in str(caught.value) and "nothing applied" in str(caught.value)
     assert AnswerMismatch.exit_code == 1
-    assert (_row(conn, "a-1"), _row(conn, "other-order")) == before
+    assert (payment_row(conn, "a-1"), payment_row(conn, "other-order")) == before
 
 
 def test_an_answer_about_another_order_never_settles_that_order(conn: psycopg.Connection[Any]) -> None:
@@ -94,7 +82,7 @@ def test_an_answer_about_another_order_never_settles_that_order(conn: psycopg.Co
     _insert(conn, "named", txn=None)
     with pytest.raises(AnswerMismatch):
         apply_answer(conn, "asked", _answer("named", "settlement", txn=None, settlement_time="2026-11-26 10:05:00"))
-    assert _row(conn, "asked")["status"] == _row(conn, "named")["status"] == "pending"
+    assert payment_row(conn, "asked")["status"] == payment_row(conn, "named")["status"] == "pending"
 
 
 def test_an_answer_without_a_transaction_id_is_checked_on_the_rest(conn: psycopg.Connection[Any]) -> None:
@@ -106,10 +94,10 @@ def test_an_answer_without_a_transaction_id_is_checked_on_the_rest(conn: psycopg
 def test_the_first_transaction_id_is_stored_and_then_held_to(conn: psycopg.Connection[Any]) -> None:
     _insert(conn, "a-3", "created", txn=None)
     apply_answer(conn, "a-3", _answer("a-3", "pending", txn="aaaaaaaa-0000-4000-8000-000000000001"))
-    assert _row(conn, "a-3")["midtrans_transaction_id"] == "aaaaaaaa-0000-4000-8000-000000000001"
+    assert payment_row(conn, "a-3")["midtrans_transaction_id"] == "aaaaaaaa-0000-4000-8000-000000000001"
     with pytest.raises(AnswerMismatch):
         apply_answer(conn, "a-3", _answer("a-3", "settlement", txn="bbbbbbbb-0000-4000-8000-000000000002"))
-    assert _row(conn, "a-3")["status"] == "pending"
+    assert payment_row(conn, "a-3")["status"] == "pending"
 
 
 def test_unknown_order_and_garbled_answer(conn: psycopg.Connection[Any]) -> None:
@@ -125,11 +113,11 @@ def test_unknown_order_and_garbled_answer(conn: psycopg.Connection[Any]) -> None
 def test_a_challenged_capture_is_not_paid(conn: psycopg.Connection[Any]) -> None:
     _insert(conn, "f-1", "created", txn=None)
     result = apply_answer(conn, "f-1", _answer("f-1", "capture", fraud_status="challenge"))
-    row = _row(conn, "f-1")
+    row = payment_row(conn, "f-1")
     assert (result.status_after, row["status"], row["paid_at"]) == ("pending", "pending", None)
     # Midtrans' fraud check then accepts it: paid.
     apply_answer(conn, "f-1", _answer("f-1", "capture", fraud_status="accept"))
-    row = _row(conn, "f-1")
+    row = payment_row(conn, "f-1")
     assert row["status"] == "capture" and row["paid_at"] == datetime(2026, 11, 26, 10, 0, tzinfo=JAKARTA)
 
 
@@ -138,7 +126,7 @@ def test_settlement_or_capture_accepted_or_without_fraud_status_is_paid(conn: ps
                                                                        fraud: str | None) -> None:
     _insert(conn, "f-2")
     apply_answer(conn, "f-2", _answer("f-2", "settlement", fraud_status=fraud, settlement_time="2026-11-26 10:07:00"))
-    row = _row(conn, "f-2")
+    row = payment_row(conn, "f-2")
     assert row["status"] == "settlement" and row["paid_at"] == datetime(2026, 11, 26, 10, 7, tzinfo=JAKARTA)
 
 
@@ -146,10 +134,10 @@ def test_a_denied_settlement_leaves_an_open_row_open_for_reconcile(conn: psycopg
     _insert(conn, "f-3")
     with pytest.raises(AnswerMismatch):
         apply_answer(conn, "f-3", _answer("f-3", "settlement", fraud_status="deny"))
-    assert _row(conn, "f-3")["status"] == "pending"
+    assert payment_row(conn, "f-3")["status"] == "pending"
     # deny with deny is an ordinary denial
     apply_answer(conn, "f-3", _answer("f-3", "deny", fraud_status="deny"))
-    assert _row(conn, "f-3")["status"] == "deny" and _row(conn, "f-3")["paid_at"] is None
+    assert payment_row(conn, "f-3")["status"] == "deny" and payment_row(conn, "f-3")["paid_at"] is None
 
 
 # --- the whole graph after lost notifications --------------------------------------------
@@ -161,7 +149,7 @@ def test_refunded_while_the_notifications_were_lost(conn: psycopg.Connection[Any
     _insert(conn, "r-1", start, txn=None if start == "created" else TXN)
     result = apply_answer(conn, "r-1", _answer("r-1", end, settlement_time="2026-11-26 10:03:04",
                                                 refund_amount="10000.00" if end == "refund" else "4000.00"))
-    row = _row(conn, "r-1")
+    row = payment_row(conn, "r-1")
     assert (result.applied, row["status"]) == (True, end)
     assert row["paid_at"] == datetime(2026, 11, 26, 10, 3, 4, tzinfo=JAKARTA), "paid_at from settlement_time"
 
@@ -171,18 +159,18 @@ def test_a_row_paid_without_paid_at_gets_it_from_midtrans(conn: psycopg.Connecti
     _insert(conn, "r-2", "settlement")
     result = apply_answer(conn, "r-2", _answer("r-2", "settlement", settlement_time="2026-11-26 11:00:00"))
     assert result.applied and result.status_before == result.status_after == "settlement"
-    assert _row(conn, "r-2")["paid_at"] == datetime(2026, 11, 26, 11, 0, tzinfo=JAKARTA)
+    assert payment_row(conn, "r-2")["paid_at"] == datetime(2026, 11, 26, 11, 0, tzinfo=JAKARTA)
     again = apply_answer(conn, "r-2", _answer("r-2", "settlement", settlement_time="2026-11-27 11:00:00"))
     assert not again.applied
-    assert _row(conn, "r-2")["paid_at"] == datetime(2026, 11, 26, 11, 0, tzinfo=JAKARTA), "set once"
+    assert payment_row(conn, "r-2")["paid_at"] == datetime(2026, 11, 26, 11, 0, tzinfo=JAKARTA), "set once"
 
 
 def test_a_refused_move_writes_nothing(conn: psycopg.Connection[Any]) -> None:
     _insert(conn, "r-3", "expire")
-    before = _row(conn, "r-3")
+    before = payment_row(conn, "r-3")
     result = apply_answer(conn, "r-3", _answer("r-3", "settlement", settlement_time="2026-11-26 11:00:00"))
     assert not result.applied and result.note == "not applied: settlement after expire (status only moves forward)"
-    assert _row(conn, "r-3") == before
+    assert payment_row(conn, "r-3") == before
 
 
 # --- payment_type follows Midtrans -----------------------------------------------------------
@@ -191,14 +179,14 @@ def test_a_refused_move_writes_nothing(conn: psycopg.Connection[Any]) -> None:
 def test_a_gopay_charge_paid_by_qris_scan_becomes_qris(conn: psycopg.Connection[Any]) -> None:
     _insert(conn, "q-1")
     apply_answer(conn, "q-1", _answer("q-1", "settlement", payment_type="qris", settlement_time="2026-11-26 10:00:09"))
-    assert _row(conn, "q-1")["payment_type"] == "qris"
+    assert payment_row(conn, "q-1")["payment_type"] == "qris"
 
 
 @pytest.mark.parametrize("odd", ["QRIS ", "x" * 33, "qr is", "", "qr\u0131s"])
 def test_a_payment_type_that_does_not_fit_is_not_written(conn: psycopg.Connection[Any], odd: str) -> None:
     _insert(conn, "q-2")
     apply_answer(conn, "q-2", _answer("q-2", "settlement", payment_type=odd))
-    assert _row(conn, "q-2")["payment_type"] == ("qris" if odd == "QRIS " else "gopay")
+    assert payment_row(conn, "q-2")["payment_type"] == ("qris" if odd == "QRIS " else "gopay")
 
 
 # --- offline: what a signature alone proves --------------------------------------------------
@@ -229,7 +217,7 @@ def test_apply_proven(conn: psycopg.Connection[Any], start: str, state: str | No
     _insert(conn, "o-1", start, txn=None)
     with conn.transaction():
         result = apply_proven(conn, _locked(conn, "o-1"), state, exact=exact)
-    row = _row(conn, "o-1")
+    row = payment_row(conn, "o-1")
     assert (result.applied, row["status"]) == (applied, after)
     assert (row["unconfirmed_since"] is not None) is marked
     assert row["paid_at"] is None and row["midtrans_transaction_id"] is None
@@ -250,7 +238,7 @@ def test_a_confirmed_answer_clears_the_mark_and_settles_awaiting_notifications(c
     assert needs_write(payment, answer), "a marked row is written even when the state repeats"
     conn.commit()
     result = apply_answer(conn, "m-1", answer)
-    assert not result.applied and _row(conn, "m-1")["unconfirmed_since"] is None
+    assert not result.applied and payment_row(conn, "m-1")["unconfirmed_since"] is None
     events = conn.execute("SELECT processed, outcome, confirmed_at IS NOT NULL FROM payment_webhook_events").fetchall()
     assert events == [(True, "unchanged", True)]
     payment = db.get_payment(conn, "m-1")

@@ -20,16 +20,12 @@ import psycopg
 from midpay import db
 from midpay.db import claims, migrate
 from midpay.refunds import ledger
+from tests.helpers import payment_row
 from tests.refund_support import ledger_rows, paid_out, settled
 
 
-def _watch(url: str, order_id: str) -> tuple[str, str | None]:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT status, refund_watch FROM payment_transactions WHERE order_id = %s", (order_id,)
-        ).fetchone()
-    assert row is not None
-    return row[0], row[1]
+def _watch(url: str, order_id: str) -> tuple[Any, ...]:
+    return tuple(payment_row(url, order_id, ("status", "refund_watch")).values())
 
 
 def _reconciled(cli: Any, *extra: str) -> list[str]:

@@ -9,8 +9,6 @@ times out or loses its answer.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -19,25 +17,13 @@ import pytest
 from midpay.errors import MidpayError, MidtransRejected, OutcomeUnknown
 from midpay.refunds import command as refunds
 from tests.conftest import SERVER_KEY
+from tests.helpers import payment_status
 from tests.refund_support import (
     dashboard_refund,
     ledger_rows,
-    noting_sandbox,
     paid_out,
     settled,
-    stored_status,
 )
-
-
-@pytest.fixture
-def notes(tmp_path: Path) -> Path:
-    return tmp_path / "notes"
-
-
-@pytest.fixture
-def sandbox(notes: Path) -> Iterator[Any]:
-    """The sandbox, writing every notification it sends into ``notes``."""
-    yield from noting_sandbox(notes)
 
 PAYMENT_KEYS = {
     "order_id", "status", "gross_amount", "payment_type", "user_id", "midtrans_transaction_id",
@@ -75,7 +61,7 @@ def test_refund_partly_then_the_rest(cli: Any, db_url: str, sandbox: Any) -> Non
     rest = cli("refund", order_id, "--yes")
     assert rest.exit_code == 0, rest
     assert "Refunded" in rest.stdout and "refunded Rp 70.000 under refund_key" in rest.stdout
-    assert stored_status(db_url, order_id) == "refund"
+    assert payment_status(db_url, order_id) == "refund"
     assert ledger_rows(db_url, order_id) == [
         (f"{order_id}-rf-1", 30000, "done", "midpay"), (f"{order_id}-rf-2", 70000, "done", "midpay"),
     ]
@@ -169,7 +155,7 @@ def test_refund_repeated_after_a_timeout_pays_out_once(
     assert timed_out.exit_code == 3, timed_out
     assert "rerun the same command" in timed_out.stderr and f"{order_id}-rf-1" in timed_out.stderr
     assert ledger_rows(db_url, order_id) == [(f"{order_id}-rf-1", 50000, "requested", "midpay")]
-    assert stored_status(db_url, order_id) == "settlement"
+    assert payment_status(db_url, order_id) == "settlement"
 
     other = cli("refund", order_id, "--amount", "100", "--yes")  # a different refund must wait
     assert other.exit_code == 1

@@ -7,31 +7,16 @@ notification it sends, so a test can deliver them with `replay-webhook`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.refund_support import (
     dashboard_refund,
     ledger_rows,
-    noting_sandbox,
     paid_out,
     refund_notifications,
     settled,
 )
-
-
-@pytest.fixture
-def notes(tmp_path: Path) -> Path:
-    return tmp_path / "notes"
-
-
-@pytest.fixture
-def sandbox(notes: Path) -> Iterator[Any]:
-    """The sandbox, writing every notification it sends into ``notes``."""
-    yield from noting_sandbox(notes)
 
 # --- refunds made elsewhere --------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from midpay.errors import MidpayError
 from midpay.midtrans.gateway import Gateway
 from midpay.payments import charge as charges
 from midpay.payments import refresh
+from tests.helpers import payment_status
 
 from ..conftest import SERVER_KEY
 from .conftest import Figures, Proc, process_env, rows, run, sandbox_states, spawn, total_faults
@@ -47,12 +48,6 @@ def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.01)
-
-
-def _status(url: str, order_id: str) -> str | None:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT status FROM payment_transactions WHERE order_id = %s", (order_id,)).fetchone()
-    return row[0] if row else None
 
 
 def _kill(proc: Proc) -> None:
@@ -109,14 +104,14 @@ def test_charge_killed_at_each_step_recovers_and_never_charges_twice(
             process_env(env, MIDPAY_TIMEOUT="30", MIDTRANS_API_URL=nowhere), work, name="crash-a",
         )
         _wait_for(lambda: any(b"POST /v2/charge" in r for r in received), "the charge request of crash-a")
-        assert _status(db_url, "crash-a") == "created"
+        assert payment_status(db_url, "crash-a") == "created"
         _kill(proc)
     kills["crash-a"] = "after insert, before Midtrans"
 
     # (b) after Midtrans answered, before the commit.
     sandbox.set_faults(latency_ms=1500)
     proc = spawn(["charge", "--amount", "12000", "--order-id", "crash-b", "--json"], penv, work, name="crash-b")
-    _wait_for(lambda: _status(db_url, "crash-b") is not None, "the row of crash-b")
+    _wait_for(lambda: payment_status(db_url, "crash-b") is not None, "the row of crash-b")
     with psycopg.connect(db_url) as locker:
         held = locker.execute(
             "SELECT status FROM payment_transactions WHERE order_id = 'crash-b' FOR UPDATE"
@@ -159,7 +154,7 @@ def test_charge_killed_at_each_step_recovers_and_never_charges_twice(
     _wait_for(lambda: sandbox.stats()["charges"].get("crash-c") == 1, "the sandbox to process crash-c", timeout=10)
 
     for order_id in kills:
-        assert _status(db_url, order_id) == "created"
+        assert payment_status(db_url, order_id) == "created"
     recovered = run(
         ["reconcile", "--min-age", "0", "--grace", "0", "--recheck-after", "0", "--json"], penv, work, name="reconcile"
     )

@@ -29,8 +29,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.helpers import payment_status
+
 from ..conftest import SERVER_KEY
-from ..refund_support import dashboard_refund, noting_sandbox, paid_out
+from ..refund_support import dashboard_refund, paid_out
 from .conftest import Figures, Proc, assert_clean_failure, process_env, run, spawn
 
 POINTS = (
@@ -39,17 +41,6 @@ POINTS = (
 )
 # Midtrans has made the refund by the time a process dies here.
 PAID_POINTS = ("refund.answered", "refund.outcome_written", "refund.committed")
-
-
-@pytest.fixture
-def notes(tmp_path: Path) -> Path:
-    return tmp_path / "notes"
-
-
-@pytest.fixture
-def sandbox(notes: Path) -> Iterator[Any]:
-    """The sandbox, writing every notification it sends into ``notes``."""
-    yield from noting_sandbox(notes)
 
 
 @pytest.fixture
@@ -81,13 +72,6 @@ def ledger(url: str, order_id: str) -> list[tuple[Any, ...]]:
             "WHERE r.order_id = %s ORDER BY r.created_at, r.id",
             (order_id,),
         ).fetchall()
-
-
-def payment_status(url: str, order_id: str) -> str:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT status FROM payment_transactions WHERE order_id = %s", (order_id,)).fetchone()
-    assert row is not None
-    return str(row[0])
 
 
 def refunded_here(url: str, order_id: str) -> int:

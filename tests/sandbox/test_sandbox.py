@@ -70,12 +70,6 @@ class Client:
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[SandboxServer]:
-    with SandboxServer(notify_dir=tmp_path / "notes") as server:
-        yield server
-
-
-@pytest.fixture
 def client(sandbox: SandboxServer) -> Iterator[Client]:
     http = Client(sandbox)
     yield http

@@ -25,6 +25,7 @@ import requests
 from midpay.midtrans.notifications import compute_signature
 from midpay.web.server import Listener, free_port, start_process
 from tests.conftest import REPO, SERVER_KEY
+from tests.helpers import payment_row
 
 FIXTURES = REPO / "tests" / "fixtures" / "midtrans"
 JSON = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "Veritrans"}
@@ -69,14 +70,6 @@ def events(db_url: str) -> list[dict[str, Any]]:
         return cur.fetchall()
 
 
-def payment(db_url: str, order_id: str) -> dict[str, Any]:
-    with psycopg.connect(db_url) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        cur.execute("SELECT * FROM payment_transactions WHERE order_id = %s", (order_id,))
-        row = cur.fetchone()
-    assert row is not None
-    return row
-
-
 def request_lines(server: Listener) -> list[dict[str, Any]]:
     return [line for line in server.log_lines() if "method" in line]
 
@@ -93,7 +86,7 @@ def test_a_paid_order_is_applied_once_and_a_duplicate_changes_nothing(
     first = post(listener.url, body)
     assert first.status_code == 200
     assert first.json() == {"outcome": "applied", "order_id": order_id, "error": None}
-    row = payment(db_url, order_id)
+    row = payment_row(db_url, order_id)
     assert row["status"] == "settlement"
     paid_at = row["paid_at"]
     assert paid_at is not None
@@ -101,7 +94,7 @@ def test_a_paid_order_is_applied_once_and_a_duplicate_changes_nothing(
     again = post(listener.url, body)
     assert again.status_code == 200
     assert again.json()["outcome"] == "unchanged"
-    assert payment(db_url, order_id)["paid_at"] == paid_at
+    assert payment_row(db_url, order_id)["paid_at"] == paid_at
 
     stored = events(db_url)
     assert [(e["order_id"], e["outcome"], e["processed"], e["is_verified"]) for e in stored] == [
@@ -156,7 +149,7 @@ def test_rejected_bodies_are_stored_and_answered_4xx(listener: Listener, cli: An
     assert len(stored) == len(answers)  # every one kept, none applied
     assert all(e["outcome"] == "rejected" and not e["processed"] for e in stored)
     assert [e["order_id"] for e in stored[:3]] == [order_id, order_id, "Order-5100"]
-    assert payment(db_url, order_id)["status"] == "pending"
+    assert payment_row(db_url, order_id)["status"] == "pending"
 
 
 def test_a_wrong_server_key_loses_no_notification(
@@ -172,12 +165,12 @@ def test_a_wrong_server_key_loses_no_notification(
     finally:
         assert server.stop() == 0
     assert [a.status_code for a in answers] == [400, 400, 400]
-    assert all(payment(db_url, o)["status"] == "pending" for o in orders)
+    assert all(payment_row(db_url, o)["status"] == "pending" for o in orders)
 
     fixed = cli("events", "reprocess", "--rejected", "--json")
     assert fixed.exit_code == 0, fixed
     assert fixed.json()["summary"]["applied"] == 3
-    assert all(payment(db_url, o)["status"] == "settlement" for o in orders)
+    assert all(payment_row(db_url, o)["status"] == "settlement" for o in orders)
     assert "the-wrong-one" not in server.log_path.read_text()
 
 
@@ -408,7 +401,7 @@ def test_sandbox_serve_notify_url_delivers_each_payment_to_listen(
             assert server.wait_for(order_id, timeout=60) is not None  # a bound on the wait, not a timing assertion
         finally:
             assert server.stop() == 0
-    assert payment(db_url, order_id)["status"] == "settlement"
+    assert payment_row(db_url, order_id)["status"] == "settlement"
     from_http = [e for e in events(db_url) if e["order_id"] == order_id]
     assert [(e["source"], e["outcome"]) for e in from_http][:1] == [("http:127.0.0.1", "applied")]
     assert all(e["outcome"] in ("applied", "unchanged") for e in from_http)
@@ -456,7 +449,7 @@ def test_the_importable_app_serves_under_a_shops_own_gunicorn(
         proc.terminate()
         assert proc.wait(60) == 0
     assert answer.status_code == 200, (tmp_path / "gunicorn.log").read_text()[-2000:]
-    assert payment(db_url, order_id)["status"] == "settlement"
+    assert payment_row(db_url, order_id)["status"] == "settlement"
 
 
 def test_a_body_cut_short_is_not_stored(listener: Listener, db_url: str) -> None:
@@ -493,7 +486,7 @@ def test_a_body_midtrans_cannot_confirm_now_is_stored_awaiting_and_answered_503(
     assert answer.status_code == 503
     assert answer.json()["outcome"] == "awaiting"
     assert [(e["outcome"], e["processed"]) for e in events(db_url)] == [("awaiting", False)]
-    assert payment(db_url, order_id)["status"] == "pending"
+    assert payment_row(db_url, order_id)["status"] == "pending"
 
     # Midtrans' resend, once Get Status answers again, applies it.
     again = start_process(listen_env(env), tmp_path / "listen-again.log", cwd=tmp_path)
@@ -501,7 +494,7 @@ def test_a_body_midtrans_cannot_confirm_now_is_stored_awaiting_and_answered_503(
         assert post(again.url, body).status_code == 200
     finally:
         assert again.stop() == 0
-    assert payment(db_url, order_id)["status"] == "settlement"
+    assert payment_row(db_url, order_id)["status"] == "settlement"
 
 
 def test_the_exact_bytes_received_are_stored(listener: Listener, cli: Any, sandbox: Any, db_url: str) -> None:

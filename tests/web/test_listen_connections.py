@@ -17,8 +17,9 @@ import requests
 
 from midpay.web.app import DB_CONNECTIONS
 from midpay.web.server import start_process
+from tests.helpers import payment_row
 from tests.pg_activity import PeakConnections
-from tests.web.test_listen import charged, listen_env, payment
+from tests.web.test_listen import charged, listen_env
 
 WORKERS = 2
 THREADS = 16
@@ -45,6 +46,6 @@ def test_workers_hold_at_most_their_fixed_pool_while_requests_wait_on_midtrans(
     finally:
         assert server.stop() == 0, server.log_path.read_text()[-3000:]
     assert answers == [200] * SENDERS
-    assert all(payment(db_url, order_id)["status"] == "settlement" for order_id in orders)
+    assert all(payment_row(db_url, order_id)["status"] == "settlement" for order_id in orders)
     assert sampler.samples > 10 and sampler.peak >= 1
     assert sampler.peak <= WORKERS * DB_CONNECTIONS, f"{sampler.peak} connections for {WORKERS} workers"

@@ -23,7 +23,8 @@ import requests
 from midpay.midtrans.notifications import JAKARTA
 from midpay.web.server import start_process
 from tests.conftest import SERVER_KEY
-from tests.web.test_listen import charged, events, listen_env, payment, signed
+from tests.helpers import payment_row
+from tests.web.test_listen import charged, events, listen_env, signed
 
 CLOSE = {"Content-Type": "application/json", "Connection": "close", "User-Agent": "Veritrans"}
 
@@ -88,7 +89,7 @@ def test_eight_senders_of_duplicated_and_out_of_order_bodies_while_reconcile_run
     assert len(stored) == len(bodies)  # every body kept, duplicates included
     applied = Counter(e["order_id"] for e in stored if e["outcome"] == "applied")
     assert all(count <= 1 for count in applied.values())  # settlement applied once at most (else reconcile did)
-    rows = {order_id: payment(db_url, order_id) for order_id in orders}
+    rows = {order_id: payment_row(db_url, order_id) for order_id in orders}
     assert {row["status"] for row in rows.values()} == {"settlement"}
     for order_id, row in rows.items():
         # paid_at is Midtrans' settlement_time (Jakarta), whoever applied it first.
@@ -103,7 +104,7 @@ def test_eight_senders_of_duplicated_and_out_of_order_bodies_while_reconcile_run
     assert result.exit_code == 0, result
     summary = result.json()["summary"]
     assert (summary["total"], summary["applied"], summary["unchanged"]) == (len(bodies), 0, len(bodies))
-    after = {o: (r["status"], r["paid_at"], r["updated_at"]) for o, r in ((o, payment(db_url, o)) for o in orders)}
+    after = {o: (r["status"], r["paid_at"], r["updated_at"]) for o, r in ((o, payment_row(db_url, o)) for o in orders)}
     assert after == before
 
 
@@ -142,7 +143,7 @@ def test_sigterm_under_load_loses_nothing(
     stored = Counter(e["order_id"] for e in events(db_url))
     for order_id, count in Counter(answered).items():
         assert stored[order_id] >= count  # every 2xx answer stands for a committed body
-        assert payment(db_url, order_id)["status"] == "settlement"
+        assert payment_row(db_url, order_id)["status"] == "settlement"
 
     # As Midtrans would: what was not answered 2xx is sent again, to a new receiver.
     again = start_process(listen_env(env), tmp_path / "listen-again.log", cwd=tmp_path)
@@ -151,7 +152,7 @@ def test_sigterm_under_load_loses_nothing(
     finally:
         assert again.stop() == 0
     assert set(retried) == {200}
-    assert {payment(db_url, o)["status"] for o in orders} == {"settlement"}
+    assert {payment_row(db_url, o)["status"] for o in orders} == {"settlement"}
     with psycopg.connect(db_url) as conn:
         unprocessed = conn.execute("SELECT count(*) FROM payment_webhook_events WHERE NOT processed").fetchone()
     assert unprocessed == (0,)

@@ -25,7 +25,8 @@ from midpay.db import migrate
 from midpay.payments import charge as charges
 from midpay.web.server import start_process
 from tests.conftest import SERVER_KEY
-from tests.web.test_listen import events, listen_env, payment
+from tests.helpers import payment_row
+from tests.web.test_listen import events, listen_env
 from tests.web.test_listen_load import send
 
 
@@ -114,7 +115,7 @@ def test_postgresql_stopped_mid_stream_loses_no_notification(
         if outcome == 200:
             assert stored.get(order_id, 0) >= 1, order_id  # a 2xx stands for a committed body
     assert {order_id for order_id, outcome in answers if outcome == 200} == set(orders)
-    assert {payment(url, order_id)["status"] for order_id in orders} == {"settlement"}
+    assert {payment_row(url, order_id)["status"] for order_id in orders} == {"settlement"}
     not_json = [line for line in server.log_lines() if "unparsed" in line]
     assert not_json == []
     failures = [line for line in server.log_lines() if line.get("method") == "POST" and line["status"] == 503]
@@ -162,5 +163,5 @@ def test_the_sandbox_resends_a_503_until_listen_stores_it(
     posts = [(line["status"], line["outcome"]) for line in server.log_lines() if line.get("method") == "POST"]
     assert posts[0] == (503, "error")
     assert posts[-1] == (200, "applied")
-    assert payment(url, order_id)["status"] == "settlement"
+    assert payment_row(url, order_id)["status"] == "settlement"
     assert [e["outcome"] for e in events(url)] == ["applied"]  # the failed attempts stored nothing

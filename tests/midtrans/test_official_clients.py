@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from tests.conftest import SERVER_KEY
+from tests.helpers import payment_row
 
 midtransclient = pytest.importorskip("midtransclient", reason="the official client is in the dev extra")
 
@@ -29,18 +30,6 @@ def core(sandbox: Any) -> Any:
     return client
 
 
-def _row(url: str, order_id: str) -> dict[str, Any]:
-    with psycopg.connect(url) as conn:
-        cur = conn.execute(
-            "SELECT status, gross_amount, midtrans_transaction_id, paid_at FROM payment_transactions "
-            "WHERE order_id = %s",
-            (order_id,),
-        )
-        row = cur.fetchone()
-    assert row is not None
-    return dict(zip(("status", "gross_amount", "transaction_id", "paid_at"), row, strict=True))
-
-
 def test_the_official_client_sees_a_midpay_charge_as_midpay_stored_it(cli: Any, db_url: str, core: Any) -> None:
     charged = cli("charge", "--amount", "44000", "--json")
     assert charged.exit_code == 0, charged
@@ -49,7 +38,7 @@ def test_the_official_client_sees_a_midpay_charge_as_midpay_stored_it(cli: Any, 
     seen = core.transactions.status(order_id)
     assert seen["status_code"] == "201" and seen["transaction_status"] == "pending"
     assert seen["gross_amount"] == "44000.00"  # a string with two decimals, as Midtrans sends it
-    assert seen["transaction_id"] == _row(db_url, order_id)["transaction_id"]
+    assert seen["transaction_id"] == payment_row(db_url, order_id)["midtrans_transaction_id"]
 
 
 def test_a_charge_made_by_the_official_client_is_reconciled_by_midpay(
@@ -74,7 +63,7 @@ def test_a_charge_made_by_the_official_client_is_reconciled_by_midpay(
     done = cli("reconcile", "--json")
     assert done.exit_code == 0, done
     assert done.json()["summary"]["changed"] == 1
-    row = _row(db_url, "node-7")
+    row = payment_row(db_url, "node-7")
     assert row["status"] == "settlement" and row["paid_at"] is not None
 
 
