@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -77,3 +78,21 @@ def wait_until(predicate: Callable[[], T], timeout: float, *, interval: float = 
         if time.monotonic() >= deadline:
             raise AssertionError(f"not reached within {timeout} s: {what or predicate!r}")
         time.sleep(interval)
+
+
+def abandoned_connections(port: int) -> int:
+    """Connections a server on this machine's ``port`` still holds after their client closed them (/proc/net).
+
+    TCP's CLOSE_WAIT: the client gave up (a timeout) and closed its end; the server closes
+    its own only once it has finished the request it was handling on it. None left means
+    every request a client gave up on has been handled.
+    """
+    held = 0
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        if not table.exists():
+            continue
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "08":  # 08: CLOSE_WAIT
+                held += 1
+    return held

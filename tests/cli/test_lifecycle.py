@@ -14,7 +14,7 @@ import psycopg
 
 from midpay.midtrans.notifications import compute_signature
 from tests.conftest import REPO, SERVER_KEY
-from tests.helpers import payment_row
+from tests.helpers import payment_row, wait_until
 
 
 def _events(url: str, order_id: str | None = None) -> list[tuple[Any, ...]]:
@@ -209,8 +209,6 @@ def test_duplicate_order_at_midtrans_ends_as_failure(cli: Any, db_url: str, gate
 
 
 def test_charge_timeout_stays_created_and_status_recovers_it(cli: Any, db_url: str, sandbox: Any, env: Any) -> None:
-    import time
-
     os.environ["MIDPAY_TIMEOUT"] = "1"
     # Midtrans takes the charge but answers only after the client gave up.
     sandbox.set_faults(stall_rate=1.0, stall_seconds=1.5)
@@ -219,9 +217,7 @@ def test_charge_timeout_stays_created_and_status_recovers_it(cli: Any, db_url: s
     assert "midpay status slow-1" in result.stderr
     assert payment_row(db_url, "slow-1")["status"] == "created"
     sandbox.set_faults(stall_rate=0.0)
-    deadline = time.monotonic() + 10
-    while not sandbox.stats()["charges"].get("slow-1") and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: sandbox.stats()["charges"].get("slow-1"), 10, what="the sandbox to process the stalled charge")
     recovered = cli("status", "slow-1", "--json")
     assert recovered.exit_code == 0, recovered
     assert recovered.json()["status"] == "pending"
@@ -378,16 +374,10 @@ def test_transaction_id_taken_by_another_payment_is_rejected_not_crashed(
 
 
 def test_charge_wait_polls_until_final(cli: Any, sandbox: Any) -> None:
-    import time
-
     def pay_soon() -> None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if sandbox.get_order("wait-1") is not None:
-                time.sleep(0.5)
-                sandbox.pay("wait-1", "settlement")
-                return
-            time.sleep(0.05)
+        # Paid once `charge --wait` has asked at least once: it must keep polling until the final state.
+        wait_until(lambda: sandbox.stats()["status_checks"].get("wait-1"), 10, what="charge --wait to poll")
+        sandbox.pay("wait-1", "settlement")
 
     payer = threading.Thread(target=pay_soon)
     payer.start()

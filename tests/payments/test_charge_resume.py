@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.helpers import payment_status
+from tests.helpers import payment_status, wait_until
 from tests.midtrans_proxy import MidtransProxy, Rule
 
 
@@ -86,10 +85,7 @@ def test_a_lost_answer_is_resumed_without_charging_again(
         lost = cli("charge", "--amount", "17000", "--order-id", "lost-1")
         assert lost.exit_code == 3, lost
         assert "It stays `created` and is never charged twice" in lost.stderr
-        deadline = time.monotonic() + 10
-        while sandbox.get_order("lost-1") is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: sandbox.get_order("lost-1") is not None, 10, what="Midtrans to have acted on the charge")
         resumed = cli("charge", "--amount", "17000", "--order-id", "lost-1", "--json")
     assert resumed.exit_code == 0, resumed
     assert _lines(resumed.stderr) == [

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import psycopg
 import pytest
 
 from tests.conftest import REPO
+from tests.helpers import wait_until
 from tests.midtrans_proxy import MidtransProxy, Rule
 
 
@@ -255,11 +257,18 @@ def test_a_wrong_server_key_stops_at_the_first_401_with_exit_2(
 
 
 def _wait_for_checks(sandbox: Any, count: int, proc: subprocess.Popen[str], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while sum(sandbox.stats()["status_checks"].values()) < count:
+    def asked() -> bool:
         assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the run did not get going"
-        time.sleep(0.02)
+        return sum(sandbox.stats()["status_checks"].values()) >= count
+
+    wait_until(asked, timeout, what=f"the run to ask Midtrans about {count} orders")
+
+
+def _leases_ended(url: str, orders: Iterable[str] | None = None) -> bool:
+    """Every lease on ``orders`` (all rows when None) has run out by the database's clock, or was released."""
+    records = _records(url)
+    chosen = records.values() if orders is None else (records[o] for o in orders)
+    return all(r["check_lease_until"] is None or r["check_lease_until"] < r["now"] for r in chosen)
 
 
 def test_sigterm_ends_the_run_with_one_document_and_releases_its_rows(
@@ -298,7 +307,7 @@ def test_a_killed_runs_leases_expire(env: dict[str, str], db_url: str, sandbox: 
     second = _spawn(env, "reconcile", "--min-age", "0", "--json")
     out, _ = second.communicate(timeout=60)
     assert {r["order_id"] for r in json.loads(out)["results"]}.isdisjoint(held)  # still reserved
-    time.sleep(3.2)
+    wait_until(lambda: _leases_ended(db_url, held), 10, what="the killed run's leases to run out")
     third = _spawn(env, "reconcile", "--min-age", "0", "--json")
     out, err = third.communicate(timeout=60)
     assert third.returncode == 0, err
@@ -328,7 +337,7 @@ def overlapping_runs(env: dict[str, str], db_url: str, sandbox: Any, gateway: An
     for _ in range(3):
         started.append(time.monotonic())
         procs.append(_spawn(env, *args))
-        time.sleep(recheck * 1.2)
+        time.sleep(recheck * 1.2)  # the scenario itself: each run starts after --recheck-after has passed
     outs = [p.communicate(timeout=600) for p in procs]
     docs = [json.loads(out) for out, _ in outs]
     checks = sandbox.stats()["status_checks"]

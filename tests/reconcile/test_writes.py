@@ -11,17 +11,29 @@ from __future__ import annotations
 import json
 import signal
 import threading
-import time
 from typing import Any
 
 import psycopg
 import pytest
 
-from midpay.reconcile import job as reconcile
+from tests.helpers import wait_until
 from tests.pg_activity import PeakConnections
-from tests.reconcile.test_job import _records, _seed, _spawn, _wait_for_checks
+from tests.reconcile.test_job import _leases_ended, _records, _seed, _spawn, _wait_for_checks
 
 APP = "midpay-bound-test"
+
+
+def _db_now(url: str) -> Any:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT now()").fetchone()
+    assert row is not None
+    return row[0]
+
+
+def _waits_on_a_lock(url: str, pid: int) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    return row is not None and row[0] == "Lock"
 
 
 def _commits(url: str) -> int:
@@ -29,10 +41,6 @@ def _commits(url: str) -> int:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         row = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").fetchone()
     return int(row[0]) if row else 0
-
-
-def test_the_pool_is_a_small_fixed_bound() -> None:
-    assert reconcile.POOL_SIZE <= 4  # 8 runs at any --concurrency fit in max_connections 100 with room to spare
 
 
 def test_a_run_at_concurrency_64_holds_a_few_connections(
@@ -49,6 +57,7 @@ def test_a_run_at_concurrency_64_holds_a_few_connections(
         out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert json.loads(out)["summary"] == {"checked": 256, "changed": 128, "unchanged": 128, "errors": 0}
+    # A few connections whatever --concurrency: 8 runs fit in max_connections 100 with room to spare.
     assert peak.samples > 10 and 1 <= peak.peak <= 4, peak.peak
     records = _records(db_url)
     assert {o for o, r in records.items() if r["status"] == "settlement"} == set(paid)
@@ -131,7 +140,7 @@ def test_a_killed_run_completes_no_row_whose_write_did_not_commit(
     # Every row whose check is recorded as completed had its answer written first.
     assert all(r["status"] == "settlement" for r in records.values() if r["last_checked_at"] is not None)
     assert any(r["status"] == "pending" for r in records.values())
-    time.sleep(2.2)  # the dead run's leases expire
+    wait_until(lambda: _leases_ended(db_url), 10, what="the dead run's leases to run out")
     rerun = _spawn(env, "reconcile", "--min-age", "0", "--json")
     _, err = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, err
@@ -152,7 +161,10 @@ def test_leases_are_renewed_while_a_long_run_lives(
     # A failed row keeps its lease until its run ends: about 4 s here, with leases of 1 s.
     first = _spawn(env, "reconcile", "--min-age", "0", "--concurrency", "2", "--lease", "1", "--json")
     _wait_for_checks(sandbox, 12, first)
-    time.sleep(1.5)  # past the first lease's end: only its renewal keeps the failed rows reserved
+    taken = [r["check_lease_until"] for r in _records(db_url).values() if r["check_lease_owner"] is not None]
+    assert taken, "the first run holds leases"
+    # Past the end of every lease as first taken: only its renewal keeps the failed rows reserved.
+    wait_until(lambda: _db_now(db_url) > max(taken), 10, what="the first leases' end")
     assert first.poll() is None, "the first run ended too soon to test renewal"
     second = _spawn(env, "reconcile", "--min-age", "0", "--concurrency", "2", "--json")
     outs = [p.communicate(timeout=120) for p in (first, second)]
@@ -229,7 +241,8 @@ def test_batch_lockers_take_rows_in_one_byte_wise_order_id_order(db_url: str, lo
     thread = threading.Thread(target=lock_both, daemon=True)
     thread.start()
     try:
-        time.sleep(0.5)  # the locker is now waiting on 'B-1'
+        locker_pid = locker_conn.info.backend_pid
+        wait_until(lambda: _waits_on_a_lock(db_url, locker_pid), 10, what="the locker to wait on 'B-1'")
         assert not done.is_set()
         with psycopg.connect(db_url) as probe:
             probe.execute("SET lock_timeout = '200ms'")

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.helpers import wait_until
 from tests.reconcile.test_job import _seed, overlapping_runs
 
 from ..private_postgres import PrivatePostgres
@@ -83,10 +84,11 @@ def test_postgres_killed_under_reconcile_exits_3_with_one_document(
     sandbox.reset_stats()
     proc = spawn(["reconcile", "--min-age", "0", "--max-rps", "100", "--json"], process_env(env, DATABASE_URL=url),
                  tmp_path / "work", name="reconcile")
-    deadline = time.monotonic() + 60
-    while sum(sandbox.stats()["status_checks"].values()) < 40:
-        assert proc.popen.poll() is None and time.monotonic() < deadline, proc
-        time.sleep(0.02)
+    def checked(count: int) -> bool:
+        assert proc.popen.poll() is None, proc
+        return sum(sandbox.stats()["status_checks"].values()) >= count
+
+    wait_until(lambda: checked(40), 60, what="40 checks")
     killable.kill()
     proc.wait(120)
     figures.orders, figures.processes, figures.faults_injected = len(orders), 1, 1
@@ -109,17 +111,16 @@ def test_postgres_killed_under_replay_exits_3_with_one_document(
     big.write_text("\n".join(lines * 500) + "\n")  # 10,000 bodies: long enough to be killed under
     proc = spawn(["replay-webhook", str(big), "--json"], process_env(env, DATABASE_URL=url), tmp_path / "work",
                  name="replay")
-    deadline = time.monotonic() + 60
-    while True:
+    def stored(count: int) -> bool:
         try:
             with psycopg.connect(url, connect_timeout=2) as conn:
-                stored = conn.execute("SELECT count(*) FROM payment_webhook_events").fetchone()
+                row = conn.execute("SELECT count(*) FROM payment_webhook_events").fetchone()
         except psycopg.OperationalError:
-            stored = (0,)
-        if stored and stored[0] >= 200:
-            break
-        assert proc.popen.poll() is None and time.monotonic() < deadline, proc
-        time.sleep(0.05)
+            row = (0,)
+        assert proc.popen.poll() is None, proc
+        return bool(row and row[0] >= count)
+
+    wait_until(lambda: stored(200), 60, what="200 stored events")
     killable.kill()
     proc.wait(120)
     figures.events, figures.processes, figures.faults_injected = 10_000, 1, 1

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from midpay.errors import GatewayProtocolError, GatewayUnavailable, MidtransReje
 from midpay.midtrans.notifications import verify_signature
 from midpay.sandbox import DEV_SERVER_KEY, SandboxServer, pay_remote
 from tests.conftest import REPO as ROOT
+from tests.helpers import wait_until
 from tests.sandbox.conftest import Client
 
 
@@ -91,14 +91,14 @@ def _serve_to_file(tmp_path: Path, log: Path, *args: str, key: str) -> subproces
 
 
 def _wait_for_text(log: Path, pattern: str, process: subprocess.Popen[bytes], count: int = 1) -> list[str]:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        found = re.findall(pattern, log.read_text(), re.MULTILINE)
-        if len(found) >= count:
-            return found
+    def found() -> list[str] | None:
+        lines = re.findall(pattern, log.read_text(), re.MULTILINE)
+        if len(lines) >= count:
+            return lines
         assert process.poll() is None, log.read_text()
-        time.sleep(0.02)
-    raise AssertionError(f"{pattern!r} x{count} never appeared in the log:\n{log.read_text()}")
+        return None
+
+    return wait_until(found, 20, what=f"{pattern!r} x{count} in the log")
 
 
 def test_serve_logs_each_request_while_it_runs(tmp_path: Path) -> None:

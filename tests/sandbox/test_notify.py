@@ -111,7 +111,7 @@ class ScriptedReceiver:
                 elif parts[0] == "redirect":
                     code, headers = 307, {"Location": "/code/200?from=redirect"}
                 elif parts[0] == "slow":
-                    time.sleep(0.5)
+                    time.sleep(0.5)  # a slow receiver is the case under test (the sandbox times out at 0.2 s)
                 if code in (301, 302, 303):
                     headers = {"Location": "/code/200"}
                 try:

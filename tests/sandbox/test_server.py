@@ -10,6 +10,7 @@ import requests
 
 from midpay.errors import UsageError
 from midpay.sandbox import SandboxServer
+from tests.helpers import wait_until
 from tests.sandbox.conftest import Client
 
 
@@ -26,9 +27,7 @@ def test_stop_returns_promptly_during_a_stall() -> None:
 
     thread = threading.Thread(target=stalled_call)
     thread.start()
-    deadline = time.monotonic() + 5
-    while server.stats()["faults"]["stall"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: server.stats()["faults"]["stall"] > 0, 5, what="the call to stall")
     started = time.monotonic()
     server.stop()
     assert time.monotonic() - started < 2

@@ -54,7 +54,7 @@ def test_pending_orders_expire_when_looked_at(tmp_path: Path) -> None:
         view = parse_view(charged)
         assert view.expiry_time is not None and view.transaction_time is not None
         assert view.expiry_time - view.transaction_time == timedelta(seconds=1)
-        time.sleep(1.05)
+        time.sleep(1.05)  # the clock is the case under test: the order has expired, nobody looked yet
         answer = http.get("/v2/late/status").json()
         assert (answer["status_code"], answer["transaction_status"]) == ("407", "expire")
         assert http.charge("late")["status_code"] == "201"  # an expired order id may be used again

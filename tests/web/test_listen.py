@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +24,7 @@ import requests
 from midpay.midtrans.notifications import compute_signature
 from midpay.web.server import Listener, free_port, start_process
 from tests.conftest import REPO, SERVER_KEY
-from tests.helpers import payment_row
+from tests.helpers import payment_row, wait_until
 
 FIXTURES = REPO / "tests" / "fixtures" / "midtrans"
 JSON = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "Veritrans"}
@@ -68,6 +67,14 @@ def events(db_url: str) -> list[dict[str, Any]]:
     with psycopg.connect(db_url) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         cur.execute("SELECT * FROM payment_webhook_events ORDER BY received_at, id")
         return cur.fetchall()
+
+
+def _answers(url: str) -> bool:
+    try:
+        requests.get(url, timeout=5)
+    except requests.ConnectionError:
+        return False
+    return True
 
 
 def request_lines(server: Listener) -> list[dict[str, Any]]:
@@ -437,12 +444,7 @@ def test_the_importable_app_serves_under_a_shops_own_gunicorn(
     log.close()
     try:
         url = f"http://127.0.0.1:{port}/midtrans/notification"
-        for _ in range(300):
-            try:
-                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 30, what="listen to answer /healthz")
         order_id = charged(cli)
         answer = post(url, sandbox.pay(order_id, "settlement"))
     finally:

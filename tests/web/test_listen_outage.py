@@ -25,7 +25,7 @@ from midpay.db import migrate
 from midpay.payments import charge as charges
 from midpay.web.server import start_process
 from tests.conftest import SERVER_KEY
-from tests.helpers import payment_row
+from tests.helpers import payment_row, wait_until
 from tests.web.test_listen import events, listen_env
 from tests.web.test_listen_load import send
 
@@ -81,7 +81,7 @@ def test_postgresql_stopped_mid_stream_loses_no_notification(
                     answers.append((body["order_id"], outcome))
                 if outcome == 200:
                     break
-                time.sleep(0.2)
+                time.sleep(0.2)  # the sender's own pause between retries (Midtrans', compressed), not a wait
 
     def answered() -> list[int | str]:
         with lock:
@@ -90,10 +90,10 @@ def test_postgresql_stopped_mid_stream_loses_no_notification(
     sender = threading.Thread(target=midtrans)
     sender.start()
     try:
-        _wait_for(lambda: len(answered()) >= 6)
+        wait_until(lambda: len(answered()) >= 6, 120)
         own_postgres.stop()
         down = requests.get(server.health_url, timeout=30)
-        _wait_for(lambda: any(outcome != 200 for outcome in answered()))
+        wait_until(lambda: any(outcome != 200 for outcome in answered()), 120)
         own_postgres.start()
         sender.join(120)
         up = requests.get(server.health_url, timeout=30)
@@ -124,14 +124,6 @@ def test_postgresql_stopped_mid_stream_loses_no_notification(
     assert SERVER_KEY not in server.log_path.read_text()
 
 
-def _wait_for(condition: Any, limit: float = 120.0) -> None:
-    """Poll until ``condition()`` holds; the limit only keeps a broken run from hanging."""
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, "gave up waiting"
-        time.sleep(0.05)
-
-
 def test_the_sandbox_resends_a_503_until_listen_stores_it(
     own_postgres: OwnPostgres, env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -155,9 +147,9 @@ def test_the_sandbox_resends_a_503_until_listen_stores_it(
         try:
             own_postgres.stop()
             requests.post(f"{api_url}/_sandbox/pay/{order_id}", json={"status": "settlement"}, timeout=30)
-            _wait_for(lambda: any(line.get("status") == 503 for line in server.log_lines()))
+            wait_until(lambda: any(line.get("status") == 503 for line in server.log_lines()), 120)
             own_postgres.start()
-            _wait_for(lambda: any(line.get("status") == 200 for line in server.log_lines()))
+            wait_until(lambda: any(line.get("status") == 200 for line in server.log_lines()), 120)
         finally:
             assert server.stop() == 0
     posts = [(line["status"], line["outcome"]) for line in server.log_lines() if line.get("method") == "POST"]
