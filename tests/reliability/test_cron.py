@@ -23,7 +23,7 @@ from tests.helpers import wait_until
 from tests.reconcile.test_job import _seed, overlapping_runs
 
 from ..private_postgres import PrivatePostgres
-from .conftest import Figures, process_env, spawn
+from .conftest import Figures, count, disagreeing, process_env, spawn
 
 
 @pytest.mark.slow
@@ -35,8 +35,10 @@ def test_three_overlapping_runs_slower_than_recheck_after_check_2000_rows_exactl
     overlapping_runs(env, db_url, sandbox, gateway, tmp_path, count=2000, max_rps=150, recheck=2.0)
     figures.orders = figures.events = 2000
     figures.processes = 3
-    figures.lost = figures.wrongly_applied = 0
+    figures.lost = count(db_url, "SELECT count(*) FROM payment_transactions WHERE last_checked_at IS NULL")
+    figures.wrongly_applied = len(disagreeing(db_url, sandbox))
     figures.notes = {"max_rps": 150, "recheck_after": 2.0, "seconds": round(time.monotonic() - started, 1)}
+    assert figures.lost == 0 and figures.wrongly_applied == 0, disagreeing(db_url, sandbox)[:20]
 
 
 @pytest.fixture
@@ -84,6 +86,7 @@ def test_postgres_killed_under_reconcile_exits_3_with_one_document(
     sandbox.reset_stats()
     proc = spawn(["reconcile", "--min-age", "0", "--max-rps", "100", "--json"], process_env(env, DATABASE_URL=url),
                  tmp_path / "work", name="reconcile")
+
     def checked(count: int) -> bool:
         assert proc.popen.poll() is None, proc
         return sum(sandbox.stats()["status_checks"].values()) >= count
@@ -111,6 +114,7 @@ def test_postgres_killed_under_replay_exits_3_with_one_document(
     big.write_text("\n".join(lines * 500) + "\n")  # 10,000 bodies: long enough to be killed under
     proc = spawn(["replay-webhook", str(big), "--json"], process_env(env, DATABASE_URL=url), tmp_path / "work",
                  name="replay")
+
     def stored(count: int) -> bool:
         try:
             with psycopg.connect(url, connect_timeout=2) as conn:
