@@ -17,8 +17,8 @@ import psycopg
 import pytest
 
 from midpay import states
-from tests.helpers import payment_row
 
+from ..helpers import payment_row
 from .conftest import SERVER_TIMEZONE, NodeDb
 
 NODE_TABLES = ("users", "payment_transactions", "payment_webhook_events")

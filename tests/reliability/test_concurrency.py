@@ -25,8 +25,8 @@ import pytest
 
 from midpay.midtrans.notifications import compute_signature, parse_time
 from midpay.sandbox import NOTIFICATION_CODES
-from tests.helpers import wait_until
 
+from ..helpers import wait_until
 from .conftest import (
     Figures,
     Proc,

@@ -35,9 +35,9 @@ from midpay.errors import MidpayError
 from midpay.midtrans.gateway import Gateway
 from midpay.payments import charge as charges
 from midpay.payments import refresh
-from tests.helpers import abandoned_connections, payment_status, wait_until
 
 from ..conftest import SERVER_KEY
+from ..helpers import abandoned_connections, payment_status, wait_until
 from .conftest import Figures, Proc, process_env, rows, run, sandbox_states, spawn, total_faults
 
 

@@ -19,10 +19,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.helpers import wait_until
-from tests.reconcile.test_job import _seed, overlapping_runs
-
+from ..helpers import wait_until
 from ..private_postgres import PrivatePostgres
+from ..reconcile.test_job import _seed, overlapping_runs
 from .conftest import Figures, count, disagreeing, process_env, spawn
 
 

@@ -19,8 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.helpers import wait_until
-
+from ..helpers import wait_until
 from .conftest import (
     Figures,
     assert_clean_failure,

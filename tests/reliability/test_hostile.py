@@ -87,13 +87,7 @@ def resign(doc: dict[str, Any]) -> dict[str, Any]:
 
 def _snapshot(url: str) -> dict[str, tuple[Any, ...]]:
     with psycopg.connect(url) as conn:
-        return {
-            r[0]: r[1:]
-            for r in conn.execute(
-                "SELECT order_id, status, paid_at, updated_at, midtrans_transaction_id, midtrans_response_json "
-                "FROM payment_transactions"
-            ).fetchall()
-        }
+        return _rows_on(conn)
 
 
 def _events(url: str) -> int:

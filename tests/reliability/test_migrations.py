@@ -24,9 +24,9 @@ import pytest
 
 from midpay.db import migrate
 from midpay.errors import DatabaseUnavailable, MigrationError
-from tests.helpers import wait_until
 
 from ..conftest import REPO
+from ..helpers import wait_until
 from .conftest import Figures, spawn
 
 FILES = [f.name for f in migrate.load_files()]

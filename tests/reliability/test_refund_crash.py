@@ -29,9 +29,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.helpers import payment_status, wait_until
-
 from ..conftest import SERVER_KEY
+from ..helpers import payment_status, wait_until
 from ..refund_support import dashboard_refund, paid_out
 from .conftest import Figures, Proc, assert_clean_failure, process_env, run, spawn
 
