@@ -67,7 +67,8 @@ def client(sandbox: SandboxServer) -> Iterator[Client]:
 FIXTURES = ROOT / "tests" / "fixtures" / "midtrans"
 
 
-def fixture(name: str) -> Any:
+def sample(name: str) -> Any:
+    """One of Midtrans' published samples (tests/fixtures/midtrans)."""
     return json.loads((FIXTURES / name).read_text())
 
 

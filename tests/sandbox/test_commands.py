@@ -1,4 +1,4 @@
-"""midpay.sandbox.commands: `midpay sandbox serve` and `midpay sandbox pay`, and pay_remote, as real processes."""
+"""midpay.sandbox.commands: pay_remote, and `midpay sandbox serve` and `midpay sandbox pay` as real processes."""
 
 from __future__ import annotations
 

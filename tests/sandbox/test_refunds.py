@@ -11,7 +11,7 @@ import pytest
 from midpay.errors import MidtransRejected, NotFoundError
 from midpay.midtrans.notifications import parse_view, verify_signature
 from midpay.sandbox import DEV_SERVER_KEY, SandboxServer
-from tests.sandbox.conftest import Client, fixture
+from tests.sandbox.conftest import Client, sample
 
 
 def _settled(sandbox: SandboxServer, client: Client, order_id: str, amount: int = 10000) -> None:
@@ -21,8 +21,8 @@ def _settled(sandbox: SandboxServer, client: Client, order_id: str, amount: int 
 
 def test_partial_refunds_to_full_and_their_shapes(sandbox: SandboxServer, client: Client, tmp_path: Path) -> None:
     _settled(sandbox, client, "rf-1")
-    first = client.post("/v2/rf-1/refund", fixture("refund_request.json")).json()  # Midtrans' sample request
-    assert set(first) == set(fixture("refund_partial.json"))  # the keys of Midtrans' partial refund answer
+    first = client.post("/v2/rf-1/refund", sample("refund_request.json")).json()  # Midtrans' sample request
+    assert set(first) == set(sample("refund_partial.json"))  # the keys of Midtrans' partial refund answer
     assert (first["transaction_status"], first["refund_amount"], first["refund_key"]) == (
         "partial_refund", "5000.00", "reference1"
     )
@@ -62,7 +62,7 @@ def test_the_same_refund_key_never_pays_twice(sandbox: SandboxServer, client: Cl
     again = client.post("/v2/rf-2/refund", {"refund_key": "k1", "amount": 10000}).json()
     other_amount = client.post("/v2/rf-2/refund", {"refund_key": "k1", "amount": 999}).json()
     assert again == first == other_amount  # the safe retry: the same refund, answered again
-    assert client.post("/v2/rf-2/refund", {"refund_key": "k2", "amount": 20001}).json() == fixture("refund_414.json")
+    assert client.post("/v2/rf-2/refund", {"refund_key": "k2", "amount": 20001}).json() == sample("refund_414.json")
     assert sandbox.paid_out("rf-2") == 10000
     requests_seen = sandbox.refund_requests("rf-2")
     assert [(r["refund_key"], r["amount"], r["replay"], r["paid"], r["status_code"]) for r in requests_seen] == [
@@ -79,7 +79,7 @@ def test_the_same_refund_key_never_pays_twice(sandbox: SandboxServer, client: Cl
 
 def test_refund_before_settlement_and_without_a_key(sandbox: SandboxServer, client: Client) -> None:
     client.charge("rf-3", 8000)
-    assert client.post("/v2/rf-3/refund", {"refund_key": "x", "amount": 1}).json() == fixture("refund_412.json")
+    assert client.post("/v2/rf-3/refund", {"refund_key": "x", "amount": 1}).json() == sample("refund_412.json")
     sandbox.pay("rf-3")
     keyless = client.post("/v2/rf-3/refund", {}).json()  # no key, no amount: a new refund of it all
     assert keyless["refund_amount"] == "8000.00" and keyless["transaction_status"] == "refund"
@@ -91,7 +91,7 @@ def test_refund_before_settlement_and_without_a_key(sandbox: SandboxServer, clie
 def test_direct_refund_endpoint(sandbox: SandboxServer, client: Client) -> None:
     _settled(sandbox, client, "rf-4")
     direct = client.post("/v2/rf-4/refund/online/direct", {"refund_key": "d-1"}).json()
-    assert set(direct) == set(fixture("refund_direct_success.json"))
+    assert set(direct) == set(sample("refund_direct_success.json"))
     assert direct["status_message"] == "Success, refund request is approved by the bank"
     assert sandbox.refund_requests("rf-4")[0]["endpoint"] == "direct" and sandbox.stats()["by_endpoint"]["refund"] == 1
 

@@ -11,7 +11,7 @@ import pytest
 from midpay.errors import MidtransRejected, NotFoundError, UsageError
 from midpay.midtrans.notifications import parse_view, verify_signature
 from midpay.sandbox import DEV_SERVER_KEY, SandboxServer
-from tests.sandbox.conftest import Client, expected_signature, fixture
+from tests.sandbox.conftest import Client, expected_signature, sample
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,7 @@ def test_a_gopay_charge_paid_by_qris_scan_reports_qris(sandbox: SandboxServer, c
     charged = client.charge("scan-1", 5539)
     assert charged["payment_type"] == "gopay"
     note = sandbox.pay("scan-1", "settlement", payment_type="qris")
-    assert list(note) == list(fixture("notification_qris_settlement.json"))  # Midtrans' QRIS sample, field for field
+    assert list(note) == list(sample("notification_qris_settlement.json"))  # Midtrans' QRIS sample, field for field
     assert (note["payment_type"], note["transaction_type"], note["issuer"], note["acquirer"]) == (
         "qris", "on-us", "gopay", "gopay"
     )
