@@ -111,11 +111,27 @@ def conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 @pytest.fixture
-def sandbox() -> Iterator[Any]:
-    """The local Midtrans, in-process, over real HTTP on loopback."""
+def notes(tmp_path: Path) -> Path:
+    """Where the ``sandbox`` writes every notification it sends (a test can replay them)."""
+    return tmp_path / "notes"
+
+
+@pytest.fixture
+def sandbox_key() -> str | None:
+    """The server key the ``sandbox`` starts with; None is the sandbox's development key.
+
+    A folder or module whose tests need another key overrides this fixture, never
+    ``sandbox`` itself: the sandbox is started in one place.
+    """
+    return SERVER_KEY
+
+
+@pytest.fixture
+def sandbox(sandbox_key: str | None, notes: Path) -> Iterator[Any]:
+    """The local Midtrans, in-process, over real HTTP on loopback, writing its notifications into ``notes``."""
     from midpay.sandbox import SandboxServer
 
-    with SandboxServer(server_key=SERVER_KEY, seed=1) as server:
+    with SandboxServer(server_key=sandbox_key, seed=1, notify_dir=notes) as server:
         yield server
 
 

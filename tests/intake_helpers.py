@@ -9,24 +9,15 @@ from typing import Any
 import psycopg
 
 from midpay.midtrans.notifications import parse_time
+from tests.helpers import payment_row
+
+# The name the intake tests knew it by; the one reader is tests.helpers.payment_row.
+stored_row = payment_row
 
 
 def write_json(path: Path, body: Any) -> Path:
     path.write_text(json.dumps(body))
     return path
-
-
-def stored_row(url: str, order_id: str) -> dict[str, Any]:
-    with psycopg.connect(url) as conn:
-        cur = conn.execute(
-            "SELECT status, paid_at, payment_type, midtrans_transaction_id, unconfirmed_since "
-            "FROM payment_transactions WHERE order_id = %s",
-            (order_id,),
-        )
-        names = [d.name for d in cur.description or []]
-        row = cur.fetchone()
-    assert row is not None, order_id
-    return dict(zip(names, row, strict=True))
 
 
 def stored_events(url: str, order_id: str | None = None) -> list[dict[str, Any]]:

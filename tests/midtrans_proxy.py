@@ -106,7 +106,7 @@ class MidtransProxy:
             self.counts[(endpoint, order_id)] += 1
         rule = self._rule(endpoint, order_id)
         if rule is not None and rule.stall:
-            time.sleep(rule.stall)
+            time.sleep(rule.stall)  # the fault itself: a Midtrans that answers late
         if rule is not None and rule.http_status is not None:
             self._reply(handler, rule.http_status, json.dumps({"status_message": "proxy says no"}).encode())
             return

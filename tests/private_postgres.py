@@ -10,12 +10,12 @@ import os
 import shutil
 import signal
 import tempfile
-import time
 from pathlib import Path
 
 import psycopg
 
 from midpay import embedded
+from tests.helpers import wait_until
 
 
 class PrivatePostgres:
@@ -41,13 +41,14 @@ class PrivatePostgres:
         """SIGKILL the postmaster, and wait until it no longer answers."""
         assert self.server.pid is not None
         os.kill(self.server.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                psycopg.connect(self.url(), connect_timeout=1).close()
-            except psycopg.OperationalError:
-                return
-            time.sleep(0.05)
+        wait_until(self._gone, 10, what="the killed server to stop answering")
+
+    def _gone(self) -> bool:
+        try:
+            psycopg.connect(self.url(), connect_timeout=1).close()
+        except psycopg.OperationalError:
+            return True
+        return False
 
     def close(self) -> None:
         try:

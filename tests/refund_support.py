@@ -1,26 +1,16 @@
-"""Shared by the refund tests: the sandbox writing its notifications, payouts, dashboard refunds.
+"""Shared by the refund tests: payouts, dashboard refunds, the notifications the sandbox wrote, the ledger.
 
-A module that wants this sandbox instead of the shared one of conftest.py defines its
-own ``sandbox`` fixture over ``noting_sandbox``.
+The sandbox of conftest.py writes every notification it sends into the ``notes`` fixture's folder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from .conftest import SERVER_KEY
-
-
-def noting_sandbox(notes: Path) -> Iterator[Any]:
-    """The sandbox, writing every notification it sends into ``notes`` (for a module's own fixture)."""
-    from midpay.sandbox import SandboxServer
-
-    with SandboxServer(server_key=SERVER_KEY, seed=1, notify_dir=notes) as server:
-        yield server
+from tests.helpers import payment_status
 
 
 def paid_out(sandbox: Any, order_id: str) -> int:
@@ -47,11 +37,8 @@ def ledger_rows(url: str, order_id: str) -> list[tuple[Any, ...]]:
         ).fetchall()
 
 
-def stored_status(url: str, order_id: str) -> str:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT status FROM payment_transactions WHERE order_id = %s", (order_id,)).fetchone()
-    assert row is not None
-    return str(row[0])
+# The name the refund tests knew it by; the one reader is tests.helpers.payment_status.
+stored_status = payment_status
 
 
 def settled(cli: Any, sandbox: Any, amount: int) -> str:

@@ -18,6 +18,7 @@ import pytest
 
 from midpay import states
 
+from ..helpers import payment_row
 from .conftest import SERVER_TIMEZONE, NodeDb
 
 NODE_TABLES = ("users", "payment_transactions", "payment_webhook_events")
@@ -71,10 +72,7 @@ def duplicate_indexes(url: str) -> list[tuple[str, str]]:
 
 
 def stored(url: str, order_id: str, column: str) -> Any:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(f"SELECT {column} FROM payment_transactions WHERE order_id = %s", (order_id,)).fetchone()
-    assert row is not None
-    return row[0]
+    return payment_row(url, order_id, (column,))[column]
 
 
 def as_wall_clock(value: datetime) -> datetime:

@@ -22,6 +22,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from midpay import states
+from midpay.midtrans.notifications import parse_time
+
 from ..conftest import REPO
 
 REPORT_ENV = "MIDPAY_RELIABILITY_REPORT"
@@ -203,6 +206,28 @@ def charge_in_sandbox(gateway: Any, orders: dict[str, int]) -> None:
 
 def sandbox_states(sandbox: Any) -> dict[str, dict[str, Any]]:
     return {o["order_id"]: o for o in sandbox.orders()}
+
+
+def disagreeing(url: str, sandbox: Any) -> list[str]:
+    """Orders whose row says other than Midtrans (the sandbox): another status, or another paid_at.
+
+    paid_at is Midtrans' settlement_time (its transaction_time when it gives none) for a
+    state where money was received, and nothing otherwise. Rows of orders the sandbox
+    never heard of are not compared.
+    """
+    truth = sandbox_states(sandbox)
+    wrong = []
+    for order_id, row in rows(url).items():
+        said = truth.get(order_id)
+        if said is None:
+            continue
+        paid_at = None
+        if said["transaction_status"] in states.MONEY_STATES:
+            when = "settlement_time" if said.get("settlement_time") else "transaction_time"
+            paid_at = parse_time(said[when], when)
+        if (row["status"], row["paid_at"]) != (said["transaction_status"], paid_at):
+            wrong.append(order_id)
+    return sorted(wrong)
 
 
 def total_faults(sandbox: Any) -> int:

@@ -15,7 +15,6 @@ import json
 import random
 import re
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import pytest
 from midpay.midtrans.notifications import compute_signature, parse_time
 from midpay.sandbox import NOTIFICATION_CODES
 
+from ..helpers import wait_until
 from .conftest import (
     Figures,
     Proc,
@@ -160,9 +160,10 @@ def test_replays_race_reconcile_and_every_order_ends_in_its_outcome(
     looper = threading.Thread(target=reconcile_loop, name="reconcile-loop")
     looper.start()
     # The replays start once the first reconcile run is asking Midtrans: both are in flight.
-    deadline = time.monotonic() + 60
-    while sandbox.stats()["by_endpoint"]["status"] == 0 and time.monotonic() < deadline and looper.is_alive():
-        time.sleep(0.02)
+    wait_until(
+        lambda: sandbox.stats()["by_endpoint"]["status"] > 0 or not looper.is_alive(), 60,
+        what="the first reconcile run to ask Midtrans",
+    )
     replays = [
         spawn(["replay-webhook", str(path), "--json"], penv, work, name=f"replay-{k}")
         for k, (path, _) in enumerate(chunks)
@@ -319,15 +320,15 @@ def test_recheck_after_zero_checks_each_row_once_and_ends(
     sandbox.reset_stats()
     proc = spawn(["reconcile", "--min-age", "0", "--recheck-after", "0", "--json"], process_env(env), tmp_path / "w")
     try:
-        deadline = time.monotonic() + 30  # about one second of work
-        while proc.popen.poll() is None and time.monotonic() < deadline:
-            if max(sandbox.stats()["status_checks"].values(), default=0) > 1:
-                break  # a row asked about twice: the run has started over
-            time.sleep(0.05)
+        # About one second of work. A row asked about twice means the run has started over: it is stopped.
+        wait_until(
+            lambda: proc.popen.poll() is not None or max(sandbox.stats()["status_checks"].values(), default=0) > 1,
+            30, what="the run to end",
+        )
+    finally:
         if proc.popen.poll() is None:
             proc.popen.kill()
         proc.wait(10)
-    finally:
         checks = sandbox.stats()["status_checks"]
         figures.orders = len(orders)
         figures.events = sum(checks.values())

@@ -22,9 +22,8 @@ import os
 import signal
 import socket
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,21 +37,8 @@ from midpay.payments import charge as charges
 from midpay.payments import refresh
 
 from ..conftest import SERVER_KEY
+from ..helpers import abandoned_connections, payment_status, wait_until
 from .conftest import Figures, Proc, process_env, rows, run, sandbox_states, spawn, total_faults
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-def _status(url: str, order_id: str) -> str | None:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT status FROM payment_transactions WHERE order_id = %s", (order_id,)).fetchone()
-    return row[0] if row else None
 
 
 def _kill(proc: Proc) -> None:
@@ -108,15 +94,15 @@ def test_charge_killed_at_each_step_recovers_and_never_charges_twice(
             ["charge", "--amount", "11000", "--order-id", "crash-a", "--json"],
             process_env(env, MIDPAY_TIMEOUT="30", MIDTRANS_API_URL=nowhere), work, name="crash-a",
         )
-        _wait_for(lambda: any(b"POST /v2/charge" in r for r in received), "the charge request of crash-a")
-        assert _status(db_url, "crash-a") == "created"
+        wait_until(lambda: any(b"POST /v2/charge" in r for r in received), 30, what="the charge request of crash-a")
+        assert payment_status(db_url, "crash-a") == "created"
         _kill(proc)
     kills["crash-a"] = "after insert, before Midtrans"
 
     # (b) after Midtrans answered, before the commit.
     sandbox.set_faults(latency_ms=1500)
     proc = spawn(["charge", "--amount", "12000", "--order-id", "crash-b", "--json"], penv, work, name="crash-b")
-    _wait_for(lambda: _status(db_url, "crash-b") is not None, "the row of crash-b")
+    wait_until(lambda: payment_status(db_url, "crash-b") is not None, 30, what="the row of crash-b")
     with psycopg.connect(db_url) as locker:
         held = locker.execute(
             "SELECT status FROM payment_transactions WHERE order_id = 'crash-b' FOR UPDATE"
@@ -132,7 +118,7 @@ def test_charge_killed_at_each_step_recovers_and_never_charges_twice(
                 ).fetchone()
             return bool(row and row[0])
 
-        _wait_for(waiting_on_the_lock, "crash-b to wait on the row lock with Midtrans' answer")
+        wait_until(waiting_on_the_lock, 30, what="crash-b to wait on the row lock with Midtrans' answer")
         assert sandbox.stats()["charges"].get("crash-b") == 1
         _kill(proc)
         locker.rollback()
@@ -143,7 +129,7 @@ def test_charge_killed_at_each_step_recovers_and_never_charges_twice(
     sandbox.set_faults(stall_rate=1.0, stall_seconds=2)
     before = sandbox.stats()["by_endpoint"]["charge"]
     proc = spawn(["charge", "--amount", "13000", "--order-id", "crash-c", "--json"], penv, work, name="crash-c")
-    _wait_for(lambda: sandbox.stats()["by_endpoint"]["charge"] > before, "the charge of crash-c to reach Midtrans")
+    wait_until(lambda: sandbox.stats()["by_endpoint"]["charge"] > before, 30, what="crash-c's charge to reach Midtrans")
     _kill(proc)
     sandbox.set_faults(stall_rate=0.0)  # the stalled request keeps its stall and is processed after it
     kills["crash-c"] = "while Midtrans was still processing"
@@ -156,10 +142,10 @@ def test_charge_killed_at_each_step_recovers_and_never_charges_twice(
         early = refresh.refresh(conn, gateway, "crash-c")
     assert sandbox.stats()["charges"].get("crash-c") is None, "the stall ended before the check: raise it"
     assert early.error is None and early.payment.status == "created", early
-    _wait_for(lambda: sandbox.stats()["charges"].get("crash-c") == 1, "the sandbox to process crash-c", timeout=10)
+    wait_until(lambda: sandbox.stats()["charges"].get("crash-c") == 1, 10, what="the sandbox to process crash-c")
 
     for order_id in kills:
-        assert _status(db_url, order_id) == "created"
+        assert payment_status(db_url, order_id) == "created"
     recovered = run(
         ["reconcile", "--min-age", "0", "--grace", "0", "--recheck-after", "0", "--json"], penv, work, name="reconcile"
     )
@@ -215,7 +201,9 @@ def test_charges_under_random_faults_end_in_midtrans_state(
     faults = total_faults(sandbox)
     stats = sandbox.stats()
     sandbox.set_faults(fail_rate=0, rate_limit_rate=0, stall_rate=0, malformed_rate=0)
-    time.sleep(1.6)  # every stalled charge has been processed by now
+    # A stalled charge is processed after midpay gave up on its answer: reconcile must start only once the
+    # sandbox has handled every request given up on, or it would find such an order unknown at Midtrans.
+    wait_until(lambda: abandoned_connections(sandbox.port) == 0, 15, what="the sandbox to finish its stalled charges")
     left_created = sum(1 for r in rows(db_url).values() if r["status"] == "created")
     recovered = run(
         ["reconcile", "--min-age", "0", "--grace", "0", "--recheck-after", "0", "--json"],

@@ -19,9 +19,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from ..helpers import wait_until
 from ..private_postgres import PrivatePostgres
-from ..test_reconcile import _seed, overlapping_runs
-from .conftest import Figures, process_env, spawn
+from ..reconcile.test_job import _seed, overlapping_runs
+from .conftest import Figures, count, disagreeing, process_env, spawn
 
 
 @pytest.mark.slow
@@ -33,8 +34,10 @@ def test_three_overlapping_runs_slower_than_recheck_after_check_2000_rows_exactl
     overlapping_runs(env, db_url, sandbox, gateway, tmp_path, count=2000, max_rps=150, recheck=2.0)
     figures.orders = figures.events = 2000
     figures.processes = 3
-    figures.lost = figures.wrongly_applied = 0
+    figures.lost = count(db_url, "SELECT count(*) FROM payment_transactions WHERE last_checked_at IS NULL")
+    figures.wrongly_applied = len(disagreeing(db_url, sandbox))
     figures.notes = {"max_rps": 150, "recheck_after": 2.0, "seconds": round(time.monotonic() - started, 1)}
+    assert figures.lost == 0 and figures.wrongly_applied == 0, disagreeing(db_url, sandbox)[:20]
 
 
 @pytest.fixture
@@ -82,10 +85,12 @@ def test_postgres_killed_under_reconcile_exits_3_with_one_document(
     sandbox.reset_stats()
     proc = spawn(["reconcile", "--min-age", "0", "--max-rps", "100", "--json"], process_env(env, DATABASE_URL=url),
                  tmp_path / "work", name="reconcile")
-    deadline = time.monotonic() + 60
-    while sum(sandbox.stats()["status_checks"].values()) < 40:
-        assert proc.popen.poll() is None and time.monotonic() < deadline, proc
-        time.sleep(0.02)
+
+    def checked(count: int) -> bool:
+        assert proc.popen.poll() is None, proc
+        return sum(sandbox.stats()["status_checks"].values()) >= count
+
+    wait_until(lambda: checked(40), 60, what="40 checks")
     killable.kill()
     proc.wait(120)
     figures.orders, figures.processes, figures.faults_injected = len(orders), 1, 1
@@ -108,17 +113,17 @@ def test_postgres_killed_under_replay_exits_3_with_one_document(
     big.write_text("\n".join(lines * 500) + "\n")  # 10,000 bodies: long enough to be killed under
     proc = spawn(["replay-webhook", str(big), "--json"], process_env(env, DATABASE_URL=url), tmp_path / "work",
                  name="replay")
-    deadline = time.monotonic() + 60
-    while True:
+
+    def stored(count: int) -> bool:
         try:
             with psycopg.connect(url, connect_timeout=2) as conn:
-                stored = conn.execute("SELECT count(*) FROM payment_webhook_events").fetchone()
+                row = conn.execute("SELECT count(*) FROM payment_webhook_events").fetchone()
         except psycopg.OperationalError:
-            stored = (0,)
-        if stored and stored[0] >= 200:
-            break
-        assert proc.popen.poll() is None and time.monotonic() < deadline, proc
-        time.sleep(0.05)
+            row = (0,)
+        assert proc.popen.poll() is None, proc
+        return bool(row and row[0] >= count)
+
+    wait_until(lambda: stored(200), 60, what="200 stored events")
     killable.kill()
     proc.wait(120)
     figures.events, figures.processes, figures.faults_injected = 10_000, 1, 1

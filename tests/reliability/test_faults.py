@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from ..helpers import wait_until
 from .conftest import (
     Figures,
     assert_clean_failure,
@@ -214,9 +215,7 @@ def test_postgres_restart_during_reconcile_then_a_rerun_completes(
     work = tmp_path / "work"
 
     proc = spawn(["reconcile", "--min-age", "0", "--concurrency", "4", "--json"], penv, work, name="interrupted")
-    deadline = time.monotonic() + 60
-    while sum(sandbox.stats()["status_checks"].values()) < 100 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: sum(sandbox.stats()["status_checks"].values()) >= 100, 60, what="100 checks")
     checked_before_restart = sum(sandbox.stats()["status_checks"].values())
     restart_started = time.monotonic()
     restartable.restart()
@@ -268,9 +267,7 @@ def test_connections_killed_during_reconcile_then_a_rerun_completes(
     penv = process_env(env)
     work = tmp_path / "work"
     proc = spawn(["reconcile", "--min-age", "0", "--concurrency", "4", "--json"], penv, work, name="interrupted")
-    deadline = time.monotonic() + 60
-    while sum(sandbox.stats()["status_checks"].values()) < 40 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: sum(sandbox.stats()["status_checks"].values()) >= 40, 60, what="40 checks")
     dbname = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
     with psycopg.connect(pg_admin_url, autocommit=True) as admin:
         killed = admin.execute(

@@ -26,6 +26,7 @@ from midpay.db import migrate
 from midpay.errors import DatabaseUnavailable, MigrationError
 
 from ..conftest import REPO
+from ..helpers import wait_until
 from .conftest import Figures, spawn
 
 FILES = [f.name for f in migrate.load_files()]
@@ -179,18 +180,18 @@ def test_a_killed_migration_rolls_back_and_the_next_run_applies_it(
         [sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
     with psycopg.connect(empty_db_url, autocommit=True) as probe:
-        while True:
+
+        def slow_file_running() -> bool:
             row = probe.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                 "AND state = 'active' AND query LIKE %s",
                 ("%pg_sleep(1.5)%",),
             ).fetchone()
-            if row and row[0]:
-                break
-            assert time.monotonic() < deadline and proc.poll() is None, "the slow file never started"
-            time.sleep(0.02)
+            assert proc.poll() is None, "the migration ended before its slow file ran"
+            return bool(row and row[0])
+
+        wait_until(slow_file_running, 60, what="the slow file to start")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
     # The orphaned backend may still hold the advisory lock until its statement ends:

@@ -30,7 +30,8 @@ import psycopg
 import pytest
 
 from ..conftest import SERVER_KEY
-from ..refund_support import dashboard_refund, noting_sandbox, paid_out
+from ..helpers import payment_status, wait_until
+from ..refund_support import dashboard_refund, paid_out
 from .conftest import Figures, Proc, assert_clean_failure, process_env, run, spawn
 
 POINTS = (
@@ -39,17 +40,6 @@ POINTS = (
 )
 # Midtrans has made the refund by the time a process dies here.
 PAID_POINTS = ("refund.answered", "refund.outcome_written", "refund.committed")
-
-
-@pytest.fixture
-def notes(tmp_path: Path) -> Path:
-    return tmp_path / "notes"
-
-
-@pytest.fixture
-def sandbox(notes: Path) -> Iterator[Any]:
-    """The sandbox, writing every notification it sends into ``notes``."""
-    yield from noting_sandbox(notes)
 
 
 @pytest.fixture
@@ -81,13 +71,6 @@ def ledger(url: str, order_id: str) -> list[tuple[Any, ...]]:
             "WHERE r.order_id = %s ORDER BY r.created_at, r.id",
             (order_id,),
         ).fetchall()
-
-
-def payment_status(url: str, order_id: str) -> str:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT status FROM payment_transactions WHERE order_id = %s", (order_id,)).fetchone()
-    assert row is not None
-    return str(row[0])
 
 
 def refunded_here(url: str, order_id: str) -> int:
@@ -124,13 +107,9 @@ def terminate_at(url: str, proc: Proc, folder: Path, point: str, timeout: float 
     False when the process ended without reaching the point (a path that skips it).
     """
     reached = folder / f"{point}.reached"
-    deadline = time.monotonic() + timeout
-    while not reached.exists():
-        if proc.popen.poll() is not None:
-            return False
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{proc} never reached {point}")
-        time.sleep(0.01)
+    wait_until(lambda: reached.exists() or proc.popen.poll() is not None, timeout, what=f"{proc} to reach {point}")
+    if not reached.exists():
+        return False
     info = json.loads(reached.read_text())
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (info["backend_pid"],))
@@ -272,10 +251,8 @@ def test_racing_refunds_of_one_payment_pay_once(
     first = spawn(refund_args("race-2", 20000, "first"), crash_env(env, "refund.row_committed", folder, pause=True),
                   work, name="race-2-first")
     reached = folder / "refund.row_committed.reached"
-    deadline = time.monotonic() + 60
-    while not reached.exists():
-        assert first.popen.poll() is None and time.monotonic() < deadline, first
-        time.sleep(0.01)
+    wait_until(lambda: reached.exists() or first.popen.poll() is not None, 60, what="the first refund to pause")
+    assert reached.exists(), first
     other = run(refund_args("race-2", 50000, "other"), crash_env(env, None), work, name="race-2-other")
     assert_clean_failure(other, 1)
     assert "whose outcome is unknown (refund_key race-2-rf-1); finish it first" in other.stderr
