@@ -42,6 +42,7 @@ import psycopg
 from common import SERVER_KEY, Lab, Result, Target, copy_rows, log, midpay_env, pgbench_path, run_midpay
 
 from midpay.db import intake as sql
+from midpay.db import payments
 
 BATCH = 200  # midpay.intake.runs.BATCH
 TARGET = 1.0
@@ -129,8 +130,8 @@ def _scripts(url: str, files: list[Path], connections: int, folder: Path) -> lis
                 finished = [e for o in orders for e in by_order[o]]
                 lines += ["BEGIN;\n", statement(sql.LOCK_PAYMENTS, (orders,)),
                           statement(sql.COPIES_BY_ID, ([b["order_id"] for _, _, b in batch], events)),
-                          statement(sql.WRITE_PROVEN, ([ids[o] for o in orders], [statuses[o] for o in orders],
-                                                       [False] * len(orders))),
+                          statement(payments.WRITE_PAYMENTS, payments.write_params(
+                              [payments.PaymentWrite(ids[o], statuses[o]) for o in orders])),
                           statement(sql.FINISH, (finished, [True] * len(finished), [True] * len(finished),
                                                  ["applied"] * len(finished), [None] * len(finished),
                                                  [False] * len(finished))),

@@ -42,6 +42,7 @@ from midpay.errors import (
 from midpay.midtrans.notifications import TransactionView
 from midpay.payments.transition import answer_view, apply_locked
 from midpay.refunds.ledger import REFUNDABLE_STATES, Ledger, ledger
+from midpay.refunds.report import chargeback_id, read_report
 from midpay.testing.crashpoints import reach
 
 if TYPE_CHECKING:
@@ -198,7 +199,7 @@ def _lock_and_plan(
     result = apply_locked(conn, payment, view)
     assert result.payment is not None
     payment = result.payment
-    db.sync_ledger(conn, payment, view.raw)  # apply_locked merges it too; this makes the refund not depend on it
+    db.sync_ledger(conn, payment, read_report(view.raw))  # the transition merges it too; the refund need not rely on it
     current = ledger(conn, payment)
     finished = {r.id for r in current.rows if r.id in open_before and r.status == "done"}
     try:
@@ -333,7 +334,7 @@ def _record_paid(conn: db.Connection, row: db.Refund, view: TransactionView, res
             raise NotFoundError(f"no such order: {row.order_id}")
         done = db.finish_refund(
             conn, row.id, status="done", response=view.raw,
-            chargeback_id=db.chargeback_id(view.raw.get("refund_chargeback_id")),
+            chargeback_id=chargeback_id(view.raw.get("refund_chargeback_id")),
         )
         applied = apply_locked(conn, payment, view)
         assert applied.payment is not None
