@@ -8,7 +8,7 @@ the run proves the bodies of one order kept their order. Then
 all 2N; its wall is measured from spawn to exit, start-up and reading the files included.
 
 pgbench runs what midpay sends for these bodies, statement for statement: midpay's own
-SQL (the constants of ``midpay.db.intake``), each with the values midpay binds inlined as
+SQL (the constants of ``midpay.db.intake`` and ``midpay.db.payments``), each with the values midpay binds inlined as
 literals (psycopg's client-side quoting), in the same batches (crc32(order_id) mod C,
 200 bodies each, in the order of the files), as the same two transactions a batch:
 
@@ -232,6 +232,7 @@ def run(lab: Lab, result: Result, *, quick: bool, orders: int | None = None,
         result.targets.append(Target(f"offline replay events/s vs pgbench (same statements), {c} connection(s)",
                                      round(midpay_eps / pgbench_eps, 3), TARGET, ">=", "x"))
     result.notes.append(
-        "offline: pgbench runs midpay's own statements (midpay.db.intake) with midpay's values inlined, "
-        "same batches, same two transactions per batch, one process per connection; midpay's wall includes start-up"
+        "offline: pgbench runs midpay's own statements (midpay.db.intake, midpay.db.payments) with midpay's values "
+        "inlined, same batches, same two transactions per batch, one process per connection; "
+        "midpay's wall includes start-up"
     )

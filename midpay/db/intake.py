@@ -19,8 +19,9 @@ from typing import Any, Protocol
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from midpay.db import payments
 from midpay.db.core import Connection
-from midpay.db.payments import PAYMENT_COLUMNS, Payment, PaymentWrite, write_payments
+from midpay.db.payments import PAYMENT_COLUMNS, Payment, PaymentWrite
 
 # Outcomes after which a stored notification needs nothing more: `events reprocess`
 # takes every other one (rejected, awaiting confirmation, never decided).
@@ -255,4 +256,6 @@ class ProvenWrite:
 
 def write_proven(conn: Connection, writes: Sequence[ProvenWrite]) -> None:
     """Write offline changes to locked rows, all in one statement: THE statement (``db.payments.WRITE_PAYMENTS``)."""
-    write_payments(conn, [PaymentWrite(w.payment_id, w.status, unconfirmed=True if w.mark else None) for w in writes])
+    payments.write_payments(
+        conn, [PaymentWrite(w.payment_id, w.status, unconfirmed=True if w.mark else None) for w in writes]
+    )

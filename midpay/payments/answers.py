@@ -32,7 +32,8 @@ from midpay.errors import (
     MidtransRejected,
     NotFoundError,
 )
-from midpay.payments.transition import AnswerMismatch, ApplyResult, Change, check_answer, transition
+from midpay.payments import transition
+from midpay.payments.transition import AnswerMismatch, ApplyResult, Change, check_answer
 
 if TYPE_CHECKING:
     from midpay.midtrans.notifications import TransactionView
@@ -115,7 +116,7 @@ def _quick(conn: db.Connection, batch: list[Answered], answers: bool) -> list[Wr
             current = db.lock_orders(conn, [a.payment.order_id for a in batch], answers=answers)
             todo = [a for a in batch if not _overtaken(current.get(a.payment.order_id), a.view)]
             try:
-                moved = transition(conn, [Change(a.payment.order_id, a.view) for a in todo], locked=current)
+                moved = transition.transition(conn, [Change(a.payment.order_id, a.view) for a in todo], locked=current)
             except Exception as exc:
                 if _fatal(conn, exc):
                     raise
@@ -157,7 +158,7 @@ def _one(conn: db.Connection, answered: Answered, current: dict[str, db.Payment]
     moved: ApplyResult | MidpayError
     try:
         with conn.transaction():  # a savepoint: this row's failure is its own
-            [moved] = transition(conn, [Change(order_id, answered.view)], locked=current)
+            [moved] = transition.transition(conn, [Change(order_id, answered.view)], locked=current)
     except _ROW_PROBLEMS as exc:
         moved = exc
     except Exception as exc:
