@@ -257,5 +257,5 @@ class ProvenWrite:
 def write_proven(conn: Connection, writes: Sequence[ProvenWrite]) -> None:
     """Write offline changes to locked rows, all in one statement: THE statement (``db.payments.WRITE_PAYMENTS``)."""
     payments.write_payments(
-        conn, [PaymentWrite(w.payment_id, w.status, unconfirmed=True if w.mark else None) for w in writes]
+        conn, [PaymentWrite(w.payment_id, w.status, unconfirmed=True if w.mark else None) for w in writes], rows=False
     )

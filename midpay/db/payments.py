@@ -262,10 +262,10 @@ def write_params(writes: Sequence[PaymentWrite]) -> tuple[list[Any], ...]:
     )
 
 
-def write_payments(conn: Connection, writes: Sequence[PaymentWrite]) -> dict[uuid.UUID, Payment]:
-    """Write onto locked rows, all in one statement; the rows as written, by id.
+def write_payments(conn: Connection, writes: Sequence[PaymentWrite], *, rows: bool = True) -> dict[uuid.UUID, Payment]:
+    """Write onto locked rows, all in one statement; the rows as written, by id (none read unless ``rows``).
 
-    Only ``payments.transition`` calls it: it is the one place that decides a write.
+    Only ``payments.transition`` (and ``db.intake.write_proven``, the offline batches') call it.
     """
     if not writes:
         return {}
@@ -275,7 +275,7 @@ def write_payments(conn: Connection, writes: Sequence[PaymentWrite]) -> dict[uui
         except psycopg.IntegrityError as exc:
             # e.g. a transaction id that another payment already carries
             raise DataConflict(f"the database refused the update: {first_line(exc)}") from exc
-        return {p.id: p for p in cur.fetchall()}
+        return {p.id: p for p in cur.fetchall()} if rows else {}
 
 
 def list_payments(

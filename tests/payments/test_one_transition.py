@@ -118,9 +118,9 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Watch:
         )
         return real_transition(conn, changes, **kwargs)
 
-    def spy_write(conn: Any, writes: Any) -> Any:
+    def spy_write(conn: Any, writes: Any, **kwargs: Any) -> Any:
         seen.writers.append(sys._getframe(1).f_code.co_name)
-        return real_write(conn, writes)
+        return real_write(conn, writes, **kwargs)
 
     monkeypatch.setattr(transition, "transition", spy_transition)
     monkeypatch.setattr(payment_rows, "write_payments", spy_write)

@@ -45,9 +45,9 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
         calls["check"].append(payment.order_id)
         return real_check(payment, view)
 
-    def write(conn: Any, writes: Any) -> Any:
+    def write(conn: Any, writes: Any, **kwargs: Any) -> Any:
         calls["write"].append(len(writes))
-        return real_write(conn, writes)
+        return real_write(conn, writes, **kwargs)
 
     monkeypatch.setattr(transition, "check_answer", check)
     monkeypatch.setattr(db, "write_payments", write)
