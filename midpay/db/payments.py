@@ -237,13 +237,15 @@ def _prefixed(columns: str, alias: str) -> str:
 
 # THE statement that changes a payment's status: one row or a batch, the same text.
 # The stored answer is merged key by key over the earlier ones, so the charge's
-# ``actions``, ``qr_string`` and expiry survive later status answers that lack them.
+# ``actions``, ``qr_string`` and expiry survive later status answers that lack them; with
+# no answer to merge (offline) the stored one is left as it is, not rewritten.
 # A module constant so that bench/bench_replay_offline.py sends pgbench exactly this.
 WRITE_PAYMENTS = (
     "UPDATE payment_transactions p SET status = v.status, "
     "midtrans_transaction_id = COALESCE(p.midtrans_transaction_id, v.transaction_id), "
-    "midtrans_response_json = CASE WHEN jsonb_typeof(p.midtrans_response_json) = 'object' "
-    "THEN p.midtrans_response_json ELSE '{}'::jsonb END || COALESCE(v.response, '{}'::jsonb), "
+    "midtrans_response_json = CASE WHEN jsonb_typeof(p.midtrans_response_json) IS DISTINCT FROM 'object' "
+    "THEN COALESCE(v.response, '{}'::jsonb) WHEN v.response IS NULL THEN p.midtrans_response_json "
+    "ELSE p.midtrans_response_json || v.response END, "
     "paid_at = COALESCE(p.paid_at, v.paid_at), payment_type = COALESCE(v.payment_type, p.payment_type), "
     "unconfirmed_since = CASE WHEN v.unconfirmed IS NULL THEN p.unconfirmed_since "
     "WHEN v.unconfirmed THEN COALESCE(p.unconfirmed_since, now()) END, updated_at = now() "
