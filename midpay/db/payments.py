@@ -225,7 +225,7 @@ class PaymentWrite:
     payment_id: uuid.UUID
     status: str
     transaction_id: str | None = None
-    response: Any = None  # a dict of Midtrans' answer; None merges nothing
+    response: Any = None  # a dict of Midtrans' answer; None merges nothing (and reads no answer back)
     paid_at: datetime | None = None
     payment_type: str | None = None
     unconfirmed: bool | None = None
@@ -233,6 +233,14 @@ class PaymentWrite:
 
 def _prefixed(columns: str, alias: str) -> str:
     return ", ".join(f"{alias}.{column}" for column in columns.split(", "))
+
+
+# The row as written; its stored answer only where one was merged (offline writes merge
+# none, and reading the jsonb back would cost the batch more than the write itself).
+_WRITTEN_COLUMNS = _prefixed(PAYMENT_COLUMNS, "p").replace(
+    "p.midtrans_response_json",
+    "CASE WHEN v.response IS NULL THEN NULL ELSE p.midtrans_response_json END AS midtrans_response_json",
+)
 
 
 # THE statement that changes a payment's status: one row or a batch, the same text.
@@ -251,7 +259,7 @@ WRITE_PAYMENTS = (
     "WHEN v.unconfirmed THEN COALESCE(p.unconfirmed_since, now()) END, updated_at = now() "
     "FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::jsonb[], %b::timestamptz[], %b::text[], %b::boolean[]) "
     "AS v(id, status, transaction_id, response, paid_at, payment_type, unconfirmed) "
-    f"WHERE p.id = v.id RETURNING {_prefixed(PAYMENT_COLUMNS, 'p')}"
+    f"WHERE p.id = v.id RETURNING {_WRITTEN_COLUMNS}"
 )
 
 

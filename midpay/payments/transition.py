@@ -226,7 +226,8 @@ def _confirm(conn: db.Connection, payment: db.Payment, view: TransactionView) ->
         # Nothing of a refused answer is written to the row; only its mark goes.
         result = ApplyResult(order, before, before, False, f"not applied: {target} after {before} "
                              "(status only moves forward)")
-        return _Step(result, db.PaymentWrite(payment.id, before, unconfirmed=False) if unmark else None, unmark)
+        write = db.PaymentWrite(payment.id, before, response={}, unconfirmed=False) if unmark else None
+        return _Step(result, write, unmark)
     paid_at = None
     if target in states.MONEY_STATES and payment.paid_at is None:
         # Midtrans' settlement_time says when it was paid; a refund reported after lost
