@@ -8,7 +8,7 @@ the run proves the bodies of one order kept their order. Then
 all 2N; its wall is measured from spawn to exit, start-up and reading the files included.
 
 pgbench runs what midpay sends for these bodies, statement for statement: midpay's own
-SQL (the constants of ``midpay.db.intake``), each with the values midpay binds inlined as
+SQL (the constants of ``midpay.db.intake`` and ``midpay.db.payments``), each with the values midpay binds inlined as
 literals (psycopg's client-side quoting), in the same batches (crc32(order_id) mod C,
 200 bodies each, in the order of the files), as the same two transactions a batch:
 
@@ -42,6 +42,7 @@ import psycopg
 from common import SERVER_KEY, Lab, Result, Target, copy_rows, log, midpay_env, pgbench_path, run_midpay
 
 from midpay.db import intake as sql
+from midpay.db import payments
 
 BATCH = 200  # midpay.intake.runs.BATCH
 TARGET = 1.0
@@ -129,8 +130,8 @@ def _scripts(url: str, files: list[Path], connections: int, folder: Path) -> lis
                 finished = [e for o in orders for e in by_order[o]]
                 lines += ["BEGIN;\n", statement(sql.LOCK_PAYMENTS, (orders,)),
                           statement(sql.COPIES_BY_ID, ([b["order_id"] for _, _, b in batch], events)),
-                          statement(sql.WRITE_PROVEN, ([ids[o] for o in orders], [statuses[o] for o in orders],
-                                                       [False] * len(orders))),
+                          statement(payments.WRITE_PAYMENTS, payments.write_params(
+                              [payments.PaymentWrite(ids[o], statuses[o]) for o in orders])),
                           statement(sql.FINISH, (finished, [True] * len(finished), [True] * len(finished),
                                                  ["applied"] * len(finished), [None] * len(finished),
                                                  [False] * len(finished))),
@@ -231,6 +232,7 @@ def run(lab: Lab, result: Result, *, quick: bool, orders: int | None = None,
         result.targets.append(Target(f"offline replay events/s vs pgbench (same statements), {c} connection(s)",
                                      round(midpay_eps / pgbench_eps, 3), TARGET, ">=", "x"))
     result.notes.append(
-        "offline: pgbench runs midpay's own statements (midpay.db.intake) with midpay's values inlined, "
-        "same batches, same two transactions per batch, one process per connection; midpay's wall includes start-up"
+        "offline: pgbench runs midpay's own statements (midpay.db.intake, midpay.db.payments) with midpay's values "
+        "inlined, same batches, same two transactions per batch, one process per connection; "
+        "midpay's wall includes start-up"
     )

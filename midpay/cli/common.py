@@ -120,10 +120,10 @@ def require_schema(conn: "Connection") -> None:
     """Refuse (exit 2, `run midpay migrate`) a database whose migrations are not this midpay's, once per process."""
     if state.schema_checked:
         return
-    from midpay.db import readiness, translate_errors
+    from midpay.db import migrate, translate_errors
 
     with translate_errors():
-        readiness.require_migrated(conn)
+        migrate.require_migrated(conn)
     state.schema_checked = True
 
 

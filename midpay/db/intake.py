@@ -19,8 +19,9 @@ from typing import Any, Protocol
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from midpay.db import payments
 from midpay.db.core import Connection
-from midpay.db.payments import PAYMENT_COLUMNS, Payment
+from midpay.db.payments import PAYMENT_COLUMNS, Payment, PaymentWrite
 
 # Outcomes after which a stored notification needs nothing more: `events reprocess`
 # takes every other one (rejected, awaiting confirmation, never decided).
@@ -197,13 +198,23 @@ def mark_unconfirmed(conn: Connection, order_ids: Sequence[str]) -> None:
         )
 
 
+SETTLE_AWAITING = (
+    "UPDATE payment_webhook_events e SET processed = true, outcome = x.outcome, processing_error = NULL, "
+    "processed_at = now(), confirmed_at = now() FROM unnest(%b::text[], %b::text[]) AS x(order_id, outcome) "
+    "WHERE e.order_id = x.order_id AND e.outcome = 'awaiting' AND NOT e.processed"
+)
+
+
+def settle_awaiting_many(conn: Connection, settled: Sequence[tuple[str, str]]) -> None:
+    """Record the awaiting notifications of orders as decided by confirmed answers just applied:
+    (order_id, outcome) pairs, one statement."""
+    if settled:
+        conn.execute(SETTLE_AWAITING, ([o for o, _ in settled], [outcome for _, outcome in settled]))
+
+
 def settle_awaiting(conn: Connection, order_id: str, outcome: str) -> None:
     """Record the awaiting notifications of an order as decided by a confirmed answer just applied."""
-    conn.execute(
-        "UPDATE payment_webhook_events SET processed = true, outcome = %s, processing_error = NULL, "
-        "processed_at = now(), confirmed_at = now() WHERE order_id = %s AND outcome = 'awaiting' AND NOT processed",
-        (outcome, order_id),
-    )
+    settle_awaiting_many(conn, [(order_id, outcome)])
 
 
 def stored_bodies(conn: Connection, ids: Sequence[uuid.UUID]) -> list[StoredBody]:
@@ -243,18 +254,8 @@ class ProvenWrite:
     mark: bool
 
 
-WRITE_PROVEN = (
-    "UPDATE payment_transactions p SET status = v.status, "
-    "midtrans_response_json = CASE WHEN jsonb_typeof(p.midtrans_response_json) = 'object' "
-    "THEN p.midtrans_response_json ELSE '{}'::jsonb END, "
-    "unconfirmed_since = CASE WHEN v.mark THEN COALESCE(p.unconfirmed_since, now()) ELSE p.unconfirmed_since END, "
-    "updated_at = now() "
-    "FROM unnest(%b::uuid[], %b::text[], %b::boolean[]) AS v(id, status, mark) WHERE p.id = v.id"
-)
-
-
 def write_proven(conn: Connection, writes: Sequence[ProvenWrite]) -> None:
-    """Write offline changes to locked rows, all in one statement (what ``update_payment`` writes for them)."""
-    if not writes:
-        return
-    conn.execute(WRITE_PROVEN, ([w.payment_id for w in writes], [w.status for w in writes], [w.mark for w in writes]))
+    """Write offline changes to locked rows, all in one statement: THE statement (``db.payments.WRITE_PAYMENTS``)."""
+    payments.write_payments(
+        conn, [PaymentWrite(w.payment_id, w.status, unconfirmed=True if w.mark else None) for w in writes], rows=False
+    )

@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 
 from midpay.db import adoption
-from midpay.errors import DatabaseUnavailable, MigrationError
+from midpay.errors import DatabaseUnavailable, MigrationError, SchemaNotReady
 
 TRACKING_TABLE = "midpay_schema_migrations"
 # pg_advisory_lock key: the first 8 bytes of sha256("midpay migrate"), as a signed bigint.
@@ -155,6 +155,65 @@ def plan(files: list[MigrationFile], applied: list[AppliedMigration]) -> list[Mi
                 "renumber it above, migrations apply in order"
             )
     return pending
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """How a database's applied migrations compare with this midpay's files (``readiness``)."""
+
+    applied: int  # rows of the tracking table
+    pending: list[MigrationFile]  # empty when ``refused``
+    unknown: list[AppliedMigration]  # applied by a newer midpay
+    refused: str | None  # an applied file edited since, or a new one numbered below (``plan``'s refusal)
+
+    @property
+    def problems(self) -> list[str]:
+        """What keeps the database from being exactly the schema these files make; empty when none."""
+        if self.refused is not None:
+            return [self.refused]
+        return [f"pending {f.name}" for f in self.pending] + [
+            f"unknown to this midpay: {a.name}" for a in self.unknown
+        ]
+
+
+def readiness(files: list[MigrationFile], applied: list[AppliedMigration]) -> Readiness:
+    """THE migration-order check: pending, unknown, edited or out-of-order files. Every command,
+    ``listen``'s start and ``/healthz``, and ``doctor`` ask this; it reads nothing itself."""
+    known = {f.version for f in files}
+    unknown = [a for a in applied if a.version not in known]
+    try:
+        return Readiness(len(applied), plan(files, applied), unknown, None)
+    except MigrationError as exc:
+        return Readiness(len(applied), [], unknown, str(exc))
+
+
+def require_migrated(conn: psycopg.Connection[Any]) -> None:
+    """Raise SchemaNotReady (exit 2) unless the applied migrations are exactly this midpay's files.
+
+    Checked once, before a command touches anything: a command against a database that
+    ``midpay migrate`` has not brought up to date would otherwise fail half-way with
+    PostgreSQL's own words (``relation … does not exist``). Two small queries.
+    """
+    files = load_files()
+    try:
+        ready = readiness(files, read_applied(conn))
+    finally:
+        conn.rollback()  # leave no transaction open behind the command's own work
+    if not ready.applied:
+        raise SchemaNotReady("the database has none of midpay's tables yet: run `midpay migrate`")
+    if ready.unknown:
+        names = ", ".join(a.name for a in ready.unknown[:3]) + (", …" if len(ready.unknown) > 3 else "")
+        raise SchemaNotReady(
+            f"the database has migrations this midpay does not know ({names}; a newer midpay applied them): "
+            "upgrade midpay, and see `midpay migrate --status`"
+        )
+    if ready.refused is not None:
+        raise SchemaNotReady(f"{ready.refused}; see `midpay migrate --status`")
+    if ready.pending:
+        pending = ready.pending
+        names = ", ".join(f.name for f in pending[:3]) + (", …" if len(pending) > 3 else "")
+        count = f"{len(pending)} migration{'s are' if len(pending) > 1 else ' is'} pending"
+        raise SchemaNotReady(f"{count} ({names}): run `midpay migrate`")
 
 
 def status(conn: psycopg.Connection[Any], directory: Path | None = None) -> MigrationStatus:

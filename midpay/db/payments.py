@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -185,6 +186,21 @@ def lock_payments(conn: Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, Pay
         return {p.id: p for p in cur.fetchall()}
 
 
+def lock_orders(conn: Connection, order_ids: Sequence[str], *, answers: bool = False) -> dict[str, Payment]:
+    """Lock the rows of these order ids until the transaction ends (in ``lock_payments``' one order), by order id.
+
+    Read without the stored answer unless ``answers`` (``CHECK_COLUMNS``); rows that are gone are absent.
+    """
+    columns = PAYMENT_COLUMNS if answers else CHECK_COLUMNS
+    with conn.cursor(row_factory=class_row(Payment)) as cur:
+        cur.execute(
+            f"SELECT {columns} FROM payment_transactions WHERE order_id = ANY(%s) "
+            'ORDER BY order_id COLLATE "C" FOR UPDATE',
+            (list(order_ids),),
+        )
+        return {p.order_id: p for p in cur.fetchall()}
+
+
 def read_payments(conn: Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, Payment]:
     """The rows of ``ids`` as they are now, unlocked (``CHECK_COLUMNS``)."""
     with conn.cursor(row_factory=class_row(Payment)) as cur:
@@ -192,69 +208,84 @@ def read_payments(conn: Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, Pay
         return {p.id: p for p in cur.fetchall()}
 
 
-@dataclass(frozen=True)
-class EventOutcome:
-    """What became of a stored notification, written together with the payment it moved."""
-
-    event_id: uuid.UUID
-    is_verified: bool
-    outcome: str  # applied | unchanged | rejected
-    error: str | None = None
-
-
-_SET_PAYMENT = (
-    "status = %s, "
-    "midtrans_transaction_id = COALESCE(midtrans_transaction_id, %s), "
-    "midtrans_response_json = CASE WHEN jsonb_typeof(midtrans_response_json) = 'object' "
-    "THEN midtrans_response_json ELSE '{}'::jsonb END || %s, "
-    "paid_at = COALESCE(paid_at, %s), payment_type = COALESCE(%s, payment_type), "
-    "unconfirmed_since = CASE WHEN %s::boolean IS NULL THEN unconfirmed_since "
-    "WHEN %s::boolean THEN COALESCE(unconfirmed_since, now()) END, updated_at = now()"
-)
 SET_EVENT = "is_verified = %s, processed = %s, outcome = %s, processing_error = %s, processed_at = now()"
 
 
-def update_payment(
-    conn: Connection,
-    payment_id: uuid.UUID,
-    *,
-    status: str,
-    midtrans_transaction_id: str | None,
-    response: Any,
-    paid_at: datetime | None,
-    event: EventOutcome | None = None,
-    payment_type: str | None = None,
-    unconfirmed: bool | None = None,
-) -> Payment:
-    """Write Midtrans' view onto a locked row. ``paid_at`` is only ever filled, never replaced.
+@dataclass(frozen=True)
+class PaymentWrite:
+    """What the transition writes onto one locked row (``payments.transition`` decides it).
 
-    The stored answer is merged key by key over the earlier ones, so the charge's
-    ``actions``, ``qr_string`` and expiry survive later status answers that lack them.
-    ``payment_type`` replaces the stored one when given; ``unconfirmed`` True marks the
-    row as awaiting confirmation (keeping the first mark's time), False clears the mark,
-    None leaves it.
+    ``status`` is the row's status after the write (the same one when only the rest
+    changes). ``transaction_id`` and ``paid_at`` only fill an empty column; ``response``
+    is merged key by key over the stored answer; ``payment_type`` replaces the stored
+    one when given; ``unconfirmed`` True marks the row awaiting confirmation (keeping
+    the first mark's time), False clears the mark, None leaves it.
     """
-    params: tuple[Any, ...] = (
-        status, midtrans_transaction_id, Jsonb(response), paid_at, payment_type, unconfirmed, unconfirmed,
-        payment_id,
+
+    payment_id: uuid.UUID
+    status: str
+    transaction_id: str | None = None
+    response: Any = None  # a dict of Midtrans' answer; None merges nothing (and reads no answer back)
+    paid_at: datetime | None = None
+    payment_type: str | None = None
+    unconfirmed: bool | None = None
+
+
+def _prefixed(columns: str, alias: str) -> str:
+    return ", ".join(f"{alias}.{column}" for column in columns.split(", "))
+
+
+# The row as written; its stored answer only where one was merged (offline writes merge
+# none, and reading the jsonb back would cost the batch more than the write itself).
+_WRITTEN_COLUMNS = _prefixed(PAYMENT_COLUMNS, "p").replace(
+    "p.midtrans_response_json",
+    "CASE WHEN v.response IS NULL THEN NULL ELSE p.midtrans_response_json END AS midtrans_response_json",
+)
+
+
+# THE statement that changes a payment's status: one row or a batch, the same text.
+# The stored answer is merged key by key over the earlier ones, so the charge's
+# ``actions``, ``qr_string`` and expiry survive later status answers that lack them; with
+# no answer to merge (offline) the stored one is left as it is, not rewritten.
+# A module constant so that bench/bench_replay_offline.py sends pgbench exactly this.
+WRITE_PAYMENTS = (
+    "UPDATE payment_transactions p SET status = v.status, "
+    "midtrans_transaction_id = COALESCE(p.midtrans_transaction_id, v.transaction_id), "
+    "midtrans_response_json = CASE WHEN jsonb_typeof(p.midtrans_response_json) IS DISTINCT FROM 'object' "
+    "THEN COALESCE(v.response, '{}'::jsonb) WHEN v.response IS NULL THEN p.midtrans_response_json "
+    "ELSE p.midtrans_response_json || v.response END, "
+    "paid_at = COALESCE(p.paid_at, v.paid_at), payment_type = COALESCE(v.payment_type, p.payment_type), "
+    "unconfirmed_since = CASE WHEN v.unconfirmed IS NULL THEN p.unconfirmed_since "
+    "WHEN v.unconfirmed THEN COALESCE(p.unconfirmed_since, now()) END, updated_at = now() "
+    "FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::jsonb[], %b::timestamptz[], %b::text[], %b::boolean[]) "
+    "AS v(id, status, transaction_id, response, paid_at, payment_type, unconfirmed) "
+    f"WHERE p.id = v.id RETURNING {_WRITTEN_COLUMNS}"
+)
+
+
+def write_params(writes: Sequence[PaymentWrite]) -> tuple[list[Any], ...]:
+    """``WRITE_PAYMENTS``' parameters for ``writes`` (one per row)."""
+    return (
+        [w.payment_id for w in writes], [w.status for w in writes], [w.transaction_id for w in writes],
+        [None if w.response is None else Jsonb(w.response) for w in writes], [w.paid_at for w in writes],
+        [w.payment_type for w in writes], [w.unconfirmed for w in writes],
     )
-    query = f"UPDATE payment_transactions SET {_SET_PAYMENT} WHERE id = %s RETURNING {PAYMENT_COLUMNS}"
-    if event is not None:  # one round trip for both rows
-        query = (
-            f"WITH p AS ({query}), "
-            f"e AS (UPDATE payment_webhook_events SET {SET_EVENT} WHERE id = %s) "
-            "SELECT * FROM p"
-        )
-        params += (event.is_verified, event.outcome != "rejected", event.outcome, event.error, event.event_id)
+
+
+def write_payments(conn: Connection, writes: Sequence[PaymentWrite], *, rows: bool = True) -> dict[uuid.UUID, Payment]:
+    """Write onto locked rows, all in one statement; the rows as written, by id (none read unless ``rows``).
+
+    Only ``payments.transition`` (and ``db.intake.write_proven``, the offline batches') call it.
+    """
+    if not writes:
+        return {}
     with conn.cursor(row_factory=class_row(Payment)) as cur:
         try:
-            cur.execute(query, params)
+            cur.execute(WRITE_PAYMENTS, write_params(writes))
         except psycopg.IntegrityError as exc:
             # e.g. a transaction id that another payment already carries
             raise DataConflict(f"the database refused the update: {first_line(exc)}") from exc
-        row = cur.fetchone()
-        assert row is not None
-        return row
+        return {p.id: p for p in cur.fetchall()} if rows else {}
 
 
 def list_payments(

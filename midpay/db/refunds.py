@@ -11,7 +11,7 @@ two writers of one payment's ledger never interleave.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,8 +20,6 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from midpay.db.core import Connection
-from midpay.errors import InvalidPayload
-from midpay.midtrans.notifications import parse_amount, parse_time
 
 
 @dataclass(frozen=True)
@@ -139,83 +137,6 @@ class RefundReport:
     unreadable: int  # items that could not be read (skipped)
 
 
-def _text(item: Mapping[str, Any], name: str) -> str | None:
-    value = item.get(name)
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    return None
-
-
-def chargeback_id(value: object) -> int | None:
-    """Midtrans' refund_chargeback_id (a number, or digits in a string), or None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if 0 <= value < 2**63 else None
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        number = int(value.strip())
-        return number if number < 2**63 else None
-    return None
-
-
-def _moment(item: Mapping[str, Any], name: str) -> datetime | None:
-    try:
-        return parse_time(item.get(name), name)
-    except InvalidPayload:
-        return None
-
-
-def _item(raw: object) -> ReportedRefund | None:
-    if not isinstance(raw, dict):
-        return None
-    try:
-        amount = parse_amount(raw.get("refund_amount"), "refund_amount")
-    except InvalidPayload:
-        return None
-    if amount <= 0:
-        return None
-    return ReportedRefund(
-        refund_key=_text(raw, "refund_key"),
-        chargeback_id=chargeback_id(raw.get("refund_chargeback_id")),
-        amount=amount,
-        reason=_text(raw, "reason"),
-        created_at=_moment(raw, "created_at"),
-        bank_confirmed_at=_moment(raw, "bank_confirmed_at"),
-        refund_method=_text(raw, "refund_method"),
-        raw=raw,
-    )
-
-
-def read_report(answer: Mapping[str, Any]) -> RefundReport:
-    """The refunds a Midtrans answer (Get Status, a notification) reports. Pure; never raises.
-
-    ``refund_amount`` at the top is Midtrans' total; ``refunds[]`` lists each refund.
-    An item that cannot be read is skipped and counted.
-    """
-    listed = answer.get("refunds")
-    items: list[ReportedRefund] = []
-    unreadable = 0
-    if isinstance(listed, list):
-        for raw in listed:
-            item = _item(raw)
-            if item is None:
-                unreadable += 1
-            else:
-                items.append(item)
-    try:
-        total = parse_amount(answer.get("refund_amount"), "refund_amount") if "refund_amount" in answer else 0
-    except InvalidPayload:
-        total = 0
-    status = answer.get("transaction_status")
-    return RefundReport(
-        transaction_status=status.strip().lower() if isinstance(status, str) else "",
-        items=tuple(items),
-        listed=isinstance(listed, list),
-        total=max(total, sum(i.amount for i in items)),
-        unreadable=unreadable,
-    )
-
-
 # --- merging Midtrans' report into the ledger --------------------------------------------
 
 
@@ -259,7 +180,7 @@ _ADD = (
 )
 
 
-def sync_ledger(conn: Connection, payment: Any, answer: Mapping[str, Any]) -> LedgerSync:
+def sync_ledger(conn: Connection, payment: Any, report: RefundReport) -> LedgerSync:
     """Merge what a Midtrans answer reports about refunds into ``payment``'s ledger.
 
     Call it with the payment locked, and only with an answer from Midtrans (Get
@@ -275,7 +196,6 @@ def sync_ledger(conn: Connection, payment: Any, answer: Mapping[str, Any]) -> Le
     - once Midtrans lists refunds adding up to the whole payment, a ``requested`` row
       it does not list can never be paid any more: it is marked ``rejected``.
     """
-    report = read_report(answer)
     if not report.items and report.total <= 0:
         return LedgerSync()
     rows = list_refunds(conn, payment.id)

@@ -37,6 +37,7 @@ from midpay.intake.bodies import Body
 from midpay.intake.pipeline import Decided, NotificationResult
 from midpay.intake.received import Item
 from midpay.intake.runs import BATCH, Results, RunReport, batches, rejected
+from midpay.midtrans.breaker import Breaker
 from midpay.midtrans.notifications import TransactionView
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class _Run(Results):
         self.dry_run = dry_run
         self.orders: OrderedDict[str, _Order] = OrderedDict()
         self.calls = 0
-        self.tripped: MidpayError | None = None
+        self.breaker = Breaker()  # opens at the first call Midtrans could not take (or a refused key)
         self.unreachable: MidpayError | None = None
         self.slots = threading.BoundedSemaphore(max(1, concurrency) * 4)
         self.ready: queue.SimpleQueue[tuple[str, _Order] | None] = queue.SimpleQueue()
@@ -112,15 +113,14 @@ class _Run(Results):
 
     def _answer(self, order_id: str) -> TransactionView | MidpayError:
         with self.lock:
-            stop = self.tripped or self.fatal
+            stop = self.breaker.opened_by or self.fatal
             if stop is None:
                 self.calls += 1
         if stop is not None:
             return stop
         answer = intake.confirm(self.gateway, order_id)
         if isinstance(answer, GatewayUnavailable | ConfigError):
-            with self.lock:
-                self.tripped = self.tripped or answer
+            self.breaker.failed(answer)
         if isinstance(answer, ConfigError):
             with self.lock:
                 self.fatal = self.fatal or answer

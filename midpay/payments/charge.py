@@ -166,17 +166,11 @@ def _send(conn: db.Connection, gateway: Gateway, payment: db.Payment, *, resumed
             f"Midtrans answered 404 to the charge of order {order_id}: is MIDTRANS_API_URL right "
             f"({gateway.base_url})? The order stays `created`: {_again(payment)} once it is"
         ) from exc
-    except DuplicateOrder as exc:
-        if resumed:
+    except MidtransRejected as exc:  # DuplicateOrder (406) too: the row ends `failure`, unless resuming
+        if resumed and isinstance(exc, DuplicateOrder):
             return _duplicate_on_resume(conn, gateway, payment, exc)
         result = apply_answer(conn, order_id, synthetic_failure(payment, exc.status_code, str(exc), dict(exc.body)))
-        raise DuplicateOrder(
-            f"Midtrans refused order {order_id} ({exc.status_code}): {exc}; it is now {result.status_after}",
-            exc.status_code, exc.body,
-        ) from exc
-    except MidtransRejected as exc:
-        result = apply_answer(conn, order_id, synthetic_failure(payment, exc.status_code, str(exc), dict(exc.body)))
-        raise MidtransRejected(
+        raise type(exc)(
             f"Midtrans refused order {order_id} ({exc.status_code}): {exc}; it is now {result.status_after}",
             exc.status_code, exc.body,
         ) from exc

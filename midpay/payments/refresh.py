@@ -1,8 +1,9 @@
 """Ask Midtrans about one payment and apply its answer: ``status``, ``charge --wait`` and each row of ``reconcile``.
 
-``check`` is the one place that reads a Get Status answer about a stored payment: the
-answer must name the order asked about, fit the columns it will be written to, and
-then goes through the one apply path. A ``created`` row that Midtrans does not know is
+``ask`` is the one place that reads a Get Status answer about a stored payment: the
+answer must name the order asked about and fit the columns it will be written to;
+``check`` then applies it through the one path for answers (``answers.apply_batch``,
+a batch of one), as reconcile applies its batches. A ``created`` row that Midtrans does not know is
 left alone for ``grace`` seconds (the charge may still be on its way), then ends as
 ``failure``; any other open row Midtrans does not know is an error for that row.
 """
@@ -28,14 +29,8 @@ from midpay.errors import (
 )
 from midpay.midtrans.notifications import TransactionView, parse_view
 from midpay.payments import storable
-from midpay.payments.transition import (
-    AnswerMismatch,
-    ApplyResult,
-    apply_answer,
-    check_answer,
-    needs_write,
-    synthetic_failure,
-)
+from midpay.payments.answers import Answered, Checked, apply_batch, preview_batch
+from midpay.payments.transition import needs_write, synthetic_failure
 from midpay.refunds.ledger import wants_refresh
 
 if TYPE_CHECKING:
@@ -46,17 +41,6 @@ if TYPE_CHECKING:
 CREATED_GRACE_SECONDS = 600.0
 
 Connections = Callable[[], AbstractContextManager[db.Connection]]
-
-
-@dataclass(frozen=True)
-class Checked:
-    """What asking Midtrans about one payment did: the state before and after, and the row's problem if any."""
-
-    status_before: str
-    status_after: str
-    problem: MidpayError | None = None  # Midtrans answered, but the answer could not be applied
-    view: TransactionView | None = None
-    payment: db.Payment | None = None  # the row as written, when it was written
 
 
 def check(
@@ -77,37 +61,21 @@ def check(
     asked = ask(gateway, payment, grace=grace, dry_run=dry_run)
     if isinstance(asked, Checked):
         return asked
-    before, view = payment.status, asked
+    before, answered = payment.status, [Answered(payment, asked)]
     with connections() as conn:
         if dry_run:
-            current = db.get_payment(conn, payment.order_id)
-            conn.rollback()
-            return preview(current or payment, view)
-        try:
-            with conn.transaction():  # its own transaction: apply_answer must commit, not nest in a savepoint
-                layout = schema.layout(conn, conn.info.dsn)
-            storable.check_view(layout, view, what="Midtrans' status answer")
-            result = apply_answer(conn, payment.order_id, view)
-        except (InvalidPayload, AnswerMismatch, DataConflict, NotFoundError) as exc:
-            return Checked(before, before, exc, view)
-    return applied(before, result, view)
-
-
-def applied(before: str, result: ApplyResult, view: TransactionView) -> Checked:
-    """What applying ``view`` did, as a check's outcome: a refused move of an open row is its problem."""
-    if result.note and not result.applied and states.is_open(result.status_before):
-        return Checked(before, result.status_after, MidtransRejected(result.note), view, result.payment)
-    return Checked(before, result.status_after, None, view, result.payment)
-
-
-def preview(now: db.Payment, view: TransactionView) -> Checked:
-    """What applying ``view`` to the row as it is ``now`` would do (--dry-run): nothing written."""
-    try:
-        target = check_answer(now, view)
-    except AnswerMismatch as exc:
-        return Checked(now.status, now.status, exc, view)
-    decision = states.decide(now.status, target)
-    return Checked(now.status, target if decision is states.Decision.APPLY else now.status, view=view)
+            [written] = preview_batch(conn, answered)
+        else:
+            try:
+                with conn.transaction():  # its own transaction: the apply must commit, not nest in a savepoint
+                    layout = schema.layout(conn, conn.info.dsn)
+                storable.check_view(layout, asked, what="Midtrans' status answer")
+            except InvalidPayload as exc:
+                return Checked(before, before, exc, asked)
+            [written] = apply_batch(conn, answered, answers=True)
+    if written.checked is None:  # the write itself failed (a deadlock, a value PostgreSQL refused)
+        return Checked(before, before, DataConflict(f"order {payment.order_id} {written.failure}"), asked)
+    return written.checked
 
 
 def ask(

@@ -9,14 +9,14 @@ a run that dies leaves its leases to expire.
 
 The workers only ask Midtrans (``refresh.ask``) and need no connection; the answers
 that change a row come back to the loop, which writes them several rows to a
-transaction (``batches``) and completes those rows' leases only once that transaction
+transaction (``writes``) and completes those rows' leases only once that transaction
 has committed. So a run holds at most POOL_SIZE PostgreSQL connections whatever its
 --concurrency. The HTTP call holds no lock: a notification landing meanwhile applies at
 once, and the forward-only rule keeps the later write from moving the row backwards.
 
 The run stops early, and says why in ``ReconcileSummary.fatal``, when Midtrans refuses
 the server key (the first 401), when Midtrans cannot be reached (a refused connection,
-or BREAKER_THRESHOLD failed calls in a row: the circuit breaker), when PostgreSQL is
+or BREAKER_THRESHOLD failed calls in a row: the circuit breaker, ``midtrans.breaker``), when PostgreSQL is
 lost, or when it is interrupted. Rows it did not get to are released, not failed.
 """
 
@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING
 from midpay import db
 from midpay.db import claims, schema
 from midpay.errors import GatewayUnavailable, GatewayUnreachable, Interrupted, MidpayError, UsageError
+from midpay.midtrans.breaker import Breaker
 from midpay.payments import refresh
 from midpay.reconcile import writes as batches
 from midpay.reconcile.leases import LeaseBook
-from midpay.reconcile.pacing import Breaker, RateLimiter
+from midpay.reconcile.pacing import RateLimiter
 from midpay.reconcile.row import (
     DONE,
     FAILED,
@@ -141,7 +142,7 @@ class _Run:
         self.summary = ReconcileSummary()
         self.book = LeaseBook(pool, url, owner=self.owner, lease_seconds=lease_seconds, dry_run=dry_run)
         self._suspects: list[RowCheck] = []  # failed calls that may turn out to be an outage
-        self._tripped = False
+        self._stopped_calling = False  # the breaker's opening was reported
         self.breaker = Breaker(breaker_threshold, self.stop)
         self.layout: schema.Layout | None = None  # the columns' limits, read once (refresh.ask checks answers)
         self._todo: queue.SimpleQueue[db.Payment | None] = queue.SimpleQueue()  # rows for the workers
@@ -305,12 +306,8 @@ class _Run:
         elif checked.kind == TRANSPORT:
             assert checked.error is not None
             self._suspects.append(checked)
-            if (
-                self._tripped
-                or isinstance(checked.error, GatewayUnreachable)
-                or len(self._suspects) >= self.breaker_threshold
-            ):
-                self._trip(checked.error)
+            if self.breaker.opened_by is not None:
+                self._trip(self.breaker.opened_by)
         elif checked.kind == WRITE:
             assert checked.view is not None
             self._settle_suspects()  # Midtrans answered: the failures before this were the rows' own
@@ -344,17 +341,18 @@ class _Run:
             if self.on_result is not None:
                 self.on_result(suspect.result)
             self.book.released(suspect.payment.id)
-        count = len(self._suspects)
         self._suspects.clear()
-        if self._tripped:  # a call that was already under way when the breaker opened
+        if self._stopped_calling:  # a call that was already under way when the breaker opened
             return
-        self._tripped = True
+        self._stopped_calling = True
         reason = line(last)
         if isinstance(last, GatewayUnreachable):
             self._fatal(GatewayUnavailable(f"Midtrans could not be reached, reconcile stopped: {reason}"))
         else:
             self._fatal(
-                GatewayUnavailable(f"Midtrans failed {count} calls in a row, reconcile stopped: {reason}")
+                GatewayUnavailable(
+                    f"Midtrans failed {self.breaker.opened_after} calls in a row, reconcile stopped: {reason}"
+                )
             )
 
     def _fatal(self, exc: MidpayError) -> None:

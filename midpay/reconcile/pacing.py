@@ -1,15 +1,12 @@
-"""How fast, and whether, reconcile keeps calling Midtrans: the rate limiter and the circuit breaker's count.
+"""How fast reconcile calls Midtrans: the rate limiter, shared by the worker threads of one run.
 
-Both are shared by the worker threads of one run and decide before each call, so a
-run stops calling the moment the breaker opens, not when its loop gets to the result.
+Whether it keeps calling at all is the circuit breaker's (``midtrans.breaker``).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-
-from midpay.errors import GatewayError, GatewayUnreachable
 
 
 class RateLimiter:
@@ -29,27 +26,3 @@ class RateLimiter:
             slot = max(self._next, now)
             self._next = slot + self._interval
         return not stop.wait(slot - now) if slot > now else not stop.is_set()
-
-
-class Breaker:
-    """Counts failed calls in a row; opens (sets ``stop``) at ``threshold`` of them, or at once when unreachable."""
-
-    def __init__(self, threshold: int, stop: threading.Event) -> None:
-        self.threshold = threshold
-        self._stop = stop
-        self._failures = 0
-        self._lock = threading.Lock()
-        self.opened_by: GatewayError | None = None  # the failure that opened it
-
-    def failed(self, exc: GatewayError) -> None:
-        """A call could not reach Midtrans or got no usable answer."""
-        with self._lock:
-            self._failures += 1
-            if isinstance(exc, GatewayUnreachable) or self._failures >= self.threshold:
-                self.opened_by = self.opened_by or exc
-                self._stop.set()
-
-    def answered(self) -> None:
-        """Midtrans answered a call: the count starts again."""
-        with self._lock:
-            self._failures = 0

@@ -2,7 +2,7 @@
 the results and summary a run reports.
 
 The worker touches no database (``refresh.ask``): an answer that changes the row comes
-back as WRITE, with its view, for the run's loop to apply in a batch (``batches``).
+back as WRITE, with its view, for the run's loop to apply in a batch (``writes``).
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING
 from midpay import db
 from midpay.errors import DatabaseUnavailable, GatewayAuthError, GatewayError, MidpayError
 from midpay.payments import refresh
+from midpay.payments.answers import Checked
 
 if TYPE_CHECKING:
     from midpay.db import schema
+    from midpay.midtrans.breaker import Breaker
     from midpay.midtrans.gateway import Gateway
     from midpay.midtrans.notifications import TransactionView
-    from midpay.reconcile.pacing import Breaker, RateLimiter
+    from midpay.reconcile.pacing import RateLimiter
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ def check_row(
     except DatabaseUnavailable as exc:
         return RowCheck(payment, FATAL, error=exc)
     except MidpayError as exc:
+        breaker.answered()  # Midtrans answered (and refused): not an outage
         return RowCheck(payment, FAILED, failed(payment, before, exc))
     except Exception as exc:  # noqa: BLE001 - one row's surprise must not sink the run
         mapped = db.map_error(exc)
@@ -109,7 +112,7 @@ def _ask(
 ) -> RowCheck:
     checked = refresh.ask(gateway, payment, grace=grace, dry_run=dry_run, layout=layout)
     breaker.answered()
-    if not isinstance(checked, refresh.Checked):
+    if not isinstance(checked, Checked):
         return RowCheck(payment, WRITE, view=checked)
     error = line(checked.problem) if checked.problem is not None else None
     result = ReconcileResult(payment.order_id, checked.status_before, checked.status_after, error)

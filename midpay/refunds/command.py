@@ -19,8 +19,6 @@ Refused (412, 414, a 202 denial) makes the row ``rejected``; no answer leaves it
 
 from __future__ import annotations
 
-import hashlib
-import re
 import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,7 +39,8 @@ from midpay.errors import (
 )
 from midpay.midtrans.notifications import TransactionView
 from midpay.payments.transition import answer_view, apply_locked
-from midpay.refunds.ledger import REFUNDABLE_STATES, Ledger, ledger
+from midpay.refunds.ledger import REFUNDABLE_STATES, Ledger, ledger, refund_key
+from midpay.refunds.report import chargeback_id, read_report
 from midpay.testing.crashpoints import reach
 
 if TYPE_CHECKING:
@@ -52,23 +51,6 @@ MAX_REASON = 255  # Midtrans: String(255), shown in the customer's GoPay history
 # A refund of the same amount and reason as one midpay made this recently is taken as
 # a rerun of that command (its process died before it could say it was done).
 REPEAT_WINDOW = timedelta(hours=24)
-
-_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]", re.ASCII)
-_KEY_STEM = 30  # the order id part of a refund_key; the rest is "-rf-N", within 46
-
-
-def refund_key(order_id: str, number: int) -> str:
-    """The refund_key of the ``number``-th refund of an order: ``{order_id}-rf-{number}``.
-
-    Midtrans takes letters, digits, '-' and '_' only. An order id with other characters,
-    or longer than 30, is cleaned and cut, and a hash of the full id keeps it unique.
-    """
-    stem = _KEY_UNSAFE.sub("_", order_id)
-    if stem != order_id or len(stem) > _KEY_STEM:
-        digest = hashlib.sha256(order_id.encode()).hexdigest()[:8]
-        stem = f"{stem[: _KEY_STEM - 9]}-{digest}"
-    return f"{stem}-rf-{number}"
-
 
 # --- the refund command -------------------------------------------------------------------
 
@@ -198,7 +180,7 @@ def _lock_and_plan(
     result = apply_locked(conn, payment, view)
     assert result.payment is not None
     payment = result.payment
-    db.sync_ledger(conn, payment, view.raw)  # apply_locked merges it too; this makes the refund not depend on it
+    db.sync_ledger(conn, payment, read_report(view.raw))  # the transition merges it too; the refund need not rely on it
     current = ledger(conn, payment)
     finished = {r.id for r in current.rows if r.id in open_before and r.status == "done"}
     try:
@@ -333,7 +315,7 @@ def _record_paid(conn: db.Connection, row: db.Refund, view: TransactionView, res
             raise NotFoundError(f"no such order: {row.order_id}")
         done = db.finish_refund(
             conn, row.id, status="done", response=view.raw,
-            chargeback_id=db.chargeback_id(view.raw.get("refund_chargeback_id")),
+            chargeback_id=chargeback_id(view.raw.get("refund_chargeback_id")),
         )
         applied = apply_locked(conn, payment, view)
         assert applied.payment is not None

@@ -1,11 +1,14 @@
-"""The refund ledger as it reads: what was refunded, what is left, whether to ask again.
+"""The refund ledger as it reads: what was refunded, what is left, whether to ask again; refund keys.
 
 The rows are payment_refunds (``db.refunds``), kept in line with Midtrans by
-``db.sync_ledger`` from the one apply path; ``refunds`` makes midpay's own refunds.
+``db.sync_ledger`` from the transition (``payments.transition``, with Midtrans' report
+read by ``refunds.report``); ``refunds.command`` makes midpay's own refunds.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -70,3 +73,20 @@ def wants_refresh(conn: db.Connection, payment: db.Payment) -> bool:
     if state in states.UNSETTLED_STATES or state == states.PARTIAL_REFUND:
         return True
     return unsettled(db.list_refunds(conn, payment.id))
+
+
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]", re.ASCII)
+_KEY_STEM = 30  # the order id part of a refund_key; the rest is "-rf-N", within 46
+
+
+def refund_key(order_id: str, number: int) -> str:
+    """The refund_key of the ``number``-th refund of an order: ``{order_id}-rf-{number}``.
+
+    Midtrans takes letters, digits, '-' and '_' only. An order id with other characters,
+    or longer than 30, is cleaned and cut, and a hash of the full id keeps it unique.
+    """
+    stem = _KEY_UNSAFE.sub("_", order_id)
+    if stem != order_id or len(stem) > _KEY_STEM:
+        digest = hashlib.sha256(order_id.encode()).hexdigest()[:8]
+        stem = f"{stem[: _KEY_STEM - 9]}-{digest}"
+    return f"{stem}-rf-{number}"

@@ -138,23 +138,22 @@ def _migrations(checks: _Run, conn: Connection) -> None:
     from midpay.db import migrate
 
     try:
-        state = migrate.status(conn)
+        ready = migrate.readiness(migrate.load_files(), migrate.read_applied(conn))
         conn.rollback()
-        migrate.plan(migrate.load_files(), state.applied)
     except MidpayError as exc:
-        checks.add("migrations", "fail", str(exc), "see the message; `midpay migrate --status` lists every file")
-        return
-    known = {f.version for f in migrate.load_files()}
-    unknown = [a.name for a in state.applied if a.version not in known]
-    if unknown:
-        checks.add("migrations", "fail", f"applied but unknown to this midpay: {', '.join(unknown)}",
+        ready = migrate.Readiness(0, [], [], str(exc))
+    if ready.refused is not None:
+        checks.add("migrations", "fail", ready.refused, "see the message; `midpay migrate --status` lists every file")
+    elif ready.unknown:
+        unknown = ", ".join(a.name for a in ready.unknown)
+        checks.add("migrations", "fail", f"applied but unknown to this midpay: {unknown}",
                    "upgrade midpay to the version that wrote them")
-    elif state.pending:
-        names = ", ".join(f.name for f in state.pending)
-        checks.add("migrations", "fail", f"{len(state.pending)} pending: {names}", "run `midpay migrate`",
-                   facts={"pending": [f.name for f in state.pending]})
+    elif ready.pending:
+        names = ", ".join(f.name for f in ready.pending)
+        checks.add("migrations", "fail", f"{len(ready.pending)} pending: {names}", "run `midpay migrate`",
+                   facts={"pending": [f.name for f in ready.pending]})
     else:
-        checks.add("migrations", "ok", f"all {len(state.applied)} applied", facts={"applied": len(state.applied)})
+        checks.add("migrations", "ok", f"all {ready.applied} applied", facts={"applied": ready.applied})
 
 
 def _midtrans_key(checks: _Run, settings: Settings) -> datetime | None:

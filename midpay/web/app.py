@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 from midpay import __version__, db, embedded
 from midpay.config import Settings, redact
-from midpay.db.migrate import AppliedMigration, MigrationFile, load_files, plan, read_applied
-from midpay.errors import MidpayError, MigrationError
+from midpay.db.migrate import load_files, read_applied, readiness
+from midpay.errors import MidpayError
 from midpay.intake.pipeline import Reason
 from midpay.intake.single import receive
 
@@ -103,22 +103,6 @@ def status_for(result: NotificationResult) -> int:
     if result.reason is Reason.UNKNOWN_ORDER:
         return 404
     return 400
-
-
-def migration_problems(files: list[MigrationFile], applied: list[AppliedMigration]) -> list[str]:
-    """What keeps this database from being exactly the schema these files make; empty when none.
-
-    ``migrate.plan`` judges edited and out-of-order files (and accepts the checksums it
-    lists as superseded); pending ones and ones this midpay does not know are added.
-    """
-    try:
-        pending = plan(files, applied)
-    except MigrationError as exc:
-        return [str(exc)]
-    known = {f.version for f in files}
-    problems = [f"pending {f.name}" for f in pending]
-    problems += [f"unknown to this midpay: {a.name}" for a in applied if a.version not in known]
-    return problems
 
 
 def write_log_line(record: dict[str, Any]) -> None:
@@ -252,7 +236,7 @@ class WebhookApp:
     def _health(self) -> Reply:
         try:
             with self._parts()[0].connection(timeout=HEALTH_TIMEOUT) as conn:
-                problems = migration_problems(self._migrations, read_applied(conn))
+                problems = readiness(self._migrations, read_applied(conn)).problems
         except Exception as exc:  # noqa: BLE001 - any failure to answer is "not in order"
             mapped = db.map_error(exc)
             reason = self._text(mapped if mapped is not None else exc)

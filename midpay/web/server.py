@@ -26,9 +26,9 @@ from typing import Any
 
 from midpay import db
 from midpay.config import redact
-from midpay.db.migrate import load_files, read_applied
+from midpay.db.migrate import load_files, read_applied, readiness
 from midpay.errors import ConfigError, UsageError
-from midpay.web.app import migration_problems, now_text, write_log_line
+from midpay.web.app import now_text, write_log_line
 
 WSGIApp = Callable[..., Any]
 
@@ -46,7 +46,7 @@ def log_record(message: str, level: str = "info") -> dict[str, Any]:
 def check_ready(url: str) -> None:
     """Refuse to start on a database that cannot be reached (exit 3) or is not migrated (exit 2)."""
     with db.translate_errors(), db.connect(url) as conn:
-        problems = migration_problems(load_files(), read_applied(conn))
+        problems = readiness(load_files(), read_applied(conn)).problems
     if problems:
         raise ConfigError(f"the database is not migrated ({'; '.join(problems)}): run midpay migrate")
 

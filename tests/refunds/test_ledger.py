@@ -1,4 +1,4 @@
-"""The refund ledger mirrors what Midtrans reports: db.sync_ledger and db.read_report.
+"""The refund ledger mirrors what Midtrans reports: db.sync_ledger and refunds.report.read_report.
 
 Against a real PostgreSQL. The refund answers are Midtrans' published samples
 (tests/fixtures/midtrans, REFERENCE.md §4); status answers carrying ``refunds[]`` are
@@ -22,6 +22,7 @@ from midpay.midtrans.notifications import JAKARTA
 from midpay.payments.transition import apply_answer
 from midpay.refunds.ledger import ledger as read_ledger
 from midpay.refunds.ledger import unsettled
+from midpay.refunds.report import chargeback_id, read_report
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "midtrans"
 
@@ -78,7 +79,7 @@ def _sync(conn: psycopg.Connection[Any], order_id: str, answer: dict[str, Any]) 
     with conn.transaction():
         payment = db.get_payment(conn, order_id, for_update=True)
         assert payment is not None
-        return db.sync_ledger(conn, payment, answer)
+        return db.sync_ledger(conn, payment, read_report(answer))
 
 
 def _rows(conn: psycopg.Connection[Any], order_id: str) -> list[tuple[Any, ...]]:
@@ -102,13 +103,13 @@ def _requested(conn: psycopg.Connection[Any], payment: db.Payment, key: str, amo
 
 
 def test_the_published_refund_answers_read_as_their_figures() -> None:
-    partial = db.read_report(_fixture("refund_partial.json"))
+    partial = read_report(_fixture("refund_partial.json"))
     assert (partial.transaction_status, partial.total, partial.items, partial.listed) == (
         "partial_refund", 5000, (), False,
     )
-    denied = db.read_report(_fixture("refund_direct_denied.json"))
+    denied = read_report(_fixture("refund_direct_denied.json"))
     assert (denied.transaction_status, denied.total) == ("settlement", 0)
-    assert db.read_report(_fixture("status_settlement_card.json")).total == 0
+    assert read_report(_fixture("status_settlement_card.json")).total == 0
 
 
 def test_items_are_read_exactly_and_unreadable_ones_are_counted_not_guessed() -> None:
@@ -119,7 +120,7 @@ def test_items_are_read_exactly_and_unreadable_ones_are_counted_not_guessed() ->
         {"refund_amount": "0.00", "refund_key": "zero"},
         "not an object",
     ]
-    report = db.read_report(answer)
+    report = read_report(answer)
     [item] = report.items
     assert (item.refund_key, item.chargeback_id, item.amount, item.reason, item.refund_method) == (
         "k-1", 7, 25000, "size", "online",
@@ -127,7 +128,7 @@ def test_items_are_read_exactly_and_unreadable_ones_are_counted_not_guessed() ->
     assert item.created_at == datetime(2026, 11, 26, 10, 7, tzinfo=JAKARTA)
     assert item.bank_confirmed_at == datetime(2026, 11, 26, 10, 17, tzinfo=JAKARTA)
     assert report.unreadable == 4 and report.total == 25000
-    assert db.chargeback_id("47594") == 47594 and db.chargeback_id(True) is None and db.chargeback_id("-1") is None
+    assert chargeback_id("47594") == 47594 and chargeback_id(True) is None and chargeback_id("-1") is None
 
 
 # --- merging ---------------------------------------------------------------------------------
