@@ -28,6 +28,9 @@ caller formats them from order ids, status codes and Midtrans' status_message on
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class MidpayError(Exception):
     """Base of every deliberate midpay failure; `exit_code` is what the CLI exits with."""
@@ -126,3 +129,18 @@ class OutcomeUnknown(GatewayError):
 
 class GatewayProtocolError(GatewayError):
     """The answer was not JSON or not shaped like a Midtrans answer (a proxy page, say)."""
+
+
+@contextmanager
+def midtrans_failures(unknown: str, note: str) -> Iterator[None]:
+    """What a failed call to Midtrans inside the block means for the caller's order.
+
+    ``OutcomeUnknown`` (sent, no answer) is raised again with ``unknown`` as its message;
+    any other ``GatewayError`` keeps its class and message, ``; note`` added.
+    """
+    try:
+        yield
+    except OutcomeUnknown as exc:
+        raise OutcomeUnknown(unknown) from exc
+    except GatewayError as exc:
+        raise type(exc)(f"{exc}; {note}") from exc

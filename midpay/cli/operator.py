@@ -136,5 +136,5 @@ def _question(plan: "RefundPlan") -> str:
         )
     return (
         f"Refund {rupiah(plan.amount)} of order {order_id} (paid {rupiah(plan.payment.gross_amount)}, "
-        f"refunded {rupiah(plan.refunded)}, {rupiah(plan.remainder)} left)?"
+        f"refunded {rupiah(plan.ledger.refunded)}, {rupiah(plan.ledger.refundable)} left)?"
     )

@@ -25,7 +25,7 @@ from typing import Any
 
 from psycopg.rows import class_row
 
-from midpay.db.core import Connection
+from midpay.db.core import Connection, fetch_all
 from midpay.db.payments import CHECK_COLUMNS, PAYMENT_COLUMNS, Payment
 
 # The statuses reconcile keeps checking, lower-cased (states.OPEN_STATES). Written into
@@ -241,12 +241,7 @@ def select_due(
     refund_recheck_after: float = REFUND_RECHECK_SECONDS,
 ) -> list[Payment]:
     """The first ``limit`` rows ``claim_due`` would claim, without claiming them."""
-    with conn.cursor(row_factory=class_row(Payment)) as cur:
-        cur.execute(
-            _SELECT_DUE,
-            _due_params(min_age, recheck_after, refund_recheck_after, None, limit),
-        )
-        return cur.fetchall()
+    return fetch_all(conn, Payment, _SELECT_DUE, _due_params(min_age, recheck_after, refund_recheck_after, None, limit))
 
 
 def iter_due(

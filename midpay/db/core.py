@@ -10,19 +10,22 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
+from psycopg.rows import class_row
 
 from midpay.errors import DatabaseRefused, DatabaseUnavailable, MidpayError
 
 if TYPE_CHECKING:
+    from psycopg.abc import Params
     from psycopg_pool import ConnectionPool
 
 Connection = psycopg.Connection[Any]
+T = TypeVar("T")
 # The URL to connect to comes from midpay.embedded.resolve_url (it may start the embedded
 # server): the database layer imports nothing above it.
 
@@ -170,3 +173,20 @@ def database_now(conn: Connection) -> datetime:
     now: datetime = row[0]
     return now
 
+
+def fetch_all(conn: Connection, row: type[T], query: str, params: Params) -> list[T]:
+    """Every row ``query`` returns, each made a ``row`` (a dataclass whose fields are its columns)."""
+    with conn.cursor(row_factory=class_row(row)) as cur:
+        cur.execute(query, params)
+        return cur.fetchall()
+
+
+def columns(rows: Iterable[tuple[Any, ...]]) -> tuple[list[Any], ...]:
+    """Rows turned into one list a column: the arrays a statement reading ``unnest(...)`` takes."""
+    return tuple(list(column) for column in zip(*rows, strict=True))
+
+
+def execute_rows(conn: Connection, query: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Send ``query`` once for all ``rows``, one array a column (see ``columns``); nothing at all for no rows."""
+    if rows:
+        conn.execute(query, columns(rows))

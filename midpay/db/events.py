@@ -11,7 +11,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from midpay.db import schema
-from midpay.db.core import Connection
+from midpay.db.core import Connection, fetch_all
 from midpay.db.payments import PAYMENT_COLUMNS, SET_EVENT, Payment
 
 
@@ -91,14 +91,13 @@ def list_events(
     conn: Connection, *, order_id: str | None = None, rejected_only: bool = False, limit: int = 100
 ) -> list[WebhookEvent]:
     """Stored notifications, newest first."""
-    with conn.cursor(row_factory=class_row(WebhookEvent)) as cur:
-        cur.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM payment_webhook_events "
-            "WHERE (%s::text IS NULL OR order_id = %s) AND (NOT %s OR NOT processed) "
-            "ORDER BY received_at DESC, id LIMIT %s",
-            (order_id, order_id, rejected_only, limit),
-        )
-        return cur.fetchall()
+    return fetch_all(
+        conn, WebhookEvent,
+        f"SELECT {_EVENT_COLUMNS} FROM payment_webhook_events "
+        "WHERE (%s::text IS NULL OR order_id = %s) AND (NOT %s OR NOT processed) "
+        "ORDER BY received_at DESC, id LIMIT %s",
+        (order_id, order_id, rejected_only, limit),
+    )
 
 
 def _clip(layout: schema.Layout, column: str, value: str | None) -> str | None:

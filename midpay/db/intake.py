@@ -20,7 +20,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from midpay.db import payments
-from midpay.db.core import Connection
+from midpay.db.core import Connection, execute_rows
 from midpay.db.payments import PAYMENT_COLUMNS, Payment, PaymentWrite
 
 # Outcomes after which a stored notification needs nothing more: `events reprocess`
@@ -111,15 +111,14 @@ STORE = (
 
 def store_events(conn: Connection, events: Sequence[NewEvent]) -> None:
     """Insert received bodies, undecided: one statement for the lot."""
-    if not events:
-        return
-    conn.execute(STORE, (
-        [e.id for e in events],
-        [Jsonb(e.raw_body) if e.raw_body_json is None else Jsonb(e.raw_body_json, dumps=_as_is) for e in events],
-        [e.raw_bytes for e in events],
-        [e.source for e in events], [_clip(e.order_id) for e in events], [_clip(e.transaction_id) for e in events],
-        [_clip(e.signature_key) for e in events],
-    ))
+    execute_rows(conn, STORE, [
+        (e.id, _body(e), e.raw_bytes, e.source, _clip(e.order_id), _clip(e.transaction_id), _clip(e.signature_key))
+        for e in events
+    ])
+
+
+def _body(event: NewEvent) -> Jsonb:
+    return Jsonb(event.raw_body) if event.raw_body_json is None else Jsonb(event.raw_body_json, dumps=_as_is)
 
 
 FINISH = (
@@ -133,14 +132,10 @@ FINISH = (
 
 def record_outcomes(conn: Connection, outcomes: Sequence[Outcome]) -> None:
     """Write what became of stored bodies (one statement); only applied and unchanged ones count as processed."""
-    if not outcomes:
-        return
     last = {o.event_id: o for o in outcomes}  # one outcome per body: the last one given
-    rows = list(last.values())
-    conn.execute(FINISH, (
-        [o.event_id for o in rows], [o.is_verified for o in rows], [o.outcome in DONE_OUTCOMES for o in rows],
-        [o.outcome for o in rows], [o.error for o in rows], [o.confirmed for o in rows],
-    ))
+    execute_rows(conn, FINISH, [
+        (o.event_id, o.is_verified, o.outcome in DONE_OUTCOMES, o.outcome, o.error, o.confirmed) for o in last.values()
+    ])
 
 
 PAYMENTS_BY_ORDER = f"SELECT {PAYMENT_COLUMNS} FROM payment_transactions WHERE order_id = ANY(%b)"

@@ -31,7 +31,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from midpay.db import schema
-from midpay.db.core import Connection, first_line
+from midpay.db.core import Connection, columns, fetch_all, first_line
 from midpay.errors import DataConflict, MidpayError, UsageError
 
 
@@ -265,10 +265,10 @@ WRITE_PAYMENTS = (
 
 def write_params(writes: Sequence[PaymentWrite]) -> tuple[list[Any], ...]:
     """``WRITE_PAYMENTS``' parameters for ``writes`` (one per row)."""
-    return (
-        [w.payment_id for w in writes], [w.status for w in writes], [w.transaction_id for w in writes],
-        [None if w.response is None else Jsonb(w.response) for w in writes], [w.paid_at for w in writes],
-        [w.payment_type for w in writes], [w.unconfirmed for w in writes],
+    return columns(
+        (w.payment_id, w.status, w.transaction_id, None if w.response is None else Jsonb(w.response), w.paid_at,
+         w.payment_type, w.unconfirmed)
+        for w in writes
     )
 
 
@@ -292,12 +292,11 @@ def list_payments(
     conn: Connection, *, status: str | None = None, since: datetime | None = None, limit: int = 50
 ) -> list[Payment]:
     """Most recent payments first, optionally of one status and after a time."""
-    with conn.cursor(row_factory=class_row(Payment)) as cur:
-        cur.execute(
-            f"SELECT {PAYMENT_COLUMNS} FROM payment_transactions "
-            "WHERE (%s::text IS NULL OR lower(status) = %s) AND (%s::timestamptz IS NULL OR created_at >= %s) "
-            "ORDER BY created_at DESC, order_id LIMIT %s",
-            (status, status, since, since, limit),
-        )
-        return cur.fetchall()
+    return fetch_all(
+        conn, Payment,
+        f"SELECT {PAYMENT_COLUMNS} FROM payment_transactions "
+        "WHERE (%s::text IS NULL OR lower(status) = %s) AND (%s::timestamptz IS NULL OR created_at >= %s) "
+        "ORDER BY created_at DESC, order_id LIMIT %s",
+        (status, status, since, since, limit),
+    )
 

@@ -19,7 +19,7 @@ from typing import Any
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from midpay.db.core import Connection
+from midpay.db.core import Connection, fetch_all
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,8 @@ _ORDER = "ORDER BY created_at, id"
 
 def list_refunds(conn: Connection, payment_id: uuid.UUID) -> list[Refund]:
     """Every refund of a payment, oldest first."""
-    with conn.cursor(row_factory=class_row(Refund)) as cur:
-        cur.execute(f"SELECT {_COLUMNS} FROM payment_refunds WHERE payment_id = %s {_ORDER}", (payment_id,))
-        return cur.fetchall()
+    query = f"SELECT {_COLUMNS} FROM payment_refunds WHERE payment_id = %s {_ORDER}"
+    return fetch_all(conn, Refund, query, (payment_id,))
 
 
 def refunds_of(conn: Connection, payment_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Refund]]:
@@ -155,28 +154,28 @@ class LedgerSync:
 
 _MERGE = (
     "UPDATE payment_refunds SET status = 'done', "
-    "refund_key = COALESCE(refund_key, %(key)s), "
-    "refund_chargeback_id = COALESCE(refund_chargeback_id, %(cb)s), "
+    "refund_key = COALESCE(refund_key, %(refund_key)s), "
+    "refund_chargeback_id = COALESCE(refund_chargeback_id, %(chargeback_id)s), "
     "amount = %(amount)s, "
-    "refunded_at = COALESCE(refunded_at, %(refunded_at)s), "
-    "bank_confirmed_at = COALESCE(bank_confirmed_at, %(confirmed)s), "
-    "refund_method = COALESCE(refund_method, %(method)s), "
+    "refunded_at = COALESCE(refunded_at, %(created_at)s), "
+    "bank_confirmed_at = COALESCE(bank_confirmed_at, %(bank_confirmed_at)s), "
+    "refund_method = COALESCE(refund_method, %(refund_method)s), "
     "midtrans_response_json = CASE WHEN jsonb_typeof(midtrans_response_json) = 'object' "
-    "THEN midtrans_response_json ELSE '{}'::jsonb END || %(item)s, "
+    "THEN midtrans_response_json ELSE '{}'::jsonb END || %(raw)s, "
     "updated_at = now() "
-    "WHERE id = %(id)s AND (status <> 'done' OR refund_key IS DISTINCT FROM COALESCE(refund_key, %(key)s) "
-    "OR refund_chargeback_id IS DISTINCT FROM COALESCE(refund_chargeback_id, %(cb)s) "
+    "WHERE id = %(id)s AND (status <> 'done' OR refund_key IS DISTINCT FROM COALESCE(refund_key, %(refund_key)s) "
+    "OR refund_chargeback_id IS DISTINCT FROM COALESCE(refund_chargeback_id, %(chargeback_id)s) "
     "OR amount <> %(amount)s "
-    "OR refunded_at IS DISTINCT FROM COALESCE(refunded_at, %(refunded_at)s) "
-    "OR bank_confirmed_at IS DISTINCT FROM COALESCE(bank_confirmed_at, %(confirmed)s) "
-    "OR refund_method IS DISTINCT FROM COALESCE(refund_method, %(method)s)) "
+    "OR refunded_at IS DISTINCT FROM COALESCE(refunded_at, %(created_at)s) "
+    "OR bank_confirmed_at IS DISTINCT FROM COALESCE(bank_confirmed_at, %(bank_confirmed_at)s) "
+    "OR refund_method IS DISTINCT FROM COALESCE(refund_method, %(refund_method)s)) "
     f"RETURNING {_COLUMNS}"
 )
 _ADD = (
     "INSERT INTO payment_refunds (payment_id, order_id, refund_key, refund_chargeback_id, amount, reason, "
     "status, origin, refunded_at, bank_confirmed_at, refund_method, midtrans_response_json) "
-    "VALUES (%(payment_id)s, %(order_id)s, %(key)s, %(cb)s, %(amount)s, %(reason)s, 'done', 'outside', "
-    f"%(refunded_at)s, %(confirmed)s, %(method)s, %(item)s) RETURNING {_COLUMNS}"
+    "VALUES (%(payment_id)s, %(order_id)s, %(refund_key)s, %(chargeback_id)s, %(amount)s, %(reason)s, "
+    f"'done', 'outside', %(created_at)s, %(bank_confirmed_at)s, %(refund_method)s, %(raw)s) RETURNING {_COLUMNS}"
 )
 
 
@@ -238,33 +237,26 @@ def _match(rows: list[Refund], item: ReportedRefund) -> Refund | None:
 
 
 def _params(item: ReportedRefund) -> dict[str, Any]:
-    return {
-        "key": item.refund_key,
-        "cb": item.chargeback_id,
-        "amount": item.amount,
-        "refunded_at": item.created_at,
-        "confirmed": item.bank_confirmed_at,
-        "method": item.refund_method,
-        "item": Jsonb(item.raw),
-    }
+    """``_MERGE``'s and ``_ADD``'s parameters: the item's fields by their names, its body as JSON."""
+    return {**vars(item), "raw": Jsonb(item.raw)}
 
 
 def _merge(conn: Connection, rows: list[Refund], row: Refund, item: ReportedRefund) -> Refund | None:
     params = {**_params(item), "id": row.id}
     # Never take a key or an id another row of this payment already holds (inconsistent report).
     if item.refund_key is not None and any(r.refund_key == item.refund_key and r.id != row.id for r in rows):
-        params["key"] = None
+        params["refund_key"] = None
     if item.chargeback_id is not None and any(
         r.refund_chargeback_id == item.chargeback_id and r.id != row.id for r in rows
     ):
-        params["cb"] = None
+        params["chargeback_id"] = None
     with conn.cursor(row_factory=class_row(Refund)) as cur:
         cur.execute(_MERGE, params)
         return cur.fetchone()
 
 
 def _add(conn: Connection, payment: Any, item: ReportedRefund) -> Refund:
-    params = {**_params(item), "payment_id": payment.id, "order_id": payment.order_id, "reason": item.reason}
+    params = {**_params(item), "payment_id": payment.id, "order_id": payment.order_id}
     with conn.cursor(row_factory=class_row(Refund)) as cur:
         cur.execute(_ADD, params)
         row = cur.fetchone()

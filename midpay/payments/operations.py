@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from midpay import db, states
-from midpay.errors import GatewayError, MidtransRejected, NotFoundError, OutcomeUnknown, TransactionNotFound, UsageError
+from midpay.errors import MidtransRejected, NotFoundError, TransactionNotFound, UsageError, midtrans_failures
 from midpay.payments.transition import ApplyResult, answer_view, apply_answer
 
 if TYPE_CHECKING:
@@ -136,7 +136,12 @@ def _end(conn: db.Connection, gateway: Gateway, order_id: str, action: str) -> A
     payment = get_payment(conn, order_id)
     call = gateway.cancel if action == "cancel" else gateway.expire
     try:
-        answer = call(order_id)
+        with midtrans_failures(
+            f"no answer from Midtrans to the {action} of order {order_id}; it may or may not have taken effect: "
+            f"run `midpay status {order_id}` to see",
+            f"order {order_id} was not changed here",
+        ):
+            answer = call(order_id)
     except TransactionNotFound as exc:
         raise NotFoundError(
             f"Midtrans does not know order {order_id} (it is {payment.status} here): nothing to {action}"
@@ -147,13 +152,6 @@ def _end(conn: db.Connection, gateway: Gateway, order_id: str, action: str) -> A
             exc.status_code,
             exc.body,
         ) from exc
-    except OutcomeUnknown as exc:
-        raise OutcomeUnknown(
-            f"no answer from Midtrans to the {action} of order {order_id}; it may or may not have taken effect: "
-            f"run `midpay status {order_id}` to see"
-        ) from exc
-    except GatewayError as exc:
-        raise type(exc)(f"{exc}; order {order_id} was not changed here") from exc
     result = apply_answer(conn, order_id, answer_view(answer, order_id, f"{action} answer"))
     assert result.payment is not None
     return ActionOutcome(result.payment, result)

@@ -33,9 +33,9 @@ from midpay.errors import (
     MidpayError,
     MidtransRejected,
     NotFoundError,
-    OutcomeUnknown,
     TransactionNotFound,
     UsageError,
+    midtrans_failures,
 )
 from midpay.midtrans.notifications import TransactionView
 from midpay.payments.transition import answer_view, apply_locked
@@ -67,14 +67,6 @@ class RefundPlan:
     @property
     def payment(self) -> db.Payment:
         return self.ledger.payment
-
-    @property
-    def refunded(self) -> int:
-        return self.ledger.refunded
-
-    @property
-    def remainder(self) -> int:
-        return self.ledger.refundable
 
 
 @dataclass(frozen=True)
@@ -275,17 +267,15 @@ def _send(conn: db.Connection, gateway: Gateway, row: db.Refund, *, retried: boo
     stays = f"refund {key} of {row.amount} stays requested: rerun the same command to retry it safely " \
         "(Midtrans pays out a refund_key once)"
     try:
-        answer = gateway.refund(
-            order_id, refund_key=key, amount=row.amount, reason=row.reason,
-            idempotency_key=key if len(key) <= 46 else None,
-        )
-    except OutcomeUnknown as exc:
-        raise OutcomeUnknown(
+        with midtrans_failures(
             f"no answer from Midtrans to refund {key} ({row.amount} of order {order_id}); it may or may not "
-            f"have been paid out. {stays[0].upper()}{stays[1:]}"
-        ) from exc
-    except GatewayError as exc:
-        raise type(exc)(f"{exc}; {stays}") from exc
+            f"have been paid out. {stays[0].upper()}{stays[1:]}",
+            stays,
+        ):
+            answer = gateway.refund(
+                order_id, refund_key=key, amount=row.amount, reason=row.reason,
+                idempotency_key=key if len(key) <= 46 else None,
+            )
     except (MidtransRejected, TransactionNotFound) as exc:
         return _refused(conn, gateway, row, exc, retried=retried)
     reach("refund.answered", conn)
