@@ -128,7 +128,7 @@ def _scripts(url: str, files: list[Path], connections: int, folder: Path) -> lis
                     by_order.setdefault(b["order_id"], []).append(event)
                     statuses[b["order_id"]] = b["transaction_status"]
                 finished = [e for o in orders for e in by_order[o]]
-                lines += ["BEGIN;\n", statement(sql.LOCK_PAYMENTS, (orders,)),
+                lines += ["BEGIN;\n", statement(payments.LOCK_ORDERS, (orders,)),
                           statement(sql.COPIES_BY_ID, ([b["order_id"] for _, _, b in batch], events)),
                           statement(payments.WRITE_PAYMENTS, payments.write_params(
                               [payments.PaymentWrite(ids[o], statuses[o]) for o in orders])),

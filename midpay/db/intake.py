@@ -13,44 +13,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from midpay.db import payments
 from midpay.db.core import Connection, execute_rows
-from midpay.db.payments import PAYMENT_COLUMNS, Payment, PaymentWrite
+from midpay.db.payments import PAYMENT_COLUMNS, Payment
 
 # Outcomes after which a stored notification needs nothing more: `events reprocess`
 # takes every other one (rejected, awaiting confirmation, never decided).
 DONE_OUTCOMES = ("applied", "unchanged")
-
-
-class Screenable(Protocol):
-    """What screening reads of a payment (``Payment`` and ``PaymentState`` both have it)."""
-
-    @property
-    def order_id(self) -> str: ...
-    @property
-    def gross_amount(self) -> int: ...
-    @property
-    def status(self) -> str: ...
-
-
-@dataclass(frozen=True)
-class PaymentState:
-    """What the offline batch reads of a locked payment: enough to screen a body and decide its proof."""
-
-    id: uuid.UUID
-    order_id: str
-    gross_amount: int
-    status: str
-    unconfirmed_since: datetime | None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "status", self.status.strip().lower())  # as Payment reads it
 
 
 @dataclass(frozen=True)
@@ -222,35 +195,3 @@ def stored_bodies(conn: Connection, ids: Sequence[uuid.UUID]) -> list[StoredBody
         )
         found = {row.id: row for row in cur.fetchall()}
     return [found[i] for i in ids if i in found]
-
-
-LOCK_PAYMENTS = (
-    "SELECT id, order_id, gross_amount, status, unconfirmed_since FROM payment_transactions "
-    "WHERE order_id = ANY(%b) ORDER BY order_id COLLATE \"C\" FOR UPDATE"
-)
-
-
-def lock_payments(conn: Connection, order_ids: Sequence[str]) -> dict[str, PaymentState]:
-    """Lock the payments of these order ids, in byte-wise order_id order (the one order of every batch locker:
-    ``db.payments.lock_payments``), by order id."""
-    if not order_ids:
-        return {}
-    with conn.cursor(row_factory=class_row(PaymentState)) as cur:
-        cur.execute(LOCK_PAYMENTS, (list(order_ids),))
-        return {p.order_id: p for p in cur.fetchall()}
-
-
-@dataclass(frozen=True)
-class ProvenWrite:
-    """An offline change to one payment: its final status, and whether it is now awaiting confirmation."""
-
-    payment_id: uuid.UUID
-    status: str
-    mark: bool
-
-
-def write_proven(conn: Connection, writes: Sequence[ProvenWrite]) -> None:
-    """Write offline changes to locked rows, all in one statement: THE statement (``db.payments.WRITE_PAYMENTS``)."""
-    payments.write_payments(
-        conn, [PaymentWrite(w.payment_id, w.status, unconfirmed=True if w.mark else None) for w in writes], rows=False
-    )

@@ -171,7 +171,7 @@ def get_payment(conn: Connection, order_id: str, *, for_update: bool = False) ->
 def lock_payments(conn: Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, Payment]:
     """Lock the rows of ``ids`` until the transaction ends, in order_id order, byte-wise.
 
-    Every batch locker takes its rows in that one order (``db.intake.LOCK_PAYMENTS``, the
+    Every batch locker takes its rows in that one order (``LOCK_ORDERS``, the
     confirmed replay's Python ``sorted``, which is code point order, as "C" is for UTF-8),
     so a reconcile batch and a replay batch over the same orders never deadlock.
 
@@ -186,18 +186,24 @@ def lock_payments(conn: Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, Pay
         return {p.id: p for p in cur.fetchall()}
 
 
+# The rows a batch locks, without the stored answer (LOCK_ORDERS) or with it; always in
+# byte-wise order_id order (``lock_payments``). bench/bench_replay_offline.py sends the first.
+LOCK_ORDERS = (
+    f"SELECT {CHECK_COLUMNS} FROM payment_transactions WHERE order_id = ANY(%b) "
+    'ORDER BY order_id COLLATE "C" FOR UPDATE'
+)
+_LOCK_ORDERS_WITH_ANSWERS = LOCK_ORDERS.replace(CHECK_COLUMNS, PAYMENT_COLUMNS)
+
+
 def lock_orders(conn: Connection, order_ids: Sequence[str], *, answers: bool = False) -> dict[str, Payment]:
     """Lock the rows of these order ids until the transaction ends (in ``lock_payments``' one order), by order id.
 
     Read without the stored answer unless ``answers`` (``CHECK_COLUMNS``); rows that are gone are absent.
     """
-    columns = PAYMENT_COLUMNS if answers else CHECK_COLUMNS
+    if not order_ids:
+        return {}
     with conn.cursor(row_factory=class_row(Payment)) as cur:
-        cur.execute(
-            f"SELECT {columns} FROM payment_transactions WHERE order_id = ANY(%s) "
-            'ORDER BY order_id COLLATE "C" FOR UPDATE',
-            (list(order_ids),),
-        )
+        cur.execute(_LOCK_ORDERS_WITH_ANSWERS if answers else LOCK_ORDERS, (list(order_ids),))
         return {p.order_id: p for p in cur.fetchall()}
 
 
@@ -275,7 +281,7 @@ def write_params(writes: Sequence[PaymentWrite]) -> tuple[list[Any], ...]:
 def write_payments(conn: Connection, writes: Sequence[PaymentWrite], *, rows: bool = True) -> dict[uuid.UUID, Payment]:
     """Write onto locked rows, all in one statement; the rows as written, by id (none read unless ``rows``).
 
-    Only ``payments.transition`` (and ``db.intake.write_proven``, the offline batches') call it.
+    Only ``payments.transition`` calls it.
     """
     if not writes:
         return {}

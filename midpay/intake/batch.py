@@ -52,20 +52,14 @@ def screen_and_apply_offline(conn: db.Connection, items: Sequence[Item], server_
     every body's outcome recorded, one statement each: four statements and a commit,
     whatever the batch's size.
     """
-    writes: intake.Writes = {}
     with conn.transaction(force_rollback=dry_run):
-        screened = intake.screen_in(conn, items, server_key, online=False, record=not dry_run,
-                                    lookup=sql.lock_payments)
+        screened = intake.screen_in(conn, items, server_key, online=False, record=not dry_run, lookup=db.lock_orders)
         decided = list(screened.decided)
         outcomes = screened.outcomes
-        for order_id in sorted(screened.candidates):
-            found = screened.candidates[order_id]
-            state = screened.payments.get(order_id)
-            assert state is None or isinstance(state, sql.PaymentState)
-            mine = intake.decide_offline(order_id, state, found, writes)
-            decided.extend(mine)
-            if not dry_run:
-                outcomes.extend(intake.outcome_row(i, r) for i, (_, r) in zip(found, mine, strict=True))
-        sql.write_proven(conn, list(writes.values()))
+        mine = intake.decide_offline(conn, screened.candidates, screened.payments)
+        decided.extend(mine)
+        if not dry_run:
+            found = [i for order_id in sorted(screened.candidates) for i in screened.candidates[order_id]]
+            outcomes.extend(intake.outcome_row(i, r) for i, (_, r) in zip(found, mine, strict=True))
         sql.record_outcomes(conn, outcomes)
     return decided

@@ -31,12 +31,11 @@ confirmation), and ``events reprocess`` takes it up again. Why a body was reject
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from midpay import db, states
+from midpay import db
 from midpay.db import intake as sql
 from midpay.errors import (
     ConfigError,
@@ -51,7 +50,8 @@ from midpay.errors import (
 )
 from midpay.intake.received import Item, field_text
 from midpay.midtrans.notifications import TransactionView, parse_notification, parse_view, proof, verify_signature
-from midpay.payments.transition import AnswerMismatch, ApplyResult, apply_locked, proven
+from midpay.payments import transition
+from midpay.payments.transition import AnswerMismatch, ApplyResult, apply_locked
 
 if TYPE_CHECKING:
     from midpay.midtrans.gateway import Gateway
@@ -164,7 +164,7 @@ class Screened:
     decided: Decided = field(default_factory=list)
     candidates: dict[str, list[Item]] = field(default_factory=dict)
     outcomes: list[sql.Outcome] = field(default_factory=list)  # to record (empty when not recording)
-    payments: Mapping[str, sql.Screenable] = field(default_factory=dict)  # the rows looked up, by order id
+    payments: Mapping[str, db.Payment] = field(default_factory=dict)  # the rows looked up, by order id
 
 
 def screen(conn: db.Connection, items: Sequence[Item], server_key: str, *, online: bool, dry_run: bool = False
@@ -191,7 +191,7 @@ def screen(conn: db.Connection, items: Sequence[Item], server_key: str, *, onlin
 
 
 def screen_in(conn: db.Connection, items: Sequence[Item], server_key: str, *, online: bool, record: bool,
-              lookup: Callable[[db.Connection, Sequence[str]], Mapping[str, sql.Screenable]] = sql.payments_by_order,
+              lookup: Callable[[db.Connection, Sequence[str]], Mapping[str, db.Payment]] = sql.payments_by_order,
               ) -> Screened:
     """``screen``'s decisions inside the caller's transaction, the rows found with ``lookup``; nothing recorded yet."""
     out = Screened()
@@ -330,56 +330,42 @@ def decide_confirmed(
 # --- (offline) what a signed status_code proves -------------------------------------------
 
 
-Writes = dict[str, sql.ProvenWrite]  # offline changes gathered, by order id: one statement writes them all
-
-
 def apply_offline(conn: db.Connection, order_id: str, items: Sequence[Item], *, dry_run: bool = False) -> Decided:
-    """Lock the order's row, decide each body by ``decide_offline``, write, record each outcome: one transaction."""
-    writes: Writes = {}
+    """Lock the order's row, decide its bodies by ``decide_offline``, record each outcome: one transaction."""
     with conn.transaction(force_rollback=dry_run):
-        decided = decide_offline(order_id, sql.lock_payments(conn, [order_id]).get(order_id), items, writes)
-        sql.write_proven(conn, list(writes.values()))
+        decided = decide_offline(conn, {order_id: items}, db.lock_orders(conn, [order_id]))
         if not dry_run:
             sql.record_outcomes(conn, [outcome_row(i, r) for i, (_, r) in zip(items, decided, strict=True)])
     return decided
 
 
-def decide_offline(order_id: str, payment: sql.PaymentState | None, items: Sequence[Item], writes: Writes
+def decide_offline(conn: db.Connection, candidates: Mapping[str, Sequence[Item]], locked: Mapping[str, db.Payment]
                    ) -> Decided:
-    """THE offline decision: what each verified body's signed status_code proves for the row, and no more.
+    """THE offline decision: what each verified body's signed status_code proves, through THE transition.
 
-    ``payment`` is the row the caller locked (None: no such order). The bodies are decided
-    in their order, each on the row as the ones before left it; the row's final write is
-    gathered into ``writes`` (by order id) for the caller to send, with others, in one
-    statement (``db.intake.write_proven``). Outcomes are not recorded.
+    ``candidates`` are verified bodies by order id, ``locked`` the rows the caller holds
+    locked (an order missing from it is unknown). Each order's bodies are decided in
+    their order, each on the row as the ones before left it, and every row is written
+    in one statement (``transition``). Outcomes are not recorded.
     """
+    changes: list[transition.Change] = []
+    asked: list[tuple[Item, str, str, transition.Proven]] = []
+    for order_id in sorted(candidates):
+        for item in candidates[order_id]:
+            assert item.view is not None
+            proven_by = proof(item.view.status_code)
+            evidence = transition.Proven(proven_by.state, proven_by.exact)
+            changes.append(transition.Change(order_id, evidence))
+            asked.append((item, order_id, proven_by.unproven or "", evidence))
+    moved = transition.transition(conn, changes, locked=locked, read_back=False) if changes else []
     decided: Decided = []
-    for item in items:
-        assert item.view is not None
-        if payment is None:
+    for (item, order_id, unproven, evidence), applied in zip(asked, moved, strict=True):
+        if not isinstance(applied, ApplyResult):
             decided.append((item.seq, unknown_order(item, order_id)))
-            continue
-        proven_by = proof(item.view.status_code)
-        applied, payment = _prove(payment, proven_by.state, exact=proven_by.exact, writes=writes)
-        if proven_by.exact:
+        elif evidence.exact:
             outcome = "applied" if applied.applied else "unchanged"
             decided.append((item.seq, make_result(item, outcome, applied=applied)))
         else:
-            reason = f"awaiting confirmation: {proven_by.unproven}"
-            decided.append((item.seq, make_result(item, "awaiting", reason, applied=applied)))
+            decided.append((item.seq, make_result(item, "awaiting", f"awaiting confirmation: {unproven}",
+                                                  applied=applied)))
     return decided
-
-
-def _prove(payment: sql.PaymentState, state: str | None, *, exact: bool, writes: Writes
-           ) -> tuple[ApplyResult, sql.PaymentState]:
-    """``transition.proven``'s verdict on the row, its write gathered into ``writes``; the row as it will be."""
-    before = payment.status
-    rule = proven(before, payment.unconfirmed_since is not None, state, exact=exact)
-    if not rule.writes:
-        return ApplyResult(payment.order_id, before, before, False, rule.note), payment
-    earlier = writes.get(payment.order_id)
-    mark = rule.mark or (earlier is not None and earlier.mark)
-    writes[payment.order_id] = sql.ProvenWrite(payment.id, rule.after, mark)
-    updated = replace(payment, status=rule.after,
-                      unconfirmed_since=payment.unconfirmed_since or (datetime.now(UTC) if rule.mark else None))
-    return ApplyResult(payment.order_id, before, rule.after, rule.decision is states.Decision.APPLY, rule.note), updated

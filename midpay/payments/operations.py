@@ -1,7 +1,7 @@
 """Operator use cases: look at payments and stored notifications; cancel or expire a payment.
 
 This module owns transaction boundaries and returns data; it never prints. Every
-change to a payment goes through ``apply.apply_answer``, fed with Midtrans' own answer,
+change to a payment goes through ``transition.apply_answer``, fed with Midtrans' own answer,
 and no transaction is held open while Midtrans is being asked.
 """
 

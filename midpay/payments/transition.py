@@ -122,7 +122,7 @@ class Proof:
 
 
 def proven(before: str, awaiting: bool, state: str | None, *, exact: bool) -> Proof:
-    """The offline rule, for ``transition`` and the offline batches (``intake.batch``).
+    """The offline rule (``transition``'s, for offline evidence).
 
     An ``exact`` state goes through the forward-only rule; a floor (not exact) only
     moves a ``created`` row, and marks the row awaiting confirmation unless it already is.
@@ -164,13 +164,15 @@ class _Step:
 
 def transition(
     conn: db.Connection, changes: Sequence[Change], *, locked: Mapping[str, db.Payment] | None = None,
-    answers: bool = False,
+    answers: bool = False, read_back: bool = True,
 ) -> list[Moved]:
     """THE transition (module docstring), in the caller's transaction: one result per change, in order.
 
     ``locked``: rows the caller holds locked already, by order id; the others are locked
     here, with their stored answer when ``answers``. Changes of one row apply one after
     the other and are written together. A write PostgreSQL refuses raises DataConflict.
+    Without ``read_back`` the results carry the rows as written here, not as read back
+    (the offline batches, which need no more).
     """
     rows = dict(locked or {})
     wanted = sorted({c.order_id for c in changes} - rows.keys())
@@ -192,7 +194,7 @@ def transition(
         if step.write is not None:
             writes[change.order_id] = _merge(writes.get(change.order_id), step.write)
             rows[change.order_id] = _as_written(payment, step.write)
-    written = db.write_payments(conn, list(writes.values()))
+    written = db.write_payments(conn, list(writes.values()), rows=read_back)
     settled = [(s.result.order_id, "applied" if s.result.status_after != s.result.status_before else "unchanged")
                for s in steps if isinstance(s, _Step) and s.settles]
     events_sql.settle_awaiting_many(conn, settled)

@@ -12,6 +12,7 @@ import json
 import re
 import sys
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,8 @@ import midpay
 from midpay import db
 from midpay.db import payments as payment_rows
 from midpay.intake import online
-from midpay.intake import pipeline as intake
 from midpay.intake.bodies import decode_body
+from midpay.intake.single import receive
 from midpay.payments import charge as charges
 from midpay.payments import operations, refresh, transition
 from midpay.reconcile import job as reconcile
@@ -82,7 +83,7 @@ def test_the_scan_would_see_a_second_statement() -> None:
 
 
 def test_only_the_transition_calls_the_write() -> None:
-    """``write_payments`` is called from payments/transition.py (and db.intake.write_proven, the offline batches')."""
+    """``write_payments`` is called from payments/transition.py alone."""
     callers = []
     for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -90,7 +91,7 @@ def test_only_the_transition_calls_the_write() -> None:
                 name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
                 if name == "write_payments":
                     callers.append(str(path.relative_to(PACKAGE)))
-    assert sorted(callers) == ["db/intake.py", "payments/transition.py"]
+    assert callers == ["payments/transition.py"]
 
 
 # --- every caller kind, for real -------------------------------------------------------------
@@ -155,8 +156,8 @@ def test_every_caller_kind_goes_through_the_transition(db_url: str, sandbox: Any
             assert _status(db_url, order_id) == status
 
         body = json.dumps(sandbox.pay("k-note", "settlement"))
-        step("k-note", "answer", "settlement", lambda: intake.process_notification(
-            conn, decode_body("test", body), SERVER_KEY, gateway=gateway))
+        step("k-note", "answer", "settlement", lambda: receive(
+            lambda: nullcontext(conn), gateway, body.encode(), "test", server_key=SERVER_KEY))
         sandbox.pay("k-status", "settlement")
         step("k-status", "answer", "settlement", lambda: refresh.refresh(conn, gateway, "k-status"))
         step("k-cancel", "answer", "cancel", lambda: operations.cancel(conn, gateway, "k-cancel"))
@@ -166,15 +167,15 @@ def test_every_caller_kind_goes_through_the_transition(db_url: str, sandbox: Any
         step("k-reconcile", "answer", "settlement", lambda: reconcile.reconcile(db_url, gateway, min_age=0))
         offline = json.dumps(sandbox.pay("k-offline", "settlement"))
         # Offline a status_code 200 proves only a floor: the pending row stays, marked awaiting confirmation.
-        step("k-offline", "proof", "pending", lambda: intake.process_notification(
-            conn, decode_body("test", offline), SERVER_KEY, gateway=None))
-    # The offline batches decide with the same rule (``transition.proven``) and write through write_proven.
+        step("k-offline", "proof", "pending", lambda: receive(
+            lambda: nullcontext(conn), None, offline.encode(), "test", server_key=SERVER_KEY))
+    # The offline batches go through the transition too: one call for the batch.
     batch = decode_body("test", json.dumps(sandbox.pay("k-batch", "settlement")))
     writers = len(watch.writers)
     report = online.replay(db_url, None, [batch], SERVER_KEY)
     assert report is not None and _status(db_url, "k-batch") == "pending"
-    assert watch.writers[writers:] == ["write_proven"]
-    assert set(watch.writers) == {"transition", "write_proven"}
+    assert watch.writers[writers:] == ["transition"]
+    assert set(watch.writers) == {"transition"}
     with psycopg.connect(db_url) as check:
         marked = check.execute("SELECT order_id FROM payment_transactions WHERE unconfirmed_since IS NOT NULL "
                                "ORDER BY order_id").fetchall()

@@ -213,7 +213,6 @@ def test_batch_lockers_take_rows_in_one_byte_wise_order_id_order(db_url: str, lo
     so neither can hold one row while waiting for the other's: no deadlock between them. Here row 'B-1'
     comes first byte-wise, 'a-1' first by row id: a locker blocked on 'B-1' must not hold 'a-1' yet."""
     from midpay import db
-    from midpay.db import intake as intake_sql
 
     ids = {"a-1": "00000000-0000-4000-8000-000000000001", "B-1": "00000000-0000-4000-8000-000000000002"}
     with psycopg.connect(db_url) as conn:
@@ -235,7 +234,7 @@ def test_batch_lockers_take_rows_in_one_byte_wise_order_id_order(db_url: str, lo
 
                 db.lock_payments(locker_conn, [uuid.UUID(i) for i in ids.values()])
             else:
-                intake_sql.lock_payments(locker_conn, list(ids))
+                db.lock_orders(locker_conn, list(ids))
         done.set()
 
     thread = threading.Thread(target=lock_both, daemon=True)
