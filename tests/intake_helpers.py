@@ -9,10 +9,6 @@ from typing import Any
 import psycopg
 
 from midpay.midtrans.notifications import parse_time
-from tests.helpers import payment_row
-
-# The name the intake tests knew it by; the one reader is tests.helpers.payment_row.
-stored_row = payment_row
 
 
 def write_json(path: Path, body: Any) -> Path:
