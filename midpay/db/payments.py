@@ -168,26 +168,8 @@ def get_payment(conn: Connection, order_id: str, *, for_update: bool = False) ->
         return cur.fetchone()
 
 
-def lock_payments(conn: Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, Payment]:
-    """Lock the rows of ``ids`` until the transaction ends, in order_id order, byte-wise.
-
-    Every batch locker takes its rows in that one order (``LOCK_ORDERS``, the
-    confirmed replay's Python ``sorted``, which is code point order, as "C" is for UTF-8),
-    so a reconcile batch and a replay batch over the same orders never deadlock.
-
-    Read without the stored answer (``CHECK_COLUMNS``); rows that are gone are absent.
-    """
-    with conn.cursor(row_factory=class_row(Payment)) as cur:
-        cur.execute(
-            f"SELECT {CHECK_COLUMNS} FROM payment_transactions WHERE id = ANY(%s) "
-            'ORDER BY order_id COLLATE "C" FOR UPDATE',
-            (ids,),
-        )
-        return {p.id: p for p in cur.fetchall()}
-
-
 # The rows a batch locks, without the stored answer (LOCK_ORDERS) or with it; always in
-# byte-wise order_id order (``lock_payments``). bench/bench_replay_offline.py sends the first.
+# byte-wise order_id order (``lock_orders``). bench/bench_replay_offline.py sends the first.
 LOCK_ORDERS = (
     f"SELECT {CHECK_COLUMNS} FROM payment_transactions WHERE order_id = ANY(%b) "
     'ORDER BY order_id COLLATE "C" FOR UPDATE'
@@ -196,9 +178,13 @@ _LOCK_ORDERS_WITH_ANSWERS = LOCK_ORDERS.replace(CHECK_COLUMNS, PAYMENT_COLUMNS)
 
 
 def lock_orders(conn: Connection, order_ids: Sequence[str], *, answers: bool = False) -> dict[str, Payment]:
-    """Lock the rows of these order ids until the transaction ends (in ``lock_payments``' one order), by order id.
+    """Lock the rows of these order ids until the transaction ends, in order_id order, byte-wise; by order id.
 
-    Read without the stored answer unless ``answers`` (``CHECK_COLUMNS``); rows that are gone are absent.
+    Every batch locks its rows in that one order: here (the transition, reconcile's
+    ``payments.answers``, the offline batches), or one by one in Python's ``sorted`` order
+    (the confirmed replay, ``intake.batch``), which is code point order, as "C" is for
+    UTF-8. So two batches over the same orders never deadlock. Read without the stored
+    answer unless ``answers`` (``CHECK_COLUMNS``); rows that are gone are absent.
     """
     if not order_ids:
         return {}

@@ -207,11 +207,10 @@ def test_a_404_failure_is_written_only_while_the_row_is_still_created(db_url: st
     assert written.checked.status_after == expected
 
 
-@pytest.mark.parametrize("locker", ["reconcile", "replay"])
-def test_batch_lockers_take_rows_in_one_byte_wise_order_id_order(db_url: str, locker: str) -> None:
-    """reconcile's batch (by row id) and a replay's batch (by order id) lock the same rows in the same order,
-    so neither can hold one row while waiting for the other's: no deadlock between them. Here row 'B-1'
-    comes first byte-wise, 'a-1' first by row id: a locker blocked on 'B-1' must not hold 'a-1' yet."""
+def test_batch_lockers_take_rows_in_one_byte_wise_order_id_order(db_url: str) -> None:
+    """Every batch (reconcile's, a replay's) locks its rows with ``db.lock_orders``, in one order, so neither
+    can hold one row while waiting for the other's: no deadlock between them. Here row 'B-1' comes first
+    byte-wise, 'a-1' first by row id and by locale: a locker blocked on 'B-1' must not hold 'a-1' yet."""
     from midpay import db
 
     ids = {"a-1": "00000000-0000-4000-8000-000000000001", "B-1": "00000000-0000-4000-8000-000000000002"}
@@ -229,12 +228,7 @@ def test_batch_lockers_take_rows_in_one_byte_wise_order_id_order(db_url: str, lo
 
     def lock_both() -> None:
         with locker_conn.transaction():
-            if locker == "reconcile":
-                import uuid
-
-                db.lock_payments(locker_conn, [uuid.UUID(i) for i in ids.values()])
-            else:
-                db.lock_orders(locker_conn, list(ids))
+            db.lock_orders(locker_conn, list(ids))
         done.set()
 
     thread = threading.Thread(target=lock_both, daemon=True)
