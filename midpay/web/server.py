@@ -26,8 +26,8 @@ from typing import Any
 
 from midpay import db
 from midpay.config import redact
-from midpay.db.migrate import load_files, read_applied, readiness
-from midpay.errors import ConfigError, UsageError
+from midpay.db.migrate import require_migrated
+from midpay.errors import UsageError
 from midpay.web.app import now_text, write_log_line
 
 WSGIApp = Callable[..., Any]
@@ -44,11 +44,10 @@ def log_record(message: str, level: str = "info") -> dict[str, Any]:
 
 
 def check_ready(url: str) -> None:
-    """Refuse to start on a database that cannot be reached (exit 3) or is not migrated (exit 2)."""
+    """Refuse to start on a database that cannot be reached (exit 3) or is not migrated (exit 2), in the
+    words every command uses (``db.migrate.require_migrated``)."""
     with db.translate_errors(), db.connect(url) as conn:
-        problems = readiness(load_files(), read_applied(conn)).problems
-    if problems:
-        raise ConfigError(f"the database is not migrated ({'; '.join(problems)}): run midpay migrate")
+        require_migrated(conn)
 
 
 def bind(host: str, port: int) -> socket.socket:
