@@ -35,7 +35,8 @@ from midpay.db import claims, schema
 from midpay.errors import GatewayUnavailable, GatewayUnreachable, Interrupted, MidpayError, UsageError
 from midpay.midtrans.breaker import Breaker
 from midpay.payments import refresh
-from midpay.reconcile import writes as batches
+from midpay.payments.answers import Answered, apply_batch, preview_batch
+from midpay.reconcile import writes
 from midpay.reconcile.leases import LeaseBook
 from midpay.reconcile.pacing import RateLimiter
 from midpay.reconcile.row import (
@@ -51,7 +52,6 @@ from midpay.reconcile.row import (
     check_row,
     line,
 )
-from midpay.reconcile.writes import Answered
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -181,8 +181,8 @@ class _Run:
                     if in_flight.pop(checked.payment.id, None) is not None:
                         self._take(checked)
                 if self._pending and (
-                    len(self._pending) >= batches.BATCH_ROWS or not in_flight
-                    or time.monotonic() - self._pending_since >= batches.BATCH_SECONDS
+                    len(self._pending) >= writes.BATCH_ROWS or not in_flight
+                    or time.monotonic() - self._pending_since >= writes.BATCH_SECONDS
                 ):
                     self._write()
                 self.book.flush()
@@ -223,7 +223,7 @@ class _Run:
         if waiting:
             timeout = 1.0
             if self._pending:
-                timeout = max(0.0, self._pending_since + batches.BATCH_SECONDS - time.monotonic())
+                timeout = max(0.0, self._pending_since + writes.BATCH_SECONDS - time.monotonic())
             try:
                 found.append(self._answers.get(timeout=timeout))
             except queue.Empty:
@@ -239,7 +239,7 @@ class _Run:
         batch, self._pending = self._pending, []
         if not batch:
             return
-        apply = batches.preview_batch if self.dry_run else batches.apply_batch
+        apply = preview_batch if self.dry_run else apply_batch
         try:
             written = self.book.sql(lambda conn: apply(conn, batch))
         except BaseException:

@@ -6,11 +6,5 @@ for answers (``payments.answers.apply_batch``: one transaction, ``transition`` f
 whole batch) and completes the rows' leases only once that transaction has committed.
 """
 
-from __future__ import annotations
-
-from midpay.payments.answers import Answered, Written, apply_batch, preview_batch
-
-__all__ = ["BATCH_ROWS", "BATCH_SECONDS", "Answered", "Written", "apply_batch", "preview_batch"]
-
 BATCH_ROWS = 64  # answers applied in one transaction
 BATCH_SECONDS = 0.2  # the longest an answer waits for its batch to fill

@@ -182,8 +182,8 @@ def test_a_404_failure_is_written_only_while_the_row_is_still_created(db_url: st
     import dataclasses
 
     from midpay import db
+    from midpay.payments.answers import Answered, apply_batch
     from midpay.payments.transition import synthetic_failure
-    from midpay.reconcile.writes import Answered, apply_batch
 
     with psycopg.connect(db_url) as conn:
         conn.execute(
