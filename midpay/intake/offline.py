@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable
 
 from midpay import db
 from midpay.errors import DependencyError
-from midpay.intake import batch as intake_batch
 from midpay.intake import partitions, received
 from midpay.intake import pipeline as intake
+from midpay.intake.batch import screen_and_apply_offline
 from midpay.intake.pipeline import Decided, NotificationResult
 from midpay.intake.received import Item
 from midpay.intake.runs import BATCH, Results, RunReport, rejected
@@ -55,7 +55,7 @@ def decide(conn: db.Connection, batch: list[Item], server_key: str, *, dry_run: 
     ``single.receive`` for one body with no gateway.
     """
     try:
-        return intake_batch.screen_and_apply_offline(conn, batch, server_key, dry_run=dry_run)
+        return screen_and_apply_offline(conn, batch, server_key, dry_run=dry_run)
     except Exception as exc:
         if db.map_error(exc) is not None:
             raise

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 from midpay import db
 from midpay.db import intake as sql
 from midpay.errors import ConfigError, DependencyError, GatewayUnavailable, MidpayError
-from midpay.intake import batch as intake_batch
 from midpay.intake import offline, received
 from midpay.intake import pipeline as intake
+from midpay.intake.batch import Work, apply_confirmed_many
 from midpay.intake.bodies import Body
 from midpay.intake.pipeline import Decided, NotificationResult
 from midpay.intake.received import Item
@@ -189,13 +189,13 @@ class _Run(Results):
             for _ in range(len(work_list) - len(left)):
                 self.slots.release()
 
-    def _apply(self, work: list[intake_batch.Work]) -> None:
+    def _apply(self, work: list[Work]) -> None:
         if not work or (self.fatal is not None and isinstance(self.fatal, DependencyError)):
             return  # PostgreSQL is gone: nothing can be recorded; the bodies stay as stored
         try:
             with db.translate_errors(), self.pool.connection() as conn:
                 try:
-                    decided = intake_batch.apply_confirmed_many(conn, work, dry_run=self.dry_run)
+                    decided = apply_confirmed_many(conn, work, dry_run=self.dry_run)
                 except Exception as exc:
                     if db.map_error(exc) is not None:
                         raise
