@@ -41,21 +41,21 @@ def listen(
       midpay listen --host 0.0.0.0 --path /midtrans/notification
     """
     from midpay import embedded
-    from midpay.web import app as webhook
+    from midpay.web import app as web_app
     from midpay.web import server as serving
 
-    if not path.startswith("/") or path == webhook.HEALTH_PATH or "?" in path:
-        raise UsageError(f"--path must start with / and not be {webhook.HEALTH_PATH} or hold a query, not {path!r}")
+    if not path.startswith("/") or path == web_app.HEALTH_PATH or "?" in path:
+        raise UsageError(f"--path must start with / and not be {web_app.HEALTH_PATH} or hold a query, not {path!r}")
     s = settings()
     server_key = s.require_server_key()
-    url = embedded.resolve_url(s, announce=lambda line: webhook.write_log_line(serving.log_record(line)))
+    url = embedded.resolve_url(s, announce=lambda line: web_app.write_log_line(serving.log_record(line)))
     serving.check_ready(url)
     sock = serving.bind(host, port)
     address = serving.url_of(sock, path)
     secrets = s.secrets()
 
-    def load() -> webhook.WebhookApp:
-        return webhook.WebhookApp(
+    def load() -> web_app.WebhookApp:
+        return web_app.WebhookApp(
             database_url=url,
             server_key=server_key,
             api_url=s.api_url,
@@ -68,7 +68,7 @@ def listen(
     announce = {
         "message": f"listening on {address}",
         "url": address,
-        "health": serving.url_of(sock, webhook.HEALTH_PATH),
+        "health": serving.url_of(sock, web_app.HEALTH_PATH),
         "workers": workers,
         "threads": threads,
     }

@@ -140,8 +140,7 @@ def replay_webhook(
       midpay replay-webhook notifications/ day.jsonl --json
       cat body.json | midpay replay-webhook - --offline
     """
-    from midpay.intake import bodies
-    from midpay.intake import online as confirm
+    from midpay.intake import bodies, online
 
     if connections != 1 and not offline:
         raise UsageError("--connections is for --offline replays (online, --concurrency sets the pace)")
@@ -150,12 +149,12 @@ def replay_webhook(
     if not key:
         if dry_run:
             settings().require_server_key()
-        raise _no_key(confirm.store_only(database_url(), received))
+        raise _no_key(online.store_only(database_url(), received))
     url = database_url()
     gateway = None if offline else open_gateway(pool_size=concurrency)
     streamed = _Streamed() if json_out else None
     try:
-        report = confirm.replay(
+        report = online.replay(
             url, gateway, received, key, concurrency=concurrency, connections=connections, dry_run=dry_run,
             on_result=streamed.add if streamed is not None else None,
         )
@@ -235,13 +234,13 @@ def events_reprocess(
       midpay events reprocess
       midpay events reprocess --rejected --order-id shop-1042
     """
-    from midpay.intake import online as confirm
+    from midpay.intake import online
 
     key = settings().require_server_key()
     url = database_url()
     gateway = None if offline else open_gateway(pool_size=concurrency)
     try:
-        report = confirm.reprocess(
+        report = online.reprocess(
             url, gateway, key, order_id=order_id, rejected_only=rejected, concurrency=concurrency
         )
     finally:

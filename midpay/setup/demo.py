@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from midpay import db, output
 from midpay.db import migrate
-from midpay.intake import bodies
-from midpay.intake import online as intake
+from midpay.intake import bodies, online
 from midpay.midtrans.gateway import Gateway
 from midpay.payments import charge as charges
 from midpay.payments import refresh
@@ -127,7 +126,7 @@ def _walk(settings: Settings, con: Console, step: Callable[[str], None], home: P
 
             step(f"midpay replay-webhook {notification.name}")
             received = bodies.iter_bodies([str(notification)], lambda: "")
-            replayed = intake.replay(url, gateway, received, DEV_SERVER_KEY)  # what replay-webhook runs
+            replayed = online.replay(url, gateway, received, DEV_SERVER_KEY)  # what replay-webhook runs
             if replayed.fatal is not None:
                 raise replayed.fatal
             output.render_notifications(con, replayed.results, dry_run=False)
