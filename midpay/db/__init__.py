@@ -21,10 +21,7 @@ from midpay.db.core import (
 )
 from midpay.db.events import (
     WebhookEvent,
-    finish_event,
-    insert_event,
     list_events,
-    lock_unprocessed_event,
     select_unprocessed_event_ids,
 )
 from midpay.db.payments import (
@@ -66,11 +63,9 @@ __all__ = [
     "connect",
     "count_due",
     "database_now",
-    "finish_event",
     "finish_refund",
     "first_line",
     "get_payment",
-    "insert_event",
     "insert_payment",
     "insert_refund",
     "iter_due",
@@ -78,7 +73,6 @@ __all__ = [
     "list_payments",
     "list_refunds",
     "lock_orders",
-    "lock_unprocessed_event",
     "map_error",
     "open_pool",
     "read_payments",
