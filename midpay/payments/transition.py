@@ -11,9 +11,10 @@
 
 A batch is many rows in the caller's transaction (reconcile, the replay appliers); a
 single check, charge, cancel, expire, refund or notification is a batch of one
-(``apply_answer`` in a transaction of its own, ``apply_locked`` and ``apply_proven``
-on a row the caller locked). An answer that fails a check changes nothing of its row
-and comes back as ``AnswerMismatch`` (exit 1) in that row's place; the others go on.
+(``apply_answer`` in a transaction of its own, ``apply_locked`` on a row the caller
+locked); offline evidence (``Proven``) comes from ``intake.pipeline.decide_offline``, a
+batch at a time. An answer that fails a check changes nothing of its row and comes
+back as ``AnswerMismatch`` (exit 1) in that row's place; the others go on.
 """
 
 from __future__ import annotations
@@ -301,15 +302,6 @@ def apply_answer(
 def apply_locked(conn: db.Connection, payment: db.Payment, view: TransactionView) -> ApplyResult:
     """``transition`` for one payment the caller locked; AnswerMismatch raised on a bad answer."""
     return _one(transition(conn, [Change(payment.order_id, view)], locked={payment.order_id: payment}))
-
-
-def apply_proven(conn: db.Connection, payment: db.Payment, state: str | None, *, exact: bool) -> ApplyResult:
-    """Offline, ``transition`` for one payment the caller locked: only what the signature proves (``proven``).
-
-    Nothing unsigned is written: no transaction id, no time, no answer. When not exact,
-    the row is marked as awaiting confirmation.
-    """
-    return _one(transition(conn, [Change(payment.order_id, Proven(state, exact))], locked={payment.order_id: payment}))
 
 
 def _one(moved: list[Moved]) -> ApplyResult:

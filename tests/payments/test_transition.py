@@ -12,7 +12,7 @@ from midpay import db
 from midpay.errors import GatewayProtocolError, NotFoundError
 from midpay.midtrans.notifications import JAKARTA, parse_view
 from midpay.payments import transition as apply
-from midpay.payments.transition import AnswerMismatch, apply_answer, apply_proven, needs_write
+from midpay.payments.transition import AnswerMismatch, ApplyResult, Change, Proven, apply_answer, needs_write
 from tests.helpers import payment_row
 
 TXN = "11111111-2222-4333-8444-555555555555"
@@ -198,6 +198,14 @@ def _locked(conn: psycopg.Connection[Any], order_id: str) -> db.Payment:
     return payment
 
 
+def _prove(conn: psycopg.Connection[Any], payment: db.Payment, state: str | None, *, exact: bool) -> ApplyResult:
+    """Offline evidence for one locked row, as ``intake.pipeline.decide_offline`` hands it to the transition."""
+    [result] = apply.transition(conn, [Change(payment.order_id, Proven(state, exact))],
+                                locked={payment.order_id: payment})
+    assert isinstance(result, ApplyResult)
+    return result
+
+
 @pytest.mark.parametrize(
     ("start", "state", "exact", "after", "applied", "marked"),
     [
@@ -212,11 +220,11 @@ def _locked(conn: psycopg.Connection[Any], order_id: str) -> db.Payment:
         ("pending", None, False, "pending", False, True),
     ],
 )
-def test_apply_proven(conn: psycopg.Connection[Any], start: str, state: str | None, exact: bool, after: str,
-                      applied: bool, marked: bool) -> None:
+def test_a_proof_applies_only_what_it_proves(conn: psycopg.Connection[Any], start: str, state: str | None,
+                                             exact: bool, after: str, applied: bool, marked: bool) -> None:
     _insert(conn, "o-1", start, txn=None)
     with conn.transaction():
-        result = apply_proven(conn, _locked(conn, "o-1"), state, exact=exact)
+        result = _prove(conn, _locked(conn, "o-1"), state, exact=exact)
     row = payment_row(conn, "o-1")
     assert (result.applied, row["status"]) == (applied, after)
     assert (row["unconfirmed_since"] is not None) is marked
@@ -231,7 +239,7 @@ def test_a_confirmed_answer_clears_the_mark_and_settles_awaiting_notifications(c
         "VALUES ('m-1', '{}', true, false, 'awaiting')"
     )
     with conn.transaction():
-        apply_proven(conn, _locked(conn, "m-1"), "pending", exact=False)
+        _prove(conn, _locked(conn, "m-1"), "pending", exact=False)
     payment = db.get_payment(conn, "m-1")
     assert payment is not None and payment.unconfirmed_since is not None
     answer = parse_view(_answer("m-1", "pending", txn=None))
