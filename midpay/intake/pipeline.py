@@ -325,8 +325,6 @@ def decide_confirmed(
     return decided
 
 
-
-
 # --- (offline) what a signed status_code proves -------------------------------------------
 
 
