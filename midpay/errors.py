@@ -69,6 +69,11 @@ class InvalidPayload(MidpayError):
 class NotFoundError(MidpayError):
     """The order does not exist (in the database or at Midtrans)."""
 
+    @classmethod
+    def order(cls, order_id: str) -> NotFoundError:
+        """No payment of ``order_id`` in the database: the one wording of it."""
+        return cls(f"no such order: {order_id}")
+
 
 class TransactionNotFound(NotFoundError):
     """Midtrans does not know the transaction (body status_code 404)."""

@@ -272,17 +272,3 @@ def count_due(
         _due_params(min_age, recheck_after, refund_recheck_after, None, None),
     ).fetchone()
     return int(row[0]) if row else 0
-
-
-def check_record(conn: Connection, order_id: str) -> dict[str, Any] | None:
-    """The lease and failure record of one row (for operators and tests)."""
-    cur = conn.execute(
-        "SELECT check_lease_owner, check_lease_until, check_claimed_at, check_attempts, check_error, "
-        "check_retry_at, last_checked_at FROM payment_transactions WHERE order_id = %s",
-        (order_id,),
-    )
-    row = cur.fetchone()
-    if row is None:
-        return None
-    names = [d.name for d in cur.description or ()]
-    return dict(zip(names, row, strict=True))

@@ -7,12 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg.rows import class_row
-from psycopg.types.json import Jsonb
-
 from midpay.db import schema
 from midpay.db.core import Connection, fetch_all
-from midpay.db.payments import PAYMENT_COLUMNS, SET_EVENT, Payment
 
 
 @dataclass(frozen=True)
@@ -38,53 +34,6 @@ _EVENT_COLUMNS = (
     "id, received_at::timestamptz AS received_at, order_id, midtrans_transaction_id, raw_body, signature_key, "
     "is_verified, processed, processing_error, source, outcome, processed_at::timestamptz AS processed_at"
 )
-
-
-def insert_event(
-    conn: Connection,
-    *,
-    raw_body: Any,
-    source: str,
-    order_id: str | None,
-    transaction_id: str | None,
-    signature_key: str | None,
-    lock_order_id: str | None = None,
-) -> tuple[uuid.UUID, Payment | None]:
-    """Store a received body before anything is decided about it.
-
-    With ``lock_order_id``, the same statement also reads and locks that payment
-    (``FOR UPDATE``) for the decision that follows: one round trip for both. Text
-    fields longer than this database's columns are cut to fit; ``raw_body`` keeps them whole.
-    """
-    layout = schema.of(conn)
-    with conn.cursor() as cur:
-        cur.execute(
-            "WITH e AS (INSERT INTO payment_webhook_events "
-            "(raw_body, source, order_id, midtrans_transaction_id, signature_key, is_verified, processed) "
-            "VALUES (%s, %s, %s, %s, %s, false, false) RETURNING id) "
-            f"SELECT e.id, p.* FROM e LEFT JOIN LATERAL ("
-            f"SELECT {PAYMENT_COLUMNS} FROM payment_transactions WHERE order_id = %s FOR UPDATE) p ON true",
-            (
-                Jsonb(raw_body), source, _clip(layout, "order_id", order_id),
-                _clip(layout, "midtrans_transaction_id", transaction_id),
-                _clip(layout, "signature_key", signature_key), lock_order_id,
-            ),
-        )
-        row = cur.fetchone()
-    assert row is not None
-    event_id: uuid.UUID = row[0]
-    payment = Payment(*row[1:]) if row[1] is not None else None
-    return event_id, payment
-
-
-def finish_event(
-    conn: Connection, event_id: uuid.UUID, *, is_verified: bool, outcome: str, error: str | None
-) -> None:
-    """Record what became of a stored body: verified or not, applied, unchanged or rejected."""
-    conn.execute(
-        f"UPDATE payment_webhook_events SET {SET_EVENT} WHERE id = %s",
-        (is_verified, outcome != "rejected", outcome, error, event_id),
-    )
 
 
 def list_events(
@@ -123,17 +72,3 @@ def select_unprocessed_event_ids(
         (rejected_only, order_id, order_id),
     ).fetchall()
     return [row[0] for row in rows]
-
-
-def lock_unprocessed_event(
-    conn: Connection, event_id: uuid.UUID, *, rejected_only: bool = False
-) -> WebhookEvent | None:
-    """Lock one stored notification if it is still unprocessed; None when another run has it or did it."""
-    with conn.cursor(row_factory=class_row(WebhookEvent)) as cur:
-        cur.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM payment_webhook_events WHERE id = %s AND {_UNPROCESSED} "
-            "FOR UPDATE SKIP LOCKED",
-            (event_id, rejected_only, None, None),
-        )
-        return cur.fetchone()
-

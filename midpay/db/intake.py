@@ -180,11 +180,6 @@ def settle_awaiting_many(conn: Connection, settled: Sequence[tuple[str, str]]) -
         conn.execute(SETTLE_AWAITING, ([o for o, _ in settled], [outcome for _, outcome in settled]))
 
 
-def settle_awaiting(conn: Connection, order_id: str, outcome: str) -> None:
-    """Record the awaiting notifications of an order as decided by a confirmed answer just applied."""
-    settle_awaiting_many(conn, [(order_id, outcome)])
-
-
 def stored_bodies(conn: Connection, ids: Sequence[uuid.UUID]) -> list[StoredBody]:
     """The stored bodies of these events, in the order of ``ids`` (missing ones left out)."""
     if not ids:

@@ -200,7 +200,6 @@ def read_payments(conn: Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, Pay
         return {p.id: p for p in cur.fetchall()}
 
 
-SET_EVENT = "is_verified = %s, processed = %s, outcome = %s, processing_error = %s, processed_at = now()"
 
 
 @dataclass(frozen=True)

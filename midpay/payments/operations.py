@@ -107,7 +107,7 @@ def get_payment(conn: db.Connection, order_id: str) -> db.Payment:
     with conn.transaction():
         payment = db.get_payment(conn, order_id)
     if payment is None:
-        raise NotFoundError(f"no such order: {order_id}")
+        raise NotFoundError.order(order_id)
     return payment
 
 

@@ -147,7 +147,7 @@ def refresh(
     payment = db.get_payment(conn, order_id)
     conn.commit()
     if payment is None:
-        raise NotFoundError(f"no such order: {order_id}")
+        raise NotFoundError.order(order_id)
     wanted = gateway is not None and wants_refresh(conn, payment)
     conn.commit()  # check() and the apply path open transactions of their own
     if gateway is None or not wanted:

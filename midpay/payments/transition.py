@@ -184,7 +184,7 @@ def transition(
     for change in changes:
         payment = rows.get(change.order_id)
         if payment is None:
-            steps.append(NotFoundError(f"no such order: {change.order_id}"))
+            steps.append(NotFoundError.order(change.order_id))
             continue
         try:
             step = _decide(conn, payment, change.evidence)

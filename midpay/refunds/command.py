@@ -134,7 +134,7 @@ def _midtrans_figures(conn: db.Connection, gateway: Gateway, order_id: str) -> T
         payment = db.get_payment(conn, order_id)
         conn.commit()
     if payment is None:
-        raise NotFoundError(f"no such order: {order_id}")
+        raise NotFoundError.order(order_id)
     db.whole_amount(payment)  # a stored fraction of a rupiah is refused, never rounded
     if payment.status not in REFUNDABLE_STATES | {states.REFUND}:
         raise _not_refundable(payment)
@@ -167,7 +167,7 @@ def _lock_and_plan(
     """
     payment = db.get_payment(conn, view.order_id, for_update=True)
     if payment is None:
-        raise NotFoundError(f"no such order: {view.order_id}")
+        raise NotFoundError.order(view.order_id)
     open_before = {r.id for r in db.list_refunds(conn, payment.id) if r.status == "requested"}
     result = apply_locked(conn, payment, view)
     assert result.payment is not None
@@ -302,7 +302,7 @@ def _record_paid(conn: db.Connection, row: db.Refund, view: TransactionView, res
                     f"`midpay status {row.order_id}` to record it (nothing is paid twice)"), conn.transaction():
         payment = db.get_payment(conn, row.order_id, for_update=True)
         if payment is None:
-            raise NotFoundError(f"no such order: {row.order_id}")
+            raise NotFoundError.order(row.order_id)
         done = db.finish_refund(
             conn, row.id, status="done", response=view.raw,
             chargeback_id=chargeback_id(view.raw.get("refund_chargeback_id")),
