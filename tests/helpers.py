@@ -96,3 +96,10 @@ def abandoned_connections(port: int) -> int:
             if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "08":  # 08: CLOSE_WAIT
                 held += 1
     return held
+
+
+def waits_on_a_lock(url: str, pid: int) -> bool:
+    """Whether the backend ``pid`` is waiting for a lock (pg_stat_activity), e.g. on a row another holds."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    return row is not None and row[0] == "Lock"

@@ -157,12 +157,19 @@ def claim_due(
     return rows
 
 
+def _locked(where: str) -> str:
+    """The rows matching ``where``, locked first in byte-wise order_id order, the one order of every
+    multi-row locker (``db.payments.lock_orders``): an UPDATE over them then waits for a replay or a
+    reconcile batch holding some of them, instead of deadlocking with it."""
+    return f'SELECT id FROM payment_transactions WHERE {where} ORDER BY order_id COLLATE "C" FOR UPDATE'
+
+
 def renew_leases(conn: Connection, *, owner: uuid.UUID, lease_seconds: float) -> int:
     """Push the deadline of every lease ``owner`` holds ``lease_seconds`` into the future."""
     with conn.transaction():
         cur = conn.execute(
-            "UPDATE payment_transactions SET check_lease_until = now() + make_interval(secs => %s) "
-            "WHERE check_lease_owner = %s",
+            "UPDATE payment_transactions AS p SET check_lease_until = now() + make_interval(secs => %s) "
+            f"FROM ({_locked('check_lease_owner = %s')}) AS l WHERE p.id = l.id",
             (lease_seconds, owner),
         )
         return cur.rowcount
@@ -178,9 +185,9 @@ def complete(conn: Connection, *, owner: uuid.UUID, ids: Sequence[uuid.UUID]) ->
         return
     with conn.transaction():
         conn.execute(
-            "UPDATE payment_transactions SET last_checked_at = now(), check_attempts = 0, check_error = NULL, "
+            "UPDATE payment_transactions AS p SET last_checked_at = now(), check_attempts = 0, check_error = NULL, "
             "check_retry_at = NULL, check_lease_owner = NULL, check_lease_until = NULL "
-            "WHERE id = ANY(%s) AND check_lease_owner = %s",
+            f"FROM ({_locked('id = ANY(%s) AND check_lease_owner = %s')}) AS l WHERE p.id = l.id",
             (list(ids), owner),
         )
 
@@ -198,8 +205,9 @@ def fail(conn: Connection, *, owner: uuid.UUID, failures: Sequence[tuple[uuid.UU
             "UPDATE payment_transactions AS p SET check_attempts = p.check_attempts + 1, check_error = f.error, "
             "check_retry_at = now() + make_interval(secs => CASE WHEN p.check_attempts = 0 THEN 0 "
             "ELSE LEAST(%(cap)s, %(base)s * power(2, LEAST(p.check_attempts - 1, 30))) END) "
-            "FROM unnest(%(ids)s::uuid[], %(errors)s::text[]) AS f(id, error) "
-            "WHERE p.id = f.id AND p.check_lease_owner = %(owner)s",
+            "FROM unnest(%(ids)s::uuid[], %(errors)s::text[]) AS f(id, error), "
+            f"({_locked('id = ANY(%(ids)s) AND check_lease_owner = %(owner)s')}) AS l "
+            "WHERE p.id = f.id AND p.id = l.id",
             {
                 "ids": [i for i, _ in failures],
                 "errors": [e for _, e in failures],
@@ -216,8 +224,8 @@ def release(conn: Connection, *, owner: uuid.UUID, ids: Sequence[uuid.UUID]) -> 
         return
     with conn.transaction():
         conn.execute(
-            "UPDATE payment_transactions SET check_lease_owner = NULL, check_lease_until = NULL "
-            "WHERE id = ANY(%s) AND check_lease_owner = %s",
+            "UPDATE payment_transactions AS p SET check_lease_owner = NULL, check_lease_until = NULL "
+            f"FROM ({_locked('id = ANY(%s) AND check_lease_owner = %s')}) AS l WHERE p.id = l.id",
             (list(ids), owner),
         )
 
@@ -226,8 +234,8 @@ def finish(conn: Connection, *, owner: uuid.UUID) -> None:
     """The run ends: end every lease it still holds (its failed rows), due for runs that start from now on."""
     with conn.transaction():
         conn.execute(
-            "UPDATE payment_transactions SET check_lease_owner = NULL, check_lease_until = NULL, "
-            "check_claimed_at = now() WHERE check_lease_owner = %s",
+            "UPDATE payment_transactions AS p SET check_lease_owner = NULL, check_lease_until = NULL, "
+            f"check_claimed_at = now() FROM ({_locked('check_lease_owner = %s')}) AS l WHERE p.id = l.id",
             (owner,),
         )
 

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import wait_until, waits_on_a_lock
 from tests.pg_activity import PeakConnections
 from tests.reconcile.test_job import _leases_ended, _records, _seed, _spawn, _wait_for_checks
 
@@ -28,12 +28,6 @@ def _db_now(url: str) -> Any:
         row = conn.execute("SELECT now()").fetchone()
     assert row is not None
     return row[0]
-
-
-def _waits_on_a_lock(url: str, pid: int) -> bool:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
-    return row is not None and row[0] == "Lock"
 
 
 def _commits(url: str) -> int:
@@ -235,7 +229,7 @@ def test_batch_lockers_take_rows_in_one_byte_wise_order_id_order(db_url: str) ->
     thread.start()
     try:
         locker_pid = locker_conn.info.backend_pid
-        wait_until(lambda: _waits_on_a_lock(db_url, locker_pid), 10, what="the locker to wait on 'B-1'")
+        wait_until(lambda: waits_on_a_lock(db_url, locker_pid), 10, what="the locker to wait on 'B-1'")
         assert not done.is_set()
         with psycopg.connect(db_url) as probe:
             probe.execute("SET lock_timeout = '200ms'")
