@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+
 from tests.node_backend import conftest as node_backend
 from tests.node_backend.conftest import NodeDb
 from tests.outbox.test_events import check_lifecycle, events, payment_of, status_json
@@ -68,3 +70,27 @@ def test_upper_case_statuses_make_the_same_events(node_db: NodeDb, node_cli: Any
     assert [e["data"]["status"] for e in found] == ["pending", "settlement", "settlement"]
     assert payment_of(found[-1]) == status_json(node_cli, order)
     assert found[-1]["data"]["paid_at"].endswith("+07:00")
+
+
+sibling_db = node_backend.sibling_db
+sibling_cli = node_backend.sibling_cli
+
+
+def test_the_sibling_layout_numeric_amounts_and_upper_case(sibling_db: NodeDb, sibling_cli: Any) -> None:
+    assert sibling_cli("migrate").exit_code == 0
+    seeded = sibling_db.node("seed.js", extra={"NODE_BACKEND_STATUS_CASE": "upper"})
+    orders = seeded["orders"]
+    with psycopg.connect(sibling_db.url) as conn:  # a row the backend wrote by hand: a fraction of a rupiah
+        conn.execute(
+            "INSERT INTO payment_transactions (user_id, order_id, gross_amount, payment_type, status, paid_at) "
+            "VALUES (%s, 'FRACTION-1', 15000.50, 'gopay', 'SETTLEMENT', current_timestamp)",
+            (seeded["users"]["budi"],),
+        )
+    for order in (orders["settled"], orders["expired"], "FRACTION-1"):
+        found = events(sibling_db.url, order)
+        assert payment_of(found[-1]) == status_json(sibling_cli, order), order
+    settled = events(sibling_db.url, orders["settled"])
+    check_lifecycle(settled, ["payment.pending", "payment.settlement", "payment.paid"])
+    fraction = events(sibling_db.url, "FRACTION-1")
+    check_lifecycle(fraction, ["payment.settlement", "payment.paid"])
+    assert fraction[0]["data"]["gross_amount"] == "15000.50"
