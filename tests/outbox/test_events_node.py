@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
 
 from tests.node_backend import conftest as node_backend
 from tests.node_backend.conftest import NodeDb
@@ -24,6 +25,9 @@ node_pg = node_backend.node_pg
 node_templates = node_backend.node_templates
 node_db = node_backend.node_db
 node_cli = node_backend.node_cli
+
+# Node scripts and a private cluster: seconds per test.
+pytestmark = pytest.mark.slow
 
 # The backend's create route and webhook handler for one order, as its HTTP routes run them.
 _ONE_ORDER = """
