@@ -31,7 +31,6 @@ CREATE TABLE IF NOT EXISTS payment_events (
 );
 
 CREATE INDEX IF NOT EXISTS payment_events_created_at_idx ON payment_events (created_at);
-CREATE INDEX IF NOT EXISTS payment_events_payment_id_idx ON payment_events (payment_id);
 
 CREATE TABLE IF NOT EXISTS webhook_endpoints (
     id                    varchar(40) PRIMARY KEY,
@@ -134,7 +133,7 @@ BEGIN
     END IF;
     -- Once per payment: a paid_at cleared and set again (midpay never clears it) is no second one.
     IF NEW.paid_at IS NOT NULL AND (TG_OP = 'INSERT' OR OLD.paid_at IS NULL)
-       AND NOT EXISTS (SELECT 1 FROM payment_events WHERE payment_id = NEW.id AND type = 'payment.paid') THEN
+       AND NOT EXISTS (SELECT 1 FROM payment_events WHERE order_id = NEW.order_id AND type = 'payment.paid') THEN
         PERFORM midpay_write_event(NEW, 'payment.paid', old_status, new_status);
         wrote := true;
     END IF;

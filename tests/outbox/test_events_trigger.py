@@ -186,6 +186,21 @@ def test_a_body_is_stored_once(conn: psycopg.Connection[Any]) -> None:
     assert outbox.events_of_order(conn, "T-11")[0].body == "first"
 
 
+def test_body_renders_once_and_keeps_it(conn: psycopg.Connection[Any]) -> None:
+    from midpay.db import outbox
+    from midpay.outbox.events import body, render
+
+    _insert(conn, "T-14", "pending")
+    conn.commit()
+    (event,) = outbox.events_of_order(conn, "T-14")
+    sent = body(conn, event)
+    conn.commit()
+    assert sent == render(event)
+    conn.execute("UPDATE payment_transactions SET user_id = 99 WHERE order_id = 'T-14'")  # the row moves on
+    (kept,) = outbox.events_of_order(conn, "T-14")
+    assert kept.body == sent and body(conn, kept) == sent
+
+
 def test_paid_is_written_once_even_if_paid_at_is_cleared_and_set_again(conn: psycopg.Connection[Any]) -> None:
     _insert(conn, "T-12", "pending")
     _set(conn, "T-12", "settlement", paid=True)
