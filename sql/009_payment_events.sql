@@ -117,8 +117,10 @@ BEGIN
 END
 $f$;
 
+-- Runs in the session of whoever writes the row (the older backend too): its search_path
+-- is pinned to this migration's, so the outbox tables are found whatever that session's is.
 CREATE OR REPLACE FUNCTION midpay_payment_changed() RETURNS trigger
-LANGUAGE plpgsql AS $f$
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $f$
 DECLARE
     new_status text := lower(btrim(NEW.status));
     old_status text;

@@ -11,6 +11,7 @@ import itertools
 from typing import Any
 
 import psycopg
+import psycopg.sql
 import pytest
 
 
@@ -234,3 +235,19 @@ def test_concurrent_changes_of_one_order_are_numbered_in_commit_order_without_ga
         ).fetchall()
     assert [f[0] for f in found] == list(range(1, len(found) + 1)), "commit order is sequence order"
     assert all(after[1] == before[2] != after[2] for before, after in itertools.pairwise(found))
+
+
+def test_a_writer_with_another_search_path_still_writes_its_event(conn: psycopg.Connection[Any]) -> None:
+    _insert(conn, "T-15", "pending")
+    schema = conn.execute("SELECT current_schema()").fetchone()
+    assert schema is not None
+    conn.execute("CREATE SCHEMA elsewhere")
+    conn.execute("SET search_path = elsewhere")
+    conn.execute(
+        psycopg.sql.SQL("UPDATE {}.payment_transactions SET status = 'expire' WHERE order_id = 'T-15'").format(
+            psycopg.sql.Identifier(schema[0])
+        )
+    )
+    conn.execute("RESET search_path")
+    conn.commit()
+    assert [e[1] for e in _events(conn, "T-15")] == ["payment.pending", "payment.expire"]
