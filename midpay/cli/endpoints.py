@@ -17,7 +17,7 @@ EndpointIdArg = Annotated[str, typer.Argument(help="The endpoint's id (we_…)."
 endpoints_app = subapp()
 app.add_typer(
     endpoints_app, name="endpoints", no_args_is_help=True,
-    short_help="Where payment events go: the shop's own app. add, list, remove, disable, enable, rotate-secret.",
+    short_help="Where payment events go: the shop's own app.",
 )
 
 
@@ -71,7 +71,14 @@ def endpoints_add(
 
 @endpoints_app.command("list", short_help="List the endpoints (never their secrets).")
 def endpoints_list(json_out: JsonFlag = False) -> None:
-    """List the endpoints, oldest first: id, enabled or not (and why), event types, URL, description."""
+    """List the endpoints, oldest first: id, enabled or not (and why), event types, URL, description.
+
+    Examples:
+
+    \b
+      midpay endpoints list
+      midpay endpoints list --json
+    """
     from midpay import output
     from midpay.outbox import endpoints
     from midpay.output import outbox
@@ -90,6 +97,11 @@ def endpoints_remove(endpoint_id: EndpointIdArg, json_out: JsonFlag = False) -> 
     """Remove an endpoint: nothing more is sent to it, and its deliveries and their attempts are deleted.
 
     `midpay endpoints disable` stops it and keeps the log.
+
+    Examples:
+
+    \b
+      midpay endpoints remove we_0123456789abcdef01234567
     """
     from midpay.outbox import endpoints
 
@@ -102,7 +114,13 @@ def endpoints_remove(endpoint_id: EndpointIdArg, json_out: JsonFlag = False) -> 
 @endpoints_app.command("disable", short_help="Stop sending to an endpoint (its deliveries wait).")
 def endpoints_disable(endpoint_id: EndpointIdArg, json_out: JsonFlag = False) -> None:
     """Disable an endpoint: events from now on make no delivery to it; those already queued wait until it is
-    enabled again."""
+    enabled again.
+
+    Examples:
+
+    \b
+      midpay endpoints disable we_0123456789abcdef01234567
+    """
     from midpay.outbox import endpoints
 
     conn = open_connection()
@@ -115,8 +133,13 @@ def endpoints_disable(endpoint_id: EndpointIdArg, json_out: JsonFlag = False) ->
 def endpoints_enable(endpoint_id: EndpointIdArg, json_out: JsonFlag = False) -> None:
     """Enable an endpoint again (also one `midpay deliver` disabled after a 410 Gone).
 
-    Deliveries queued before resume; events of the time it was disabled made none
-    (`midpay deliveries resend EVENT_ID` sends one).
+    Deliveries queued before resume; the events of the time it was disabled made none
+    for it, and are not sent to it.
+
+    Examples:
+
+    \b
+      midpay endpoints enable we_0123456789abcdef01234567 --json
     """
     from midpay.outbox import endpoints
 
@@ -133,6 +156,11 @@ def endpoints_rotate_secret(endpoint_id: EndpointIdArg, json_out: JsonFlag = Fal
     For 24 hours the old secret keeps signing beside the new one (two v1 signatures in
     webhook-signature), so the app can switch to the new one without losing a
     delivery. Rotating again within those hours drops the oldest secret.
+
+    Examples:
+
+    \b
+      midpay endpoints rotate-secret we_0123456789abcdef01234567
     """
     from midpay.outbox import endpoints
 
@@ -202,7 +230,8 @@ def deliveries_list(
 @deliveries_app.command("resend", short_help="Queue deliveries again, due now.")
 def deliveries_resend(
     event_ids: Annotated[
-        list[str] | None, typer.Argument(help="The events (evt_…) to send again.", show_default=False)
+        list[str] | None,
+        typer.Argument(help="The events (evt_…) to send again.", metavar="[EVENT_ID]...", show_default=False),
     ] = None,
     failed: Annotated[bool, typer.Option("--failed", help="Every delivery that failed for good.")] = False,
     endpoint_id: EndpointFlag = None,
