@@ -111,6 +111,15 @@ def endpoints_remove(endpoint_id: EndpointIdArg, json_out: JsonFlag = False) -> 
     _show(endpoint, json_out=json_out, headline=f"Endpoint {endpoint.id} removed.")
 
 
+def _switch(endpoint_id: str, *, enabled: bool, json_out: bool) -> None:
+    from midpay.outbox import endpoints
+
+    conn = open_connection()
+    with conn:
+        endpoint = endpoints.set_enabled(conn, endpoint_id, enabled=enabled)
+    _show(endpoint, json_out=json_out, headline=f"Endpoint {endpoint.id} {'enabled' if enabled else 'disabled'}.")
+
+
 @endpoints_app.command("disable", short_help="Stop sending to an endpoint (its deliveries wait).")
 def endpoints_disable(endpoint_id: EndpointIdArg, json_out: JsonFlag = False) -> None:
     """Disable an endpoint: events from now on make no delivery to it; those already queued wait until it is
@@ -121,12 +130,7 @@ def endpoints_disable(endpoint_id: EndpointIdArg, json_out: JsonFlag = False) ->
     \b
       midpay endpoints disable we_0123456789abcdef01234567
     """
-    from midpay.outbox import endpoints
-
-    conn = open_connection()
-    with conn:
-        endpoint = endpoints.set_enabled(conn, endpoint_id, enabled=False)
-    _show(endpoint, json_out=json_out, headline=f"Endpoint {endpoint.id} disabled.")
+    _switch(endpoint_id, enabled=False, json_out=json_out)
 
 
 @endpoints_app.command("enable", short_help="Send to an endpoint again.")
@@ -141,12 +145,7 @@ def endpoints_enable(endpoint_id: EndpointIdArg, json_out: JsonFlag = False) -> 
     \b
       midpay endpoints enable we_0123456789abcdef01234567 --json
     """
-    from midpay.outbox import endpoints
-
-    conn = open_connection()
-    with conn:
-        endpoint = endpoints.set_enabled(conn, endpoint_id, enabled=True)
-    _show(endpoint, json_out=json_out, headline=f"Endpoint {endpoint.id} enabled.")
+    _switch(endpoint_id, enabled=True, json_out=json_out)
 
 
 @endpoints_app.command("rotate-secret", short_help="Give an endpoint a new signing secret (printed once).")

@@ -13,26 +13,13 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.outbox.test_endpoints import _payment
+
 
 def _add(cli: Any, url: str, *args: str) -> str:
     result = cli("endpoints", "add", url, *args, "--json")
     assert result.exit_code == 0, result
     return str(result.json()["id"])
-
-
-def _payment(db_url: str, order_id: str, *statuses: str) -> None:
-    with psycopg.connect(db_url) as conn:
-        conn.execute(
-            "INSERT INTO payment_transactions (order_id, gross_amount, payment_type, status) "
-            "VALUES (%s, 15000, 'gopay', 'created')",
-            (order_id,),
-        )
-        for status in statuses:
-            conn.execute(
-                "UPDATE payment_transactions SET status = %s, paid_at = CASE WHEN %s IN ('settlement', 'capture') "
-                "THEN COALESCE(paid_at, now()) ELSE paid_at END WHERE order_id = %s",
-                (status, status, order_id),
-            )
 
 
 def _sql(db_url: str, query: str, params: Any = ()) -> list[tuple[Any, ...]]:
