@@ -240,7 +240,8 @@ def deliveries_resend(
     --failed every failed one; --endpoint keeps those to one endpoint.
 
     Each becomes pending, due at once; its attempts are kept. `midpay deliver` sends
-    them (still one order's events in sequence). A delivery a running `midpay deliver`
+    them (still one order's events in sequence; an event older than its
+    --give-up-after gets one attempt). A delivery a running `midpay deliver`
     is sending at that moment is left to finish. An event with no delivery is exit 1
     and nothing is queued.
 
