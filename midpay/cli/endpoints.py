@@ -138,7 +138,7 @@ def endpoints_enable(endpoint_id: EndpointIdArg, json_out: JsonFlag = False) -> 
     """Enable an endpoint again (also one `midpay deliver` disabled after a 410 Gone).
 
     Deliveries queued before resume; the events of the time it was disabled made none
-    for it, and are not sent to it.
+    for it (`midpay deliveries resend EVENT_ID… --endpoint ID` sends them).
 
     Examples:
 
@@ -239,11 +239,14 @@ def deliveries_resend(
     """Queue deliveries again, due now: those of the EVENT_IDs (to every endpoint that had one), or with
     --failed every failed one; --endpoint keeps those to one endpoint.
 
+    With --endpoint, an EVENT_ID that endpoint never had a delivery of gets one
+    (whatever its patterns): how an endpoint added later catches up.
+
     Each becomes pending, due at once; its attempts are kept. `midpay deliver` sends
     them (still one order's events in sequence; an event older than its
     --give-up-after gets one attempt). A delivery a running `midpay deliver`
-    is sending at that moment is left to finish. An event with no delivery is exit 1
-    and nothing is queued.
+    is sending at that moment is left to finish. An unknown event, or without
+    --endpoint one with no delivery, is exit 1 and nothing is queued.
 
     Examples:
 

@@ -81,14 +81,29 @@ def attempts_of(conn: Connection, deliveries: Sequence[Delivery]) -> list[Attemp
         return cur.fetchall()
 
 
-def events_with_deliveries(conn: Connection, event_ids: Sequence[str], endpoint_id: str | None) -> set[str]:
-    """Those of ``event_ids`` that have a delivery (to ``endpoint_id``, when given)."""
+def events_with_deliveries(conn: Connection, event_ids: Sequence[str]) -> set[str]:
+    """Those of ``event_ids`` that have a delivery."""
     rows = conn.execute(
-        "SELECT DISTINCT event_id FROM webhook_deliveries "
-        "WHERE event_id = ANY(%s) AND (%s::text IS NULL OR endpoint_id = %s)",
-        (list(event_ids), endpoint_id, endpoint_id),
+        "SELECT DISTINCT event_id FROM webhook_deliveries WHERE event_id = ANY(%s)", (list(event_ids),)
     ).fetchall()
     return {row[0] for row in rows}
+
+
+def existing_events(conn: Connection, event_ids: Sequence[str]) -> set[str]:
+    """Those of ``event_ids`` that payment_events has."""
+    rows = conn.execute("SELECT id FROM payment_events WHERE id = ANY(%s)", (list(event_ids),)).fetchall()
+    return {row[0] for row in rows}
+
+
+def add_deliveries(conn: Connection, event_ids: Sequence[str], endpoint_id: str) -> int:
+    """A pending delivery of each of these events to ``endpoint_id`` that has none yet; how many were made."""
+    cur = conn.execute(
+        "INSERT INTO webhook_deliveries (event_id, endpoint_id, order_id, sequence) "
+        "SELECT e.id, %s, e.order_id, e.sequence FROM payment_events e WHERE e.id = ANY(%s) "
+        "ON CONFLICT (event_id, endpoint_id) DO NOTHING",
+        (endpoint_id, list(event_ids)),
+    )
+    return cur.rowcount
 
 
 # Pending and leased: a `deliver` process is sending it right now. Queueing it again

@@ -235,24 +235,37 @@ def resend_choice(event_ids: Sequence[str], *, failed_only: bool, endpoint_id: s
 def resend(conn: Connection, choice: ResendChoice) -> Resent:
     """Queue the chosen deliveries again, due now.
 
-    An event id with no delivery (to the endpoint, when one is given) is NotFoundError,
-    and then nothing is queued.
+    With an endpoint, each of the events gets a delivery to it if it had none (the
+    endpoint was added, or disabled, after the event). Without one, an event with no
+    delivery at all is NotFoundError, as is an event id payment_events does not have:
+    then nothing is queued.
     """
     endpoint_id = choice.endpoint_id
     with conn.transaction():
         if endpoint_id is not None:
             _found(rows.get_endpoint(conn, endpoint_id), endpoint_id)
         if choice.event_ids:
-            known = deliveries_log.events_with_deliveries(conn, choice.event_ids, endpoint_id)
-            missing = [e for e in choice.event_ids if e not in known]
-            if missing:
-                where = " to that endpoint" if endpoint_id is not None else ""
-                raise NotFoundError(
-                    f"no delivery{where} of event {missing[0][:SHOWN]!r}"
-                    + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-                    + "; nothing was queued"
-                )
+            if endpoint_id is not None:
+                known = deliveries_log.existing_events(conn, choice.event_ids)
+            else:
+                known = deliveries_log.events_with_deliveries(conn, choice.event_ids)
+            _all_found(choice.event_ids, known, to_endpoint=endpoint_id is not None)
+            if endpoint_id is not None:
+                deliveries_log.add_deliveries(conn, choice.event_ids, endpoint_id)
         queued, in_flight = deliveries_log.resend(
             conn, event_ids=choice.event_ids or None, failed_only=choice.failed_only, endpoint_id=endpoint_id
         )
     return Resent(queued, in_flight)
+
+
+def _all_found(event_ids: list[str], known: set[str], *, to_endpoint: bool) -> None:
+    missing = [e for e in event_ids if e not in known]
+    if not missing:
+        return
+    more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+    if to_endpoint:
+        raise NotFoundError(f"no such event: {missing[0][:SHOWN]!r}{more}; nothing was queued")
+    raise NotFoundError(
+        f"no delivery of event {missing[0][:SHOWN]!r}{more}; nothing was queued "
+        "(--endpoint ID sends an event to an endpoint that had no delivery of it)"
+    )

@@ -168,11 +168,27 @@ def test_resend_refuses_unknown_events_and_queues_nothing(cli: Any, db_url: str,
     _fail(db_url, known, shop["every"], [(500, "HTTP 500")])
     result = cli("deliveries", "resend", known, "evt_nothere\x1b[2J", "--json")
     assert result.exit_code == 1, result
-    assert result.json()["error"] == "no delivery of event 'evt_nothere\\x1b[2J'; nothing was queued"
+    assert result.json()["error"].startswith("no delivery of event 'evt_nothere\\x1b[2J'; nothing was queued")
     assert "\x1b" not in result.stderr
     assert _sql(db_url, "SELECT status FROM webhook_deliveries WHERE event_id = %s", (known,)) == [("failed",)]
-    elsewhere = cli("deliveries", "resend", known, "--endpoint", shop["paid"])
-    assert elsewhere.exit_code == 1 and "no delivery to that endpoint" in elsewhere.stderr
+    with_endpoint = cli("deliveries", "resend", known, "evt_nothere", "--endpoint", shop["paid"], "--json")
+    assert with_endpoint.exit_code == 1
+    assert with_endpoint.json()["error"] == "no such event: 'evt_nothere'; nothing was queued"
+    assert _sql(db_url, "SELECT count(*) FROM webhook_deliveries WHERE event_id = %s", (known,)) == [(1,)]
+
+
+def test_resend_to_an_endpoint_sends_an_event_it_never_had(cli: Any, db_url: str, shop: dict[str, str]) -> None:
+    """An endpoint added (or disabled) after the event gets it when named: the backfill of a new app."""
+    pending = _event(db_url, "D-1", 1)  # made before the endpoint existed, and not of its patterns
+    later = _add(cli, "https://shop.example/later", "--events", "payment.paid")
+    result = cli("deliveries", "resend", pending, "--endpoint", later, "--json")
+    assert result.exit_code == 0, result
+    assert [(d["event_id"], d["endpoint_id"], d["status"], d["attempts"]) for d in result.json()["queued"]] == [
+        (pending, later, "pending", 0)
+    ]
+    again = cli("deliveries", "resend", pending, "--endpoint", later, "--json")  # no second delivery
+    assert [d["endpoint_id"] for d in again.json()["queued"]] == [later]
+    assert _sql(db_url, "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = %s", (later,)) == [(1,)]
 
 
 @pytest.mark.parametrize("args", [(), ("evt_1", "--failed"), ("--endpoint", "we_x")])
