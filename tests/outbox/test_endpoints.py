@@ -246,3 +246,18 @@ def test_every_help(cli: Any, args: tuple[str, ...]) -> None:
     result = cli(*args, "--help")
     assert result.exit_code == 0, result
     assert "Usage:" in result.stdout
+
+
+def test_a_real_process_prints_the_secret_it_makes_and_masks_it_elsewhere(cli_process: Any, db_url: str) -> None:
+    added = cli_process("endpoints", "add", "https://shop.example/hooks", "--json")
+    assert added.exit_code == 0, added
+    secret = added.json()["secret"]
+    assert SECRET.fullmatch(secret) and secret not in added.stderr
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT secret FROM webhook_endpoints").fetchone() == (secret,)
+        conn.execute("INSERT INTO payment_transactions (order_id, gross_amount, payment_type, status) "
+                     "VALUES ('P-1', 15000, 'gopay', 'pending')")
+        conn.execute("UPDATE webhook_deliveries SET status = 'failed', last_error = %s", (f"echoed {secret}",))
+    listed = cli_process("deliveries", "--failed", "--json")
+    assert listed.exit_code == 0, listed
+    assert listed.json()["deliveries"][0]["last_error"] == "echoed ***"
