@@ -10,6 +10,7 @@ configures, lists and queues again.
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,9 +54,12 @@ def new_endpoint_id() -> str:
     return "we_" + secrets.token_hex(12)
 
 
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+
+
 def check_url(url: str) -> str:
     """``url`` when it is an http(s) URL with a host that midpay can POST to; else UsageError (exit 2)."""
-    shown = url[:SHOWN]
+    shown = _USERINFO.sub(r"\1***@", url)[:SHOWN]  # an error line never repeats a password
     if not url or len(url) > MAX_URL or any(ch.isspace() or not ch.isprintable() for ch in url):
         raise UsageError(
             f"the endpoint URL must be one http:// or https:// URL of at most {MAX_URL} characters, "

@@ -105,9 +105,11 @@ def test_a_url_that_is_not_http_with_a_host_is_exit_2_without_control_characters
 
 
 def test_a_url_with_a_password_is_refused_without_repeating_it(cli: Any, db_url: str) -> None:
-    result = cli("endpoints", "add", "https://shop:hunter2secret@shop.example/hooks")
-    assert result.exit_code == 2
-    assert "hunter2secret" not in result.stderr + result.stdout
+    for url in ("https://shop:hunter2secret@shop.example/hooks", "https://shop:hunter2secret@shop.example/a b",
+                "ftp://shop:hunter2secret@a@shop.example:0/"):
+        result = cli("endpoints", "add", url)
+        assert result.exit_code == 2
+        assert "hunter2secret" not in result.stderr + result.stdout
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM webhook_endpoints").fetchone() == (0,)
 
