@@ -12,11 +12,12 @@ its commands on import:
     reconcile      reconcile
     operator       cancel, expire, refund
     database       db status|start|stop, doctor
+    endpoints      endpoints add|list|remove|disable|enable|rotate-secret, deliveries, deliveries resend
 """
 
 from typing import Any
 
-from midpay.cli import database, lifecycle, listen, notifications, operator, reconcile, setup
+from midpay.cli import database, endpoints, lifecycle, listen, notifications, operator, reconcile, setup
 from midpay.cli.common import app
 
 # `midpay --help` lists the commands in the order of a payment's life, then upkeep.
@@ -33,7 +34,9 @@ def _place(command: Any) -> int:
 
 app.registered_commands.sort(key=_place)
 
-__all__ = ["app", "database", "lifecycle", "listen", "main", "notifications", "operator", "reconcile", "setup"]
+__all__ = [
+    "app", "database", "endpoints", "lifecycle", "listen", "main", "notifications", "operator", "reconcile", "setup",
+]
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import typer
 
 from midpay import __version__
 from midpay.cli.boundary import RootGroup, want_json
-from midpay.cli.state import secrets, state
+from midpay.cli.state import secrets, state, stdout_secrets
 
 if TYPE_CHECKING:
     from midpay.config import Settings
@@ -57,6 +57,7 @@ def _root(
     state.settings = None
     state.schema_checked = False
     state.url = None
+    state.signing_secrets, state.shown = [], []
     _redact_streams()
 
 
@@ -65,7 +66,7 @@ def _redact_streams() -> None:
     from midpay.config.redaction import RedactingStream
 
     if not isinstance(sys.stdout, RedactingStream):
-        sys.stdout = RedactingStream(sys.stdout, secrets)  # type: ignore[assignment]
+        sys.stdout = RedactingStream(sys.stdout, stdout_secrets)  # type: ignore[assignment]
     if not isinstance(sys.stderr, RedactingStream):
         sys.stderr = RedactingStream(sys.stderr, secrets)  # type: ignore[assignment]
 

@@ -39,6 +39,11 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "db status": ("db", "status"),
     "db start": ("db", "start"),
     "db stop": ("db", "stop"),
+    "endpoints add": ("endpoints", "add", "https://shop.example/hooks"),
+    "endpoints list": ("endpoints", "list"),
+    **{f"endpoints {c}": ("endpoints", c, "we_json") for c in ("remove", "disable", "enable", "rotate-secret")},
+    "deliveries": ("deliveries",),
+    "deliveries resend": ("deliveries", "resend", "--failed"),
 }
 # The commands that need the database before anything else.
 DATABASE = [name for name in COMMANDS if name != "doctor" and not name.startswith("db ")]
