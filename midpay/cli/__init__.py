@@ -17,6 +17,7 @@ its commands on import:
 from typing import Any
 
 from midpay.cli import database, lifecycle, listen, notifications, operator, reconcile, setup
+from midpay.cli import deliver as deliver
 from midpay.cli.common import app
 
 # `midpay --help` lists the commands in the order of a payment's life, then upkeep.

@@ -1,0 +1,176 @@
+"""webhook_deliveries for `midpay deliver`: claiming due deliveries, storing bodies, recording attempts.
+
+A delivery is due when it is pending, its ``next_attempt_at`` has come, nobody holds its
+lease, its endpoint is enabled, and no earlier ``sequence`` of the same order is still
+pending for the same endpoint (an order's events reach an endpoint in order). Claiming
+locks the rows ``FOR UPDATE SKIP LOCKED`` and sets ``leased_until``, so several
+processes share the work and none sends a delivery another one holds. Every clock here
+is the database server's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from midpay.db.core import Connection
+
+ERROR_CHARS = 500
+EVENT_COLUMNS = ("id", "payment_id", "order_id", "type", "sequence", "previous_status", "status", "paid", "payment",
+                 "created_at")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One claimed delivery: where it goes, how it is signed, and its event (body already rendered, or not yet)."""
+
+    event_id: str
+    endpoint_id: str
+    order_id: str
+    sequence: int
+    attempts: int
+    url: str
+    secrets: tuple[str, ...]
+    body: str | None
+    event: dict[str, Any]
+
+
+_CLAIM = """
+WITH due AS (
+    SELECT d.event_id, d.endpoint_id
+      FROM webhook_deliveries AS d
+      JOIN webhook_endpoints AS w ON w.id = d.endpoint_id
+     WHERE d.status = 'pending'
+       AND d.next_attempt_at <= LEAST(clock_timestamp(), COALESCE(%(due_before)s, clock_timestamp()))
+       AND (d.leased_until IS NULL OR d.leased_until < clock_timestamp())
+       AND w.enabled
+       AND NOT EXISTS (
+           SELECT 1 FROM webhook_deliveries AS p
+            WHERE p.endpoint_id = d.endpoint_id AND p.order_id = d.order_id
+              AND p.sequence < d.sequence AND p.status = 'pending')
+     ORDER BY d.next_attempt_at
+     LIMIT %(limit)s
+       FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE webhook_deliveries AS d
+   SET leased_until = clock_timestamp() + make_interval(secs => %(lease)s)
+  FROM due, webhook_endpoints AS w, payment_events AS e
+ WHERE d.event_id = due.event_id AND d.endpoint_id = due.endpoint_id
+   AND w.id = d.endpoint_id AND e.id = d.event_id
+RETURNING d.event_id, d.endpoint_id, d.order_id, d.sequence, d.attempts, w.url, w.secret,
+          CASE WHEN w.previous_secret_until > clock_timestamp() THEN w.previous_secret END AS previous_secret,
+          e.body, e.payment_id, e.type, e.previous_status, e.status, e.paid, e.payment, e.created_at
+"""
+
+
+def claim_due(
+    conn: Connection, *, limit: int, lease_seconds: float, due_before: datetime | None = None
+) -> list[Delivery]:
+    """Lease up to ``limit`` due deliveries (due no later than ``due_before``, if given), oldest first."""
+    params = {"limit": limit, "lease": lease_seconds, "due_before": due_before}
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(_CLAIM, params).fetchall()
+    rows.sort(key=lambda r: (r["order_id"], r["sequence"]))
+    return [_delivery(r) for r in rows]
+
+
+def _delivery(r: dict[str, Any]) -> Delivery:
+    secrets = (r["secret"],) if r["previous_secret"] is None else (r["secret"], r["previous_secret"])
+    event = {name: r["event_id" if name == "id" else name] for name in EVENT_COLUMNS}
+    return Delivery(
+        event_id=r["event_id"], endpoint_id=r["endpoint_id"], order_id=r["order_id"], sequence=r["sequence"],
+        attempts=r["attempts"], url=r["url"], secrets=secrets, body=r["body"], event=event,
+    )
+
+
+def store_body(conn: Connection, event_id: str, body: str) -> str:
+    """Keep ``body`` as the event's body unless one is already stored; the stored one is what is sent."""
+    with conn.transaction():
+        row = conn.execute(
+            "UPDATE payment_events SET body = %s WHERE id = %s AND body IS NULL RETURNING body", (body, event_id)
+        ).fetchone()
+        if row is None:
+            row = conn.execute("SELECT body FROM payment_events WHERE id = %s", (event_id,)).fetchone()
+    assert row is not None and row[0] is not None
+    return str(row[0])
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one POST came to."""
+
+    status_code: int | None
+    duration_ms: int
+    error: str | None
+    delivered: bool
+    gone: bool
+
+
+_RECORD = """
+UPDATE webhook_deliveries AS d
+   SET attempts = d.attempts + 1,
+       status = CASE WHEN %(delivered)s THEN 'delivered'
+                     WHEN clock_timestamp() >= e.created_at + make_interval(secs => %(give_up)s) THEN 'failed'
+                     ELSE 'pending' END,
+       next_attempt_at = LEAST(clock_timestamp() + make_interval(secs => %(delay)s),
+                               e.created_at + make_interval(secs => %(give_up)s)),
+       delivered_at = CASE WHEN %(delivered)s THEN clock_timestamp() END,
+       leased_until = NULL,
+       last_status_code = %(status_code)s,
+       last_error = %(error)s
+  FROM payment_events AS e
+ WHERE e.id = d.event_id AND d.event_id = %(event_id)s AND d.endpoint_id = %(endpoint_id)s AND d.status = 'pending'
+RETURNING d.status
+"""
+
+
+def record_attempt(
+    conn: Connection, delivery: Delivery, attempt: Attempt, *, retry_in: float, give_up_after: float
+) -> str | None:
+    """Keep the attempt and move the delivery on: delivered, pending again in ``retry_in`` s, or failed for good.
+
+    A 410 also disables the endpoint; the delivery stays pending, so re-enabling the
+    endpoint resumes its events in order. Returns the delivery's status afterwards (None: it
+    was no longer pending).
+    """
+    error = None if attempt.error is None else attempt.error[:ERROR_CHARS]
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO webhook_attempts (event_id, endpoint_id, status_code, duration_ms, error)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (delivery.event_id, delivery.endpoint_id, attempt.status_code, attempt.duration_ms, error),
+        )
+        row = conn.execute(_RECORD, {
+            "delivered": attempt.delivered, "give_up": give_up_after, "delay": retry_in,
+            "status_code": attempt.status_code, "error": error,
+            "event_id": delivery.event_id, "endpoint_id": delivery.endpoint_id,
+        }).fetchone()
+        if attempt.gone:
+            conn.execute(
+                "UPDATE webhook_endpoints SET enabled = false, disabled_reason = %s WHERE id = %s AND enabled",
+                ("410 Gone", delivery.endpoint_id),
+            )
+    return None if row is None else str(row[0])  # no row: another run had already finished it
+
+
+def seconds_to_next_due(conn: Connection) -> float | None:
+    """Seconds until the earliest pending delivery of an enabled endpoint comes due (None: nothing pending)."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT EXTRACT(EPOCH FROM min(d.next_attempt_at) - clock_timestamp())::float8"
+            "  FROM webhook_deliveries AS d JOIN webhook_endpoints AS w ON w.id = d.endpoint_id"
+            " WHERE d.status = 'pending' AND w.enabled",
+        ).fetchone()
+    return None if row is None or row[0] is None else max(0.0, float(row[0]))
+
+
+def database_clock(conn: Connection) -> datetime:
+    """The server's clock now (a --once run's cut-off)."""
+    with conn.transaction():
+        row = conn.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    value: datetime = row[0]
+    return value

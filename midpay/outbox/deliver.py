@@ -1,0 +1,264 @@
+"""`midpay deliver`: send the outbox's due deliveries to the shop's endpoints, signed, with retries.
+
+One loop claims due deliveries (db/deliveries.py: leased, one order's events in
+``sequence`` order per endpoint) as far as there are free workers; each worker renders
+the event's body once (stored, so every retry sends the same bytes), signs it
+(signing.py), POSTs it over the process's one ``requests`` session and records the
+attempt. A 2xx delivers; anything else retries after ``retry_base`` × 2^(n−1) s (±20 %,
+at most two hours apart) until ``give_up_after`` seconds after the event, then the
+delivery fails; 410 Gone also disables the endpoint.
+
+The loop wakes on PostgreSQL's NOTIFY ``midpay_outbox`` (sent by the outbox trigger at
+commit), when a worker finishes, when the next retry comes due, and at least once a
+second (a transaction-mode pooler drops notifications). ``stop`` ends it after the
+requests in flight are finished.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from midpay.db import deliveries as store
+from midpay.outbox import signing
+
+if TYPE_CHECKING:
+    import requests
+
+    from midpay.db.core import Connection
+
+MAX_RETRY_DELAY = 7200.0
+JITTER = 0.2
+POLL_SECONDS = 1.0
+CHANNEL = "midpay_outbox"
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a run sends: the command's flags."""
+
+    once: bool = False
+    concurrency: int = 8
+    retry_base: float = 5.0
+    give_up_after: float = 3 * 86_400.0
+    timeout: float = 10.0
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claimed delivery stays reserved: the request's timeout and room to record it."""
+        return self.timeout * 2 + 30.0
+
+
+@dataclass
+class Summary:
+    """What this run did with its attempts."""
+
+    delivered: int = 0
+    retrying: int = 0
+    failed: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, status: str | None) -> None:
+        with self.lock:
+            if status == "delivered":
+                self.delivered += 1
+            elif status == "failed":
+                self.failed += 1
+            elif status == "pending":
+                self.retrying += 1
+
+
+def retry_delay(attempt: int, base: float, *, rng: Callable[[float, float], float] = random.uniform) -> float:
+    """Seconds before the next try after failed attempt number ``attempt`` (1, 2, …): base × 2^(n−1), ±20 %, ≤ 2 h."""
+    exponent = min(attempt - 1, 64)  # 2^64 × any base is past the cap already
+    delay = min(base * 2.0**exponent, MAX_RETRY_DELAY)
+    return min(delay * rng(1 - JITTER, 1 + JITTER), MAX_RETRY_DELAY)
+
+
+def new_session(concurrency: int) -> requests.Session:
+    """The process's one HTTP session: a connection pool as large as the number of workers, no retries of its own."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=concurrency, pool_maxsize=concurrency, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.trust_env = False  # a proxy from the environment is no place for the shop's events
+    return session
+
+
+def post(session: requests.Session, delivery: store.Delivery, body: str, timeout: float) -> store.Attempt:
+    """One signed POST of ``body``; what came of it (never raises for the receiver's failures)."""
+    import requests
+
+    stamp = int(time.time())
+    headers = signing.headers(delivery.secrets, delivery.event_id, stamp, body)
+    started = time.monotonic()
+    code: int | None = None
+    error: str | None = None
+    try:
+        with session.post(delivery.url, data=body.encode(), headers=headers, timeout=timeout,
+                          allow_redirects=False, stream=True) as response:
+            code = response.status_code
+            response.raw.read(65_536, decode_content=False)  # the answer is not used: read a little, then let go
+    except requests.Timeout:
+        error = f"no answer within {timeout:g} s"
+    except requests.ConnectionError as exc:
+        error = _connection_error(exc)
+    except requests.RequestException as exc:
+        error = f"request failed: {exc.__class__.__name__}"
+    duration = int((time.monotonic() - started) * 1000)
+    if code is not None and not 200 <= code < 300:
+        error = f"HTTP {code}"
+    ok = code is not None and 200 <= code < 300
+    return store.Attempt(status_code=code, duration_ms=duration, error=error, delivered=ok, gone=code == 410)
+
+
+def _connection_error(exc: BaseException) -> str:
+    """The failure in our own words: the exception's text repeats the URL (and any password in it)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(seen, ConnectionResetError):
+            return "connection reset by the receiver"
+        seen = seen.__cause__ or seen.__context__ or (seen.args[0] if seen.args and isinstance(
+            seen.args[0], BaseException) else None)
+    text = str(exc)
+    if "RemoteDisconnected" in text or "closed connection without response" in text:
+        return "the receiver closed the connection without an answer"
+    if "Name or service not known" in text or "nodename nor servname" in text or "resolve" in text:
+        return "the host name did not resolve"
+    return f"connection failed ({exc.__class__.__name__})"
+
+
+def _body(conn: Connection, delivery: store.Delivery) -> str:
+    """The event's body: the stored one, or rendered now and stored (the first to store wins)."""
+    if delivery.body is not None:
+        return delivery.body
+    from midpay.outbox.events import render
+
+    return store.store_body(conn, delivery.event_id, render(delivery.event))
+
+
+OnAttempt = Callable[[store.Delivery, store.Attempt, "str | None"], None]
+
+
+class Deliverer:
+    """One `deliver` process: the claiming loop, its workers, the LISTEN connection; ``stop`` winds it down."""
+
+    def __init__(self, url: str, options: Options, *, on_attempt: OnAttempt | None = None) -> None:
+        self.url = url
+        self.options = options
+        self.on_attempt = on_attempt
+        self.summary = Summary()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Claim nothing more; the requests in flight are finished and recorded, then ``run`` returns."""
+        self._stopping.set()
+        self._wake.set()
+
+    def run(self) -> Summary:
+        """Send until stopped (or, with ``once``, until nothing that was due at the start is left); the summary."""
+        from midpay.db import connect, open_pool
+
+        conn = connect(self.url)
+        pool = open_pool(self.url, self.options.concurrency)
+        session = new_session(self.options.concurrency)
+        listener = None if self.options.once else threading.Thread(target=self._listen, daemon=True)
+        executor = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="midpay-deliver")
+        try:
+            if listener is not None:
+                listener.start()
+            self._loop(conn, executor, lambda d: self._send(pool, session, d))
+        finally:
+            self.stop()
+            executor.shutdown(wait=True)
+            session.close()
+            pool.close()
+            conn.close()
+        return self.summary
+
+    def _loop(self, conn: Connection, executor: ThreadPoolExecutor, send: Callable[[store.Delivery], None]) -> None:
+        opts = self.options
+        due_before = store.database_clock(conn) if opts.once else None
+        inflight: set[Future[None]] = set()
+        while not self._stopping.is_set():
+            self._wake.clear()
+            inflight = _reap(inflight)
+            free = opts.concurrency - len(inflight)
+            claimed = store.claim_due(conn, limit=free, lease_seconds=opts.lease_seconds,
+                                      due_before=due_before) if free else []
+            inflight.update(executor.submit(send, d) for d in claimed)
+            if opts.once and not inflight:
+                return
+            timeout = POLL_SECONDS
+            if len(claimed) < free and not opts.once:
+                next_due = store.seconds_to_next_due(conn)
+                timeout = POLL_SECONDS if next_due is None else min(POLL_SECONDS, next_due)
+            if len(claimed) < free or not claimed:
+                self._wake.wait(timeout)
+        wait(inflight)
+        _reap(inflight)
+
+    def _send(self, pool: Any, session: requests.Session, delivery: store.Delivery) -> None:
+        opts = self.options
+        try:
+            with pool.connection() as conn:
+                body = _body(conn, delivery)
+            attempt = post(session, delivery, body, opts.timeout)
+            with pool.connection() as conn:
+                status = store.record_attempt(
+                    conn, delivery, attempt,
+                    retry_in=retry_delay(delivery.attempts + 1, opts.retry_base), give_up_after=opts.give_up_after,
+                )
+            self.summary.count(status)
+            if self.on_attempt is not None:
+                self.on_attempt(delivery, attempt, status)
+        finally:
+            self._wake.set()
+
+    def _listen(self) -> None:
+        """Wake the loop on every NOTIFY midpay_outbox; without the connection, the loop's polling is left."""
+        from midpay.db import connect
+
+        try:
+            conn = connect(self.url, autocommit=True)
+        except Exception:  # noqa: BLE001 - polling goes on without it; the loop reports a lost database itself
+            return
+        try:
+            conn.execute(f"LISTEN {CHANNEL}")
+            while not self._stopping.is_set():
+                for _ in conn.notifies(timeout=POLL_SECONDS):
+                    self._wake.set()
+                    if self._stopping.is_set():
+                        break
+        except Exception:  # noqa: BLE001 - as above: a lost listener leaves the once-a-second poll
+            return
+        finally:
+            conn.close()
+
+
+def _reap(inflight: set[Future[None]]) -> set[Future[None]]:
+    """The futures still running; a worker's failure (PostgreSQL lost) is raised here, in the loop."""
+    running = {f for f in inflight if not f.done()}
+    for f in inflight - running:
+        f.result()
+    return running
+
+
+def deliver(url: str, options: Options, *, on_attempt: OnAttempt | None = None,
+            started: Callable[[Deliverer], None] | None = None) -> Summary:
+    """Run a deliverer over ``url`` (``started`` gets it first, to wire ``stop`` to a signal)."""
+    deliverer = Deliverer(url, options, on_attempt=on_attempt)
+    if started is not None:
+        started(deliverer)
+    return deliverer.run()
