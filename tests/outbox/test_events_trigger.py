@@ -1,0 +1,136 @@
+"""The outbox trigger of sql/009: every status change and the first paid_at commit one event.
+
+These write payment_transactions with plain SQL, as any backend sharing the table would,
+and read payment_events back: types, sequence, previous_status, paid, the snapshot, the
+deliveries made for matching endpoints, and the NOTIFY sent at commit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+
+def _insert(conn: psycopg.Connection[Any], order_id: str, status: str, *, paid: bool = False) -> None:
+    conn.execute(
+        "INSERT INTO payment_transactions (order_id, gross_amount, payment_type, status, paid_at) "
+        "VALUES (%s, 15000, 'gopay', %s, CASE WHEN %s THEN now() END)",
+        (order_id, status, paid),
+    )
+
+
+def _set(conn: psycopg.Connection[Any], order_id: str, status: str, *, paid: bool = False) -> None:
+    conn.execute(
+        "UPDATE payment_transactions SET status = %s, "
+        "paid_at = CASE WHEN %s THEN COALESCE(paid_at, now()) ELSE paid_at END WHERE order_id = %s",
+        (status, paid, order_id),
+    )
+
+
+def _events(conn: psycopg.Connection[Any], order_id: str) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "SELECT sequence, type, previous_status, status, paid FROM payment_events "
+        "WHERE order_id = %s ORDER BY sequence",
+        (order_id,),
+    ).fetchall()
+
+
+def test_a_lifecycle_makes_one_event_per_change_and_one_paid(conn: psycopg.Connection[Any]) -> None:
+    _insert(conn, "T-1", "created")
+    _set(conn, "T-1", "PENDING ")  # the older backend's spelling is the same status
+    _set(conn, "T-1", "pending")  # no change: no event
+    _set(conn, "T-1", "settlement", paid=True)
+    _set(conn, "T-1", "partial_refund", paid=True)
+    _set(conn, "T-1", "refund", paid=True)
+    conn.commit()
+    assert _events(conn, "T-1") == [
+        (1, "payment.pending", "created", "pending", False),
+        (2, "payment.settlement", "pending", "settlement", True),
+        (3, "payment.paid", "pending", "settlement", True),
+        (4, "payment.partial_refund", "settlement", "partial_refund", True),
+        (5, "payment.refund", "partial_refund", "refund", True),
+    ]
+
+
+def test_an_insert_past_created_is_an_event_with_no_previous_status(conn: psycopg.Connection[Any]) -> None:
+    _insert(conn, "T-2", "pending")
+    _insert(conn, "T-3", "settlement", paid=True)
+    conn.commit()
+    assert _events(conn, "T-2") == [(1, "payment.pending", None, "pending", False)]
+    assert _events(conn, "T-3") == [
+        (1, "payment.settlement", None, "settlement", True),
+        (2, "payment.paid", None, "settlement", True),
+    ]
+
+
+def test_the_snapshot_is_the_row_after_the_change(conn: psycopg.Connection[Any]) -> None:
+    _insert(conn, "T-4", "pending")
+    _set(conn, "T-4", "settlement", paid=True)
+    conn.commit()
+    snapshot, row_paid_at = conn.execute(
+        "SELECT e.payment, p.paid_at FROM payment_events e JOIN payment_transactions p ON p.id = e.payment_id "
+        "WHERE e.order_id = 'T-4' AND e.type = 'payment.paid'"
+    ).fetchone() or (None, None)
+    assert snapshot["status"] == "settlement" and snapshot["order_id"] == "T-4"
+    assert snapshot["paid_at"] is not None and row_paid_at is not None
+
+
+def test_a_rolled_back_change_leaves_no_event(conn: psycopg.Connection[Any]) -> None:
+    _insert(conn, "T-5", "pending")
+    conn.commit()
+    _set(conn, "T-5", "settlement", paid=True)
+    conn.rollback()
+    assert _events(conn, "T-5") == [(1, "payment.pending", None, "pending", False)]
+
+
+def test_deliveries_are_made_for_enabled_endpoints_whose_patterns_match(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(
+        "INSERT INTO webhook_endpoints (id, url, events, secret, enabled) VALUES "
+        "('we_all', 'http://a.test/', '{*}', 'whsec_x', true), "
+        "('we_paid', 'http://b.test/', '{payment.paid,payment.refund}', 'whsec_x', true), "
+        "('we_payment', 'http://c.test/', '{payment.*}', 'whsec_x', true), "
+        "('we_off', 'http://d.test/', '{*}', 'whsec_x', false), "
+        "('we_other', 'http://e.test/', '{refund.*,payment.paidx}', 'whsec_x', true)"
+    )
+    _insert(conn, "T-6", "pending")
+    _set(conn, "T-6", "settlement", paid=True)
+    conn.commit()
+    rows = conn.execute(
+        "SELECT e.type, array_agg(d.endpoint_id ORDER BY d.endpoint_id), min(d.sequence) = e.sequence "
+        "FROM payment_events e JOIN webhook_deliveries d ON d.event_id = e.id "
+        "WHERE e.order_id = 'T-6' GROUP BY e.type, e.sequence ORDER BY e.sequence"
+    ).fetchall()
+    assert rows == [
+        ("payment.pending", ["we_all", "we_payment"], True),
+        ("payment.settlement", ["we_all", "we_payment"], True),
+        ("payment.paid", ["we_all", "we_paid", "we_payment"], True),
+    ]
+
+
+def test_the_outbox_channel_is_notified_at_commit(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as listener, psycopg.connect(db_url) as writer:
+        listener.execute("LISTEN midpay_outbox")
+        _insert(writer, "T-7", "pending")
+        _set(writer, "T-7", "settlement", paid=True)
+        assert list(listener.notifies(timeout=0.1, stop_after=1)) == []  # nothing before the commit
+        writer.commit()
+        got = list(listener.notifies(timeout=2, stop_after=1))
+        assert [n.channel for n in got] == ["midpay_outbox"]
+
+
+def test_other_columns_changing_make_no_event(conn: psycopg.Connection[Any]) -> None:
+    _insert(conn, "T-8", "pending")
+    conn.execute("UPDATE payment_transactions SET updated_at = now(), status = status WHERE order_id = 'T-8'")
+    conn.execute("UPDATE payment_transactions SET last_checked_at = now() WHERE order_id = 'T-8'")
+    conn.commit()
+    assert len(_events(conn, "T-8")) == 1
+
+
+@pytest.mark.parametrize("status", ["deny", "cancel", "expire", "failure", "capture"])
+def test_every_status_names_its_event(conn: psycopg.Connection[Any], status: str) -> None:
+    _insert(conn, "T-9", "pending")
+    _set(conn, "T-9", status)
+    conn.commit()
+    assert [e[1] for e in _events(conn, "T-9")] == ["payment.pending", f"payment.{status}"]
