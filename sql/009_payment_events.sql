@@ -22,6 +22,9 @@ CREATE TABLE IF NOT EXISTS payment_events (
     status          varchar(64) NOT NULL,
     paid            boolean NOT NULL,
     payment         jsonb NOT NULL,
+    -- The payment's refund rows at the change (to_jsonb of each, oldest first): with the
+    -- snapshot, they make the event's `status --json` document as it was then.
+    refunds         jsonb NOT NULL DEFAULT '[]',
     body            text,
     created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
     CONSTRAINT payment_events_order_sequence_key UNIQUE (order_id, sequence)
@@ -102,9 +105,12 @@ DECLARE
 BEGIN
     SELECT COALESCE(max(sequence), 0) + 1 INTO next_sequence
       FROM payment_events WHERE order_id = p_row.order_id;
-    INSERT INTO payment_events (id, payment_id, order_id, type, sequence, previous_status, status, paid, payment)
+    INSERT INTO payment_events (id, payment_id, order_id, type, sequence, previous_status, status, paid,
+                                payment, refunds)
     VALUES (new_id, p_row.id, p_row.order_id, p_type, next_sequence, p_previous, p_status,
-            p_row.paid_at IS NOT NULL, to_jsonb(p_row));
+            p_row.paid_at IS NOT NULL, to_jsonb(p_row),
+            COALESCE((SELECT jsonb_agg(to_jsonb(r) ORDER BY r.created_at, r.id)
+                        FROM payment_refunds AS r WHERE r.payment_id = p_row.id), '[]'));
     INSERT INTO webhook_deliveries (event_id, endpoint_id, order_id, sequence)
     SELECT new_id, e.id, p_row.order_id, next_sequence
       FROM webhook_endpoints AS e

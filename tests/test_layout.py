@@ -41,9 +41,7 @@ PURE_MAY_IMPORT = ("midpay.errors", *PURE)
 OUTPUT_MAY_RUN = ("midpay.output", "midpay.errors", "midpay.states", "midpay.midtrans.notifications")
 
 KNOWN_CYCLES: set[tuple[str, ...]] = set()
-KNOWN_UPWARD = {
-    ("midpay.db.refunds", "midpay.midtrans.notifications"),  # parse_amount, parse_time of Midtrans' refunds
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 KNOWN_IMPURE: set[tuple[str, str]] = set()
 
 

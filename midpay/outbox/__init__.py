@@ -1,1 +1,4 @@
-"""Payment events for the shop's own app: the outbox, its endpoints and their deliveries."""
+"""Payment events for the shop's own app: the documents, the endpoints, their delivery.
+
+    events     the event document of one payment_events row (``render``)
+"""

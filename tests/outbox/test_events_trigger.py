@@ -134,3 +134,52 @@ def test_every_status_names_its_event(conn: psycopg.Connection[Any], status: str
     _set(conn, "T-9", status)
     conn.commit()
     assert [e[1] for e in _events(conn, "T-9")] == ["payment.pending", f"payment.{status}"]
+
+
+def _status_document(conn: psycopg.Connection[Any], order_id: str) -> dict[str, Any]:
+    from midpay import db
+    from midpay.output.documents import payment_document
+    from midpay.refunds.ledger import ledger
+
+    payment = db.get_payment(conn, order_id)
+    assert payment is not None
+    doc = payment_document(payment, ledger=ledger(conn, payment))
+    conn.commit()
+    return doc
+
+
+def test_render_makes_the_documented_body(conn: psycopg.Connection[Any]) -> None:
+    import json
+
+    from midpay.db import outbox
+    from midpay.outbox.events import render
+
+    _insert(conn, "T-10", "pending")
+    _set(conn, "T-10", "settlement", paid=True)
+    conn.commit()
+    events = outbox.events_of_order(conn, "T-10")
+    bodies = [json.loads(render(e)) for e in events]
+    assert [list(b) for b in bodies] == [["id", "type", "created_at", "sequence", "data"]] * 3
+    assert [(b["type"], b["sequence"]) for b in bodies] == [
+        ("payment.pending", 1), ("payment.settlement", 2), ("payment.paid", 3)
+    ]
+    assert all(b["id"].startswith("evt_") and len(b["id"]) == 36 for b in bodies)
+    assert bodies[0]["created_at"].endswith("+07:00")
+    now = _status_document(conn, "T-10")
+    assert bodies[2]["data"] == {**now, "previous_status": "pending", "paid": True}
+    assert bodies[0]["data"]["paid_at"] is None and bodies[0]["data"]["previous_status"] is None
+    assert render(events[2]) == render(outbox.events_by_id(conn, [events[2].id])[0])
+    assert [e.id for e in outbox.newest_events(conn, 2)] == [events[2].id, events[1].id]
+
+
+def test_a_body_is_stored_once(conn: psycopg.Connection[Any]) -> None:
+    from midpay.db import outbox
+
+    _insert(conn, "T-11", "pending")
+    conn.commit()
+    (event,) = outbox.events_of_order(conn, "T-11")
+    assert event.body is None
+    assert outbox.store_body(conn, event.id, "first") == "first"
+    assert outbox.store_body(conn, event.id, "second") == "first"
+    conn.commit()
+    assert outbox.events_of_order(conn, "T-11")[0].body == "first"
