@@ -19,13 +19,11 @@ from psycopg.rows import dict_row
 from midpay.db.core import Connection
 
 ERROR_CHARS = 500
-EVENT_COLUMNS = ("id", "payment_id", "order_id", "type", "sequence", "previous_status", "status", "paid", "payment",
-                 "created_at")
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """One claimed delivery: where it goes, how it is signed, and its event (body already rendered, or not yet)."""
+    """One claimed delivery: where it goes, how it is signed, and its event's body (None: not rendered yet)."""
 
     event_id: str
     endpoint_id: str
@@ -35,7 +33,6 @@ class Delivery:
     url: str
     secrets: tuple[str, ...]
     body: str | None
-    event: dict[str, Any]
 
 
 _CLAIM = """
@@ -62,7 +59,7 @@ UPDATE webhook_deliveries AS d
    AND w.id = d.endpoint_id AND e.id = d.event_id
 RETURNING d.event_id, d.endpoint_id, d.order_id, d.sequence, d.attempts, w.url, w.secret,
           CASE WHEN w.previous_secret_until > clock_timestamp() THEN w.previous_secret END AS previous_secret,
-          e.body, e.payment_id, e.type, e.previous_status, e.status, e.paid, e.payment, e.created_at
+          e.body
 """
 
 
@@ -79,23 +76,10 @@ def claim_due(
 
 def _delivery(r: dict[str, Any]) -> Delivery:
     secrets = (r["secret"],) if r["previous_secret"] is None else (r["secret"], r["previous_secret"])
-    event = {name: r["event_id" if name == "id" else name] for name in EVENT_COLUMNS}
     return Delivery(
         event_id=r["event_id"], endpoint_id=r["endpoint_id"], order_id=r["order_id"], sequence=r["sequence"],
-        attempts=r["attempts"], url=r["url"], secrets=secrets, body=r["body"], event=event,
+        attempts=r["attempts"], url=r["url"], secrets=secrets, body=r["body"],
     )
-
-
-def store_body(conn: Connection, event_id: str, body: str) -> str:
-    """Keep ``body`` as the event's body unless one is already stored; the stored one is what is sent."""
-    with conn.transaction():
-        row = conn.execute(
-            "UPDATE payment_events SET body = %s WHERE id = %s AND body IS NULL RETURNING body", (body, event_id)
-        ).fetchone()
-        if row is None:
-            row = conn.execute("SELECT body FROM payment_events WHERE id = %s", (event_id,)).fetchone()
-    assert row is not None and row[0] is not None
-    return str(row[0])
 
 
 @dataclass(frozen=True)

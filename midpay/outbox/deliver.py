@@ -142,9 +142,12 @@ def _body(conn: Connection, delivery: store.Delivery) -> str:
     """The event's body: the stored one, or rendered now and stored (the first to store wins)."""
     if delivery.body is not None:
         return delivery.body
+    from midpay.db import outbox
     from midpay.outbox.events import render
 
-    return store.store_body(conn, delivery.event_id, render(delivery.event))
+    with conn.transaction():
+        (event,) = outbox.events_by_id(conn, [delivery.event_id])
+        return outbox.store_body(conn, delivery.event_id, render(event))
 
 
 OnAttempt = Callable[[store.Delivery, store.Attempt, "str | None"], None]
