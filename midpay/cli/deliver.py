@@ -1,13 +1,13 @@
 """The deliverer: deliver."""
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from midpay.cli.boundary import document
+from midpay.cli.boundary import document, stop
 from midpay.cli.common import JsonFlag, app, database_url, exit_for, seconds
 
 if TYPE_CHECKING:
@@ -65,13 +65,15 @@ def deliver(
                       timeout=timeout)
     url = database_url()
     progress = _Progress(enabled=sys.stderr.isatty() and not json_out)
-    with _stopped_by_signals() as wire:
-        summary = run_deliverer(url, options, on_attempt=progress.attempt, started=wire)
+    with _stopped_by_signals() as signals:
+        summary = run_deliverer(url, options, on_attempt=progress.attempt, started=signals.append)
     progress.close()
     if json_out:
         document(deliver_document(summary))
     elif once or progress.enabled:
         output.console().print(deliver_line(summary), markup=False)
+    if once and signals.received:  # a --once run cut short did not send all that was due
+        stop(130, "interrupted")
     exit_for(once and summary.failed > 0)
 
 
@@ -113,24 +115,35 @@ class _Progress:
             sys.stderr.flush()
 
 
+class _Signals:
+    """The deliverers that SIGTERM and SIGINT stop, and whether one came."""
+
+    def __init__(self) -> None:
+        self.deliverers: list[Deliverer] = []
+        self.received = False
+
+    def append(self, deliverer: "Deliverer") -> None:
+        self.deliverers.append(deliverer)
+
+    def handle(self, signum: int, frame: object) -> None:
+        self.received = True
+        for d in self.deliverers:
+            d.stop()
+
+
 @contextmanager
-def _stopped_by_signals() -> "Iterator[Callable[[Deliverer], None]]":
+def _stopped_by_signals() -> Iterator[_Signals]:
     """SIGTERM and SIGINT stop the deliverer (it finishes the requests in flight) instead of killing it."""
     import signal
     import threading
 
-    holder: list[Deliverer] = []
-
-    def handle(signum: int, frame: object) -> None:
-        for d in holder:
-            d.stop()
-
+    signals = _Signals()
     if threading.current_thread() is not threading.main_thread():
-        yield holder.append
+        yield signals
         return
-    previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {s: signal.signal(s, signals.handle) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield holder.append
+        yield signals
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

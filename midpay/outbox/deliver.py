@@ -138,16 +138,27 @@ def _connection_error(exc: BaseException) -> str:
     return f"connection failed ({exc.__class__.__name__})"
 
 
-def _body(conn: Connection, delivery: store.Delivery) -> str:
-    """The event's body: the stored one, or rendered now and stored (the first to store wins)."""
+def _body(conn: Connection, delivery: store.Delivery) -> str | store.Attempt:
+    """The event's body: the stored one, or rendered now and stored (the first to store wins).
+
+    An event that cannot be rendered (a snapshot no longer readable, say) is a failed
+    attempt of its own, retried like any other, not the end of the process; a lost
+    PostgreSQL still is.
+    """
     if delivery.body is not None:
         return delivery.body
-    from midpay.db import outbox
+    from midpay.db import map_error, outbox
     from midpay.outbox.events import render
 
-    with conn.transaction():
-        (event,) = outbox.events_by_id(conn, [delivery.event_id])
-        return outbox.store_body(conn, delivery.event_id, render(event))
+    try:
+        with conn.transaction():
+            (event,) = outbox.events_by_id(conn, [delivery.event_id])
+            return outbox.store_body(conn, delivery.event_id, render(event))
+    except Exception as exc:
+        if map_error(exc) is not None:
+            raise
+        error = f"the event could not be rendered: {exc.__class__.__name__}"
+        return store.Attempt(status_code=None, duration_ms=0, error=error, delivered=False, gone=False)
 
 
 OnAttempt = Callable[[store.Delivery, store.Attempt, "str | None"], None]
@@ -217,7 +228,7 @@ class Deliverer:
         try:
             with pool.connection() as conn:
                 body = _body(conn, delivery)
-            attempt = post(session, delivery, body, opts.timeout)
+            attempt = post(session, delivery, body, opts.timeout) if isinstance(body, str) else body
             with pool.connection() as conn:
                 status = store.record_attempt(
                     conn, delivery, attempt,

@@ -155,6 +155,24 @@ def test_an_order_s_next_event_waits_for_the_one_before(db_url: str, cli: Any) -
     assert [g["sequence"] for g in got] == [1, 1, 2, 3]
 
 
+def test_an_event_that_cannot_be_rendered_is_a_failed_attempt_not_the_end_of_the_run(db_url: str, cli: Any) -> None:
+    secret = new_secret()
+    with receiver("python", [secret]) as r:
+        add_endpoint(db_url, r.url, secret, events=("payment.paid",))
+        pay(db_url, ["ORD-BAD", "ORD-OK"])
+        import psycopg
+
+        with psycopg.connect(db_url) as conn:
+            conn.execute("UPDATE payment_events SET payment = payment || '{\"gross_amount\": \"lots\"}'"
+                         " WHERE order_id = 'ORD-BAD'")
+        result = cli("deliver", "--once", "--json", "--retry-base", "60")
+        got = r.received()
+    assert result.exit_code == 0 and result.json()["summary"] == {"delivered": 1, "retrying": 1, "failed": 0}
+    assert [g["order"] for g in got] == ["ORD-OK"]
+    (broken,) = [a for a in attempts(db_url) if a["status_code"] is None]
+    assert broken["error"].startswith("the event could not be rendered: ")
+
+
 def test_nothing_due_is_an_empty_summary_and_text_says_so(db_url: str, cli: Any) -> None:
     result = cli("deliver", "--once")
     assert result.exit_code == 0 and result.stdout.strip() == "deliver: 0 delivered, 0 retrying, 0 failed"

@@ -20,7 +20,7 @@ import pytest
 
 from ..conftest import REPO
 from ..helpers import wait_until
-from .receivers.support import add_endpoint, deliveries, in_order, pay, receiver
+from .receivers.support import Receiver, add_endpoint, deliveries, in_order, new_secret, pay, receiver
 
 
 def _start(*args: str) -> subprocess.Popen[str]:
@@ -41,6 +41,15 @@ def running(env: dict[str, str]) -> Iterator[list[subprocess.Popen[str]]]:
         proc.communicate(timeout=30)
 
 
+@pytest.fixture
+def paid_receiver(db_url: str) -> Iterator[Receiver]:
+    """A Python receiver behind an endpoint that takes `payment.paid` only (one event per paid order)."""
+    secret = new_secret()
+    with receiver("python", [secret]) as r:
+        add_endpoint(db_url, r.url, secret, events=("payment.paid",))
+        yield r
+
+
 def _listening(url: str) -> bool:
     with psycopg.connect(url) as conn:
         row = conn.execute(
@@ -52,19 +61,16 @@ def _listening(url: str) -> bool:
 
 @pytest.mark.slow
 def test_listen_wakes_a_running_deliverer_within_moments_of_the_commit(
-    db_url: str, running: list[subprocess.Popen[str]]
+    db_url: str, paid_receiver: Receiver, running: list[subprocess.Popen[str]]
 ) -> None:
-    secret = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"
-    with receiver("python", [secret]) as r:
-        add_endpoint(db_url, r.url, secret, events=("payment.paid",))
-        running.append(_start())
-        wait_until(lambda: _listening(db_url), 15, what="the deliverer listening on midpay_outbox")
-        latencies = []
-        for n in range(7):
-            committed = time.monotonic()
-            pay(db_url, [f"ORD-L{n}"])
-            wait_until(lambda n=n: len(r.received()) == n + 1, 10, interval=0.002, what=f"event {n} delivered")
-            latencies.append(time.monotonic() - committed)
+    running.append(_start())
+    wait_until(lambda: _listening(db_url), 15, what="the deliverer listening on midpay_outbox")
+    latencies = []
+    for n in range(7):
+        committed = time.monotonic()
+        pay(db_url, [f"ORD-L{n}"])
+        wait_until(lambda n=n: len(paid_receiver.received()) == n + 1, 10, interval=0.002, what=f"event {n} arrived")
+        latencies.append(time.monotonic() - committed)
     # Polling alone (once a second) would put the median near half a second.
     assert statistics.median(latencies) < 0.25, latencies
     running[0].send_signal(signal.SIGTERM)
@@ -72,20 +78,22 @@ def test_listen_wakes_a_running_deliverer_within_moments_of_the_commit(
 
 
 @pytest.mark.slow
-def test_sigterm_finishes_the_requests_in_flight(db_url: str, running: list[subprocess.Popen[str]]) -> None:
-    secret = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"
-    with receiver("python", [secret]) as r:
-        add_endpoint(db_url, r.url, secret, events=("payment.paid",))
-        r.control(mode="stall")
-        proc = _start("--timeout", "30")
-        running.append(proc)
-        pay(db_url, ["ORD-T1", "ORD-T2"])
-        wait_until(lambda: len(r.received()) == 2, 15, what="both requests held by the receiver")
-        proc.send_signal(signal.SIGTERM)
-        pay(db_url, ["ORD-T3"])  # committed after the stop: not sent by this process
-        r.control(mode="answer", answer=204)
-        assert proc.wait(timeout=30) == 0
-        got = r.received()
+@pytest.mark.parametrize(("once", "code"), [(False, 0), (True, 130)])
+def test_sigterm_finishes_the_requests_in_flight(
+    once: bool, code: int, db_url: str, paid_receiver: Receiver, running: list[subprocess.Popen[str]]
+) -> None:
+    """A service stopped is done (0); a --once run cut short did not send all that was due (130)."""
+    r = paid_receiver
+    r.control(mode="stall")
+    proc = _start("--timeout", "30", *(["--once"] if once else []))
+    running.append(proc)
+    pay(db_url, ["ORD-T1", "ORD-T2"])
+    wait_until(lambda: len(r.received()) == 2, 15, what="both requests held by the receiver")
+    proc.send_signal(signal.SIGTERM)
+    pay(db_url, ["ORD-T3"])  # committed after the stop: not sent by this process
+    r.control(mode="answer", answer=204)
+    assert proc.wait(timeout=30) == code
+    got = r.received()
     assert sorted(g["order"] for g in got) == ["ORD-T1", "ORD-T2"]
     states = {row["order_id"]: row["status"] for row in deliveries(db_url)}
     assert states == {"ORD-T1": "delivered", "ORD-T2": "delivered", "ORD-T3": "pending"}
@@ -95,7 +103,7 @@ def test_sigterm_finishes_the_requests_in_flight(db_url: str, running: list[subp
 def test_two_processes_share_the_work_and_never_send_one_delivery_twice(
     db_url: str, running: list[subprocess.Popen[str]]
 ) -> None:
-    secret = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"
+    secret = new_secret()
     with receiver("python", [secret]) as r:
         add_endpoint(db_url, r.url, secret)
         orders = [f"ORD-P{n:03d}" for n in range(60)]
