@@ -6,6 +6,9 @@ pending for the same endpoint (an order's events reach an endpoint in order). Cl
 locks the rows ``FOR UPDATE SKIP LOCKED`` and sets ``leased_until``, so several
 processes share the work and none sends a delivery another one holds. Every clock here
 is the database server's.
+
+Each function is one statement (its own transaction): on the autocommit connections
+`deliver` uses, one round trip each.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def claim_due(
 ) -> list[Delivery]:
     """Lease up to ``limit`` due deliveries (due no later than ``due_before``, if given), oldest first."""
     params = {"limit": limit, "lease": lease_seconds, "due_before": due_before}
-    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+    with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(_CLAIM, params).fetchall()
     rows.sort(key=lambda r: (r["order_id"], r["sequence"]))
     return [_delivery(r) for r in rows]
@@ -80,6 +83,20 @@ def _delivery(r: dict[str, Any]) -> Delivery:
         event_id=r["event_id"], endpoint_id=r["endpoint_id"], order_id=r["order_id"], sequence=r["sequence"],
         attempts=r["attempts"], url=r["url"], secrets=secrets, body=r["body"],
     )
+
+
+def store_bodies(conn: Connection, bodies: dict[str, str]) -> dict[str, str]:
+    """Keep each event's body unless one is kept already (the first to store wins); the bodies kept, by event id."""
+    rows = conn.execute(
+        "WITH stored AS ("
+        "  UPDATE payment_events AS e SET body = v.body FROM unnest(%(ids)s::text[], %(bodies)s::text[]) AS v(id, body)"
+        "   WHERE e.id = v.id AND e.body IS NULL RETURNING e.id, e.body)"
+        " SELECT id, body FROM stored"
+        " UNION ALL SELECT id, body FROM payment_events"  # kept before this statement: the snapshot shows them
+        "  WHERE id = ANY(%(ids)s) AND body IS NOT NULL",
+        {"ids": list(bodies), "bodies": list(bodies.values())},
+    ).fetchall()
+    return {str(i): str(b) for i, b in rows}
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,13 @@ class Attempt:
 
 
 _RECORD = """
+WITH attempt AS (
+    INSERT INTO webhook_attempts (event_id, endpoint_id, status_code, duration_ms, error)
+    VALUES (%(event_id)s, %(endpoint_id)s, %(status_code)s, %(duration_ms)s, %(error)s)
+), gone AS (
+    UPDATE webhook_endpoints SET enabled = false, disabled_reason = '410 Gone'
+     WHERE %(gone)s AND id = %(endpoint_id)s AND enabled
+)
 UPDATE webhook_deliveries AS d
    SET attempts = d.attempts + 1,
        status = CASE WHEN %(delivered)s THEN 'delivered'
@@ -120,41 +144,50 @@ def record_attempt(
     endpoint resumes its events in order. Returns the delivery's status afterwards (None: it
     was no longer pending).
     """
-    error = None if attempt.error is None else attempt.error[:ERROR_CHARS]
-    with conn.transaction():
-        conn.execute(
-            "INSERT INTO webhook_attempts (event_id, endpoint_id, status_code, duration_ms, error)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            (delivery.event_id, delivery.endpoint_id, attempt.status_code, attempt.duration_ms, error),
-        )
-        row = conn.execute(_RECORD, {
-            "delivered": attempt.delivered, "give_up": give_up_after, "delay": retry_in,
-            "status_code": attempt.status_code, "error": error,
-            "event_id": delivery.event_id, "endpoint_id": delivery.endpoint_id,
-        }).fetchone()
-        if attempt.gone:
-            conn.execute(
-                "UPDATE webhook_endpoints SET enabled = false, disabled_reason = %s WHERE id = %s AND enabled",
-                ("410 Gone", delivery.endpoint_id),
-            )
+    row = conn.execute(_RECORD, {
+        "delivered": attempt.delivered, "give_up": give_up_after, "delay": retry_in, "gone": attempt.gone,
+        "status_code": attempt.status_code, "duration_ms": attempt.duration_ms,
+        "error": None if attempt.error is None else attempt.error[:ERROR_CHARS],
+        "event_id": delivery.event_id, "endpoint_id": delivery.endpoint_id,
+    }).fetchone()
     return None if row is None else str(row[0])  # no row: another run had already finished it
 
 
 def seconds_to_next_due(conn: Connection) -> float | None:
     """Seconds until the earliest pending delivery of an enabled endpoint comes due (None: nothing pending)."""
-    with conn.transaction():
-        row = conn.execute(
-            "SELECT EXTRACT(EPOCH FROM min(d.next_attempt_at) - clock_timestamp())::float8"
-            "  FROM webhook_deliveries AS d JOIN webhook_endpoints AS w ON w.id = d.endpoint_id"
-            " WHERE d.status = 'pending' AND w.enabled",
-        ).fetchone()
+    row = conn.execute(
+        "SELECT EXTRACT(EPOCH FROM min(d.next_attempt_at) - clock_timestamp())::float8"
+        "  FROM webhook_deliveries AS d JOIN webhook_endpoints AS w ON w.id = d.endpoint_id"
+        " WHERE d.status = 'pending' AND w.enabled AND d.next_attempt_at > clock_timestamp()",
+    ).fetchone()
     return None if row is None or row[0] is None else max(0.0, float(row[0]))
 
 
 def database_clock(conn: Connection) -> datetime:
     """The server's clock now (a --once run's cut-off)."""
-    with conn.transaction():
-        row = conn.execute("SELECT clock_timestamp()").fetchone()
+    row = conn.execute("SELECT clock_timestamp()").fetchone()
     assert row is not None
     value: datetime = row[0]
     return value
+
+
+def refresh_statistics(conn: Connection) -> bool:
+    """ANALYZE webhook_deliveries when its planner statistics are missing or well behind; True when it did.
+
+    The claim is quick only on the plan that walks the due index in ``next_attempt_at``
+    order and stops at ``limit``; a table never analyzed (a new install, a burst of
+    events before autovacuum's next round) looks tiny to the planner, which then sorts
+    every due row on each claim. Without the right to ANALYZE, PostgreSQL skips it with a
+    warning and autovacuum's rounds are left.
+    """
+    row = conn.execute(
+        "SELECT n_live_tup, n_mod_since_analyze, COALESCE(last_analyze, last_autoanalyze) IS NULL"
+        "  FROM pg_stat_user_tables WHERE relid = 'webhook_deliveries'::regclass"
+    ).fetchone()
+    if row is None:
+        return False
+    live, modified, never = row
+    if not (modified > 1000 + live // 5 or (never and live > 100)):
+        return False
+    conn.execute("ANALYZE webhook_deliveries")
+    return True

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 MAX_RETRY_DELAY = 7200.0
 JITTER = 0.2
 POLL_SECONDS = 1.0
+STATISTICS_SECONDS = 10.0  # how often the loop checks that the claim's planner statistics are current
 CHANNEL = "midpay_outbox"
 
 
@@ -138,29 +139,59 @@ def _connection_error(exc: BaseException) -> str:
     return f"connection failed ({exc.__class__.__name__})"
 
 
-def _body(conn: Connection, delivery: store.Delivery) -> str | store.Attempt:
-    """The event's body: the stored one, or rendered now and stored (the first to store wins).
+def bodies(conn: Connection, claimed: list[store.Delivery]) -> list[str | store.Attempt]:
+    """Each delivery's body: the stored one, or rendered now and stored (the first to store wins), in one go.
 
-    An event that cannot be rendered (a snapshot no longer readable, say) is a failed
-    attempt of its own, retried like any other, not the end of the process; a lost
+    An event that cannot be rendered (a snapshot no longer readable, say) gets a failed
+    attempt instead, retried like any other, not the end of the process; a lost
     PostgreSQL still is.
     """
-    if delivery.body is not None:
-        return delivery.body
-    from midpay.db import map_error, outbox
+    missing = sorted({d.event_id for d in claimed if d.body is None})
+    made: dict[str, str | store.Attempt] = {}
+    if missing:
+        try:
+            made.update(_render(conn, missing))
+        except Exception as exc:  # noqa: BLE001 - re-raised when PostgreSQL is lost
+            _unless_connection_lost(exc)
+            for event_id in missing:  # one unreadable snapshot spoils a batch: find which, one by one
+                try:
+                    made.update(_render(conn, [event_id]))
+                except Exception as one:  # noqa: BLE001 - as above
+                    _unless_connection_lost(one)
+                    made[event_id] = _unrendered(one)
+    return [d.body if d.body is not None else made.get(d.event_id) or _unrendered(None) for d in claimed]
+
+
+def _render(conn: Connection, event_ids: list[str]) -> dict[str, str | store.Attempt]:
+    from midpay.db import outbox
     from midpay.outbox.events import render
 
-    try:
-        with conn.transaction():
-            (event,) = outbox.events_by_id(conn, [delivery.event_id])
-            return outbox.store_body(conn, delivery.event_id, render(event))
-    except Exception as exc:
-        if map_error(exc) is not None:
-            raise
-        error = f"the event could not be rendered: {exc.__class__.__name__}"
-        return store.Attempt(status_code=None, duration_ms=0, error=error, delivered=False, gone=False)
+    events = outbox.events_by_id(conn, event_ids)
+    made: dict[str, str | store.Attempt] = {}
+    rendered: dict[str, str] = {}
+    for event in events:
+        try:
+            rendered[event.id] = render(event)
+        except Exception as exc:  # noqa: BLE001 - a document that cannot be made is this event's failure only
+            made[event.id] = _unrendered(exc)
+    made.update(store.store_bodies(conn, rendered) if rendered else {})
+    return made
 
 
+def _unless_connection_lost(exc: Exception) -> None:
+    from midpay.db import map_error
+
+    if map_error(exc) is not None:
+        raise exc
+
+
+def _unrendered(exc: BaseException | None) -> store.Attempt:
+    reason = "the event is gone" if exc is None else exc.__class__.__name__
+    return store.Attempt(status_code=None, duration_ms=0, error=f"the event could not be rendered: {reason}",
+                         delivered=False, gone=False)
+
+
+Body = str | store.Attempt  # what a worker is handed: the body to send, or the attempt that rendering it was
 OnAttempt = Callable[[store.Delivery, store.Attempt, "str | None"], None]
 
 
@@ -184,7 +215,7 @@ class Deliverer:
         """Send until stopped (or, with ``once``, until nothing that was due at the start is left); the summary."""
         from midpay.db import connect, open_pool
 
-        conn = connect(self.url)
+        conn = connect(self.url, autocommit=True)  # every statement of db/deliveries.py is its own transaction
         pool = open_pool(self.url, self.options.concurrency)
         session = new_session(self.options.concurrency)
         listener = None if self.options.once else threading.Thread(target=self._listen, daemon=True)
@@ -192,7 +223,7 @@ class Deliverer:
         try:
             if listener is not None:
                 listener.start()
-            self._loop(conn, executor, lambda d: self._send(pool, session, d))
+            self._loop(conn, executor, lambda d, b: self._send(pool, session, d, b))
         finally:
             self.stop()
             executor.shutdown(wait=True)
@@ -201,17 +232,23 @@ class Deliverer:
             conn.close()
         return self.summary
 
-    def _loop(self, conn: Connection, executor: ThreadPoolExecutor, send: Callable[[store.Delivery], None]) -> None:
+    def _loop(
+        self, conn: Connection, executor: ThreadPoolExecutor, send: Callable[[store.Delivery, Body], None]
+    ) -> None:
         opts = self.options
         due_before = store.database_clock(conn) if opts.once else None
         inflight: set[Future[None]] = set()
+        statistics_checked = 0.0
         while not self._stopping.is_set():
             self._wake.clear()
+            if time.monotonic() - statistics_checked >= STATISTICS_SECONDS:
+                store.refresh_statistics(conn)
+                statistics_checked = time.monotonic()
             inflight = _reap(inflight)
             free = opts.concurrency - len(inflight)
             claimed = store.claim_due(conn, limit=free, lease_seconds=opts.lease_seconds,
                                       due_before=due_before) if free else []
-            inflight.update(executor.submit(send, d) for d in claimed)
+            inflight.update(executor.submit(send, d, b) for d, b in zip(claimed, bodies(conn, claimed), strict=True))
             if opts.once and not inflight:
                 return
             timeout = POLL_SECONDS
@@ -223,13 +260,12 @@ class Deliverer:
         wait(inflight)
         _reap(inflight)
 
-    def _send(self, pool: Any, session: requests.Session, delivery: store.Delivery) -> None:
+    def _send(self, pool: Any, session: requests.Session, delivery: store.Delivery, body: Body) -> None:
         opts = self.options
         try:
-            with pool.connection() as conn:
-                body = _body(conn, delivery)
             attempt = post(session, delivery, body, opts.timeout) if isinstance(body, str) else body
             with pool.connection() as conn:
+                conn.autocommit = True  # one statement, one round trip
                 status = store.record_attempt(
                     conn, delivery, attempt,
                     retry_in=retry_delay(delivery.attempts + 1, opts.retry_base), give_up_after=opts.give_up_after,
