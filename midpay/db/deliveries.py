@@ -108,49 +108,60 @@ class Attempt:
     error: str | None
     delivered: bool
     gone: bool
+    started_at: datetime | None = None  # None: when it is recorded
 
 
 _RECORD = """
-WITH attempt AS (
-    INSERT INTO webhook_attempts (event_id, endpoint_id, status_code, duration_ms, error)
-    VALUES (%(event_id)s, %(endpoint_id)s, %(status_code)s, %(duration_ms)s, %(error)s)
+WITH v AS (
+    SELECT * FROM unnest(%(event_ids)s::text[], %(endpoint_ids)s::text[], %(started)s::timestamptz[],
+                         %(codes)s::int[], %(durations)s::int[], %(errors)s::text[], %(delivered)s::bool[],
+                         %(gone)s::bool[], %(delays)s::float8[])
+        AS v(event_id, endpoint_id, started_at, status_code, duration_ms, error, delivered, gone, delay)
+), attempt AS (
+    INSERT INTO webhook_attempts (event_id, endpoint_id, attempted_at, status_code, duration_ms, error)
+    SELECT event_id, endpoint_id, COALESCE(started_at, clock_timestamp()), status_code, duration_ms, error FROM v
 ), gone AS (
-    UPDATE webhook_endpoints SET enabled = false, disabled_reason = '410 Gone'
-     WHERE %(gone)s AND id = %(endpoint_id)s AND enabled
+    UPDATE webhook_endpoints AS w SET enabled = false, disabled_reason = '410 Gone'
+      FROM v WHERE v.gone AND w.id = v.endpoint_id AND w.enabled
 )
 UPDATE webhook_deliveries AS d
    SET attempts = d.attempts + 1,
-       status = CASE WHEN %(delivered)s THEN 'delivered'
+       status = CASE WHEN v.delivered THEN 'delivered'
                      WHEN clock_timestamp() >= e.created_at + make_interval(secs => %(give_up)s) THEN 'failed'
                      ELSE 'pending' END,
-       next_attempt_at = LEAST(clock_timestamp() + make_interval(secs => %(delay)s),
+       next_attempt_at = LEAST(clock_timestamp() + make_interval(secs => v.delay),
                                e.created_at + make_interval(secs => %(give_up)s)),
-       delivered_at = CASE WHEN %(delivered)s THEN clock_timestamp() END,
+       delivered_at = CASE WHEN v.delivered THEN clock_timestamp() END,
        leased_until = NULL,
-       last_status_code = %(status_code)s,
-       last_error = %(error)s
-  FROM payment_events AS e
- WHERE e.id = d.event_id AND d.event_id = %(event_id)s AND d.endpoint_id = %(endpoint_id)s AND d.status = 'pending'
-RETURNING d.status
+       last_status_code = v.status_code,
+       last_error = v.error
+  FROM v, payment_events AS e
+ WHERE d.event_id = v.event_id AND d.endpoint_id = v.endpoint_id AND e.id = d.event_id AND d.status = 'pending'
+RETURNING d.event_id, d.endpoint_id, d.status
 """
 
+Key = tuple[str, str]  # (event_id, endpoint_id): one delivery
 
-def record_attempt(
-    conn: Connection, delivery: Delivery, attempt: Attempt, *, retry_in: float, give_up_after: float
-) -> str | None:
-    """Keep the attempt and move the delivery on: delivered, pending again in ``retry_in`` s, or failed for good.
 
-    A 410 also disables the endpoint; the delivery stays pending, so re-enabling the
-    endpoint resumes its events in order. Returns the delivery's status afterwards (None: it
-    was no longer pending).
+def record_attempts(
+    conn: Connection, attempts: list[tuple[Delivery, Attempt, float]], *, give_up_after: float
+) -> dict[Key, str]:
+    """Keep the attempts and move each delivery on: delivered, pending again in its retry delay, or failed for good.
+
+    ``attempts`` holds (delivery, attempt, seconds until the next try). A 410 also disables
+    the endpoint; the delivery stays pending, so re-enabling the endpoint resumes its events
+    in order. Returns each delivery's status afterwards; one that was no longer pending
+    (another run had finished it) is left out.
     """
-    row = conn.execute(_RECORD, {
-        "delivered": attempt.delivered, "give_up": give_up_after, "delay": retry_in, "gone": attempt.gone,
-        "status_code": attempt.status_code, "duration_ms": attempt.duration_ms,
-        "error": None if attempt.error is None else attempt.error[:ERROR_CHARS],
-        "event_id": delivery.event_id, "endpoint_id": delivery.endpoint_id,
-    }).fetchone()
-    return None if row is None else str(row[0])  # no row: another run had already finished it
+    rows = conn.execute(_RECORD, {
+        "event_ids": [d.event_id for d, _, _ in attempts], "endpoint_ids": [d.endpoint_id for d, _, _ in attempts],
+        "started": [a.started_at for _, a, _ in attempts], "codes": [a.status_code for _, a, _ in attempts],
+        "durations": [a.duration_ms for _, a, _ in attempts],
+        "errors": [None if a.error is None else a.error[:ERROR_CHARS] for _, a, _ in attempts],
+        "delivered": [a.delivered for _, a, _ in attempts], "gone": [a.gone for _, a, _ in attempts],
+        "delays": [delay for _, _, delay in attempts], "give_up": give_up_after,
+    }).fetchall()
+    return {(str(e), str(w)): str(status) for e, w, status in rows}
 
 
 def seconds_to_next_due(conn: Connection) -> float | None:

@@ -22,10 +22,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from midpay.db import deliveries as store
 from midpay.outbox import signing
+from midpay.outbox.deliver_record import Recorder
 
 if TYPE_CHECKING:
     import requests
@@ -98,8 +100,8 @@ def post(session: requests.Session, delivery: store.Delivery, body: str, timeout
     """One signed POST of ``body``; what came of it (never raises for the receiver's failures)."""
     import requests
 
-    stamp = int(time.time())
-    headers = signing.headers(delivery.secrets, delivery.event_id, stamp, body)
+    now = time.time()
+    headers = signing.headers(delivery.secrets, delivery.event_id, int(now), body)
     started = time.monotonic()
     code: int | None = None
     error: str | None = None
@@ -118,7 +120,8 @@ def post(session: requests.Session, delivery: store.Delivery, body: str, timeout
     if code is not None and not 200 <= code < 300:
         error = f"HTTP {code}"
     ok = code is not None and 200 <= code < 300
-    return store.Attempt(status_code=code, duration_ms=duration, error=error, delivered=ok, gone=code == 410)
+    return store.Attempt(status_code=code, duration_ms=duration, error=error, delivered=ok, gone=code == 410,
+                         started_at=datetime.fromtimestamp(now, UTC))
 
 
 def _connection_error(exc: BaseException) -> str:
@@ -223,7 +226,8 @@ class Deliverer:
         try:
             if listener is not None:
                 listener.start()
-            self._loop(conn, executor, lambda d, b: self._send(pool, session, d, b))
+            recorder = Recorder(pool, give_up_after=self.options.give_up_after)
+            self._loop(conn, executor, lambda d, b: self._send(recorder, session, d, b))
         finally:
             self.stop()
             executor.shutdown(wait=True)
@@ -260,16 +264,11 @@ class Deliverer:
         wait(inflight)
         _reap(inflight)
 
-    def _send(self, pool: Any, session: requests.Session, delivery: store.Delivery, body: Body) -> None:
+    def _send(self, recorder: Recorder, session: requests.Session, delivery: store.Delivery, body: Body) -> None:
         opts = self.options
         try:
             attempt = post(session, delivery, body, opts.timeout) if isinstance(body, str) else body
-            with pool.connection() as conn:
-                conn.autocommit = True  # one statement, one round trip
-                status = store.record_attempt(
-                    conn, delivery, attempt,
-                    retry_in=retry_delay(delivery.attempts + 1, opts.retry_base), give_up_after=opts.give_up_after,
-                )
+            status = recorder.record(delivery, attempt, retry_delay(delivery.attempts + 1, opts.retry_base))
             self.summary.count(status)
             if self.on_attempt is not None:
                 self.on_attempt(delivery, attempt, status)
