@@ -132,7 +132,9 @@ BEGIN
         PERFORM midpay_write_event(NEW, 'payment.' || new_status, old_status, new_status);
         wrote := true;
     END IF;
-    IF NEW.paid_at IS NOT NULL AND (TG_OP = 'INSERT' OR OLD.paid_at IS NULL) THEN
+    -- Once per payment: a paid_at cleared and set again (midpay never clears it) is no second one.
+    IF NEW.paid_at IS NOT NULL AND (TG_OP = 'INSERT' OR OLD.paid_at IS NULL)
+       AND NOT EXISTS (SELECT 1 FROM payment_events WHERE payment_id = NEW.id AND type = 'payment.paid') THEN
         PERFORM midpay_write_event(NEW, 'payment.paid', old_status, new_status);
         wrote := true;
     END IF;

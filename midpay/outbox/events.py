@@ -34,5 +34,9 @@ def document(event: Event) -> dict[str, Any]:
 
 
 def render(event: Event) -> str:
-    """The event's body: compact JSON, ASCII only (every byte the same wherever it is read)."""
-    return json.dumps(document(event), separators=(",", ":"))
+    """The event's body: compact JSON, ASCII only (every byte the same wherever it is read).
+
+    A value JSON has no type for is written as ``status --json`` writes it: an amount the
+    older backend stored with a fraction of a rupiah (a ``Decimal``) as its text, "15000.50".
+    """
+    return json.dumps(document(event), separators=(",", ":"), default=str)

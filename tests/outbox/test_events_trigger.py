@@ -7,6 +7,7 @@ deliveries made for matching endpoints, and the NOTIFY sent at commit.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import psycopg
@@ -183,3 +184,38 @@ def test_a_body_is_stored_once(conn: psycopg.Connection[Any]) -> None:
     assert outbox.store_body(conn, event.id, "second") == "first"
     conn.commit()
     assert outbox.events_of_order(conn, "T-11")[0].body == "first"
+
+
+def test_paid_is_written_once_even_if_paid_at_is_cleared_and_set_again(conn: psycopg.Connection[Any]) -> None:
+    _insert(conn, "T-12", "pending")
+    _set(conn, "T-12", "settlement", paid=True)
+    conn.execute("UPDATE payment_transactions SET paid_at = NULL WHERE order_id = 'T-12'")
+    _set(conn, "T-12", "refund", paid=True)
+    conn.commit()
+    assert [e[1] for e in _events(conn, "T-12")] == [
+        "payment.pending", "payment.settlement", "payment.paid", "payment.refund"
+    ]
+
+
+def test_concurrent_changes_of_one_order_are_numbered_in_commit_order_without_gaps(db_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with psycopg.connect(db_url) as conn:
+        _insert(conn, "T-13", "pending")
+    statuses = ["settlement", "pending"]
+
+    def writer(n: int) -> None:
+        with psycopg.connect(db_url) as conn:
+            for i in range(15):
+                _set(conn, "T-13", statuses[(n + i) % 2])
+                conn.commit()
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(writer, range(4)))
+    with psycopg.connect(db_url) as conn:
+        found = conn.execute(
+            "SELECT sequence, previous_status, status FROM payment_events WHERE order_id = 'T-13' "
+            "ORDER BY created_at, sequence"
+        ).fetchall()
+    assert [f[0] for f in found] == list(range(1, len(found) + 1)), "commit order is sequence order"
+    assert all(after[1] == before[2] != after[2] for before, after in itertools.pairwise(found))

@@ -150,7 +150,7 @@ def test_008_sets_the_flag_from_the_refunds_already_in_the_ledger(empty_db_url: 
         _refund(conn, unconfirmed, "b-1", "done", refund_key="k")
         _refund(conn, settled_one, "b-2", "done", refund_key="k", bank_confirmed_at="2026-01-01T00:00:00Z")
         conn.commit()
-        assert [f.version for f in migrate.migrate(conn)] == [8]
+        assert [f.version for f in migrate.migrate(conn)] == [f.version for f in migrate.load_files() if f.version >= 8]
         assert [_agrees(conn, f"b-{i}") for i in range(3)] == ["requested", "unconfirmed", None]
 
 
