@@ -96,6 +96,7 @@ def test_an_endpoint_down_for_good_fails_and_the_others_are_still_served(db_url:
     assert by_endpoint == {(down, "failed"), (up, "delivered")}
     assert {a["error"] for a in attempts(db_url) if a["endpoint_id"] == down} == {"connection refused"}
     assert "failed for good" in result.stderr
+    assert secret not in result.stdout + result.stderr and secret[6:] not in result.stdout + result.stderr
 
 
 def test_410_gone_disables_the_endpoint(db_url: str, cli: Any) -> None:
@@ -171,6 +172,15 @@ def test_an_event_that_cannot_be_rendered_is_a_failed_attempt_not_the_end_of_the
     assert [g["order"] for g in got] == ["ORD-OK"]
     (broken,) = [a for a in attempts(db_url) if a["status_code"] is None]
     assert broken["error"].startswith("the event could not be rendered: ")
+
+
+def test_retries_double_from_the_base_with_jitter_and_at_most_two_hours_apart() -> None:
+    from midpay.outbox.deliver import retry_delay
+
+    assert [retry_delay(n, 5, rng=lambda lo, hi: 1.0) for n in (1, 2, 3, 4)] == [5, 10, 20, 40]
+    assert retry_delay(1, 5, rng=lambda lo, hi: lo) == pytest.approx(4.0)
+    assert retry_delay(1, 5, rng=lambda lo, hi: hi) == pytest.approx(6.0)
+    assert retry_delay(30, 5, rng=lambda lo, hi: hi) == 7200 and retry_delay(10_000, 5) <= 7200
 
 
 def test_nothing_due_is_an_empty_summary_and_text_says_so(db_url: str, cli: Any) -> None:
