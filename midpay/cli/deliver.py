@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from midpay.cli.boundary import document, stop
+from midpay.cli.boundary import document
 from midpay.cli.common import JsonFlag, app, database_url, exit_for, seconds
 
 if TYPE_CHECKING:
@@ -73,7 +73,9 @@ def deliver(
     elif once or progress.enabled:
         output.console().print(deliver_line(summary), markup=False)
     if once and signals.received:  # a --once run cut short did not send all that was due
-        stop(130, "interrupted")
+        from midpay.errors import Interrupted
+
+        raise Interrupted("interrupted: stopped before everything due was sent (the requests in flight were finished)")
     exit_for(once and summary.failed > 0)
 
 

@@ -93,6 +93,9 @@ def test_sigterm_finishes_the_requests_in_flight(
     pay(db_url, ["ORD-T3"])  # committed after the stop: not sent by this process
     r.control(mode="answer", answer=204)
     assert proc.wait(timeout=30) == code
+    _, err = proc.communicate(timeout=30)
+    assert err == ("" if code == 0 else "Error: interrupted: stopped before everything due was sent (the requests in "
+                   "flight were finished)\n")
     got = r.received()
     assert sorted(g["order"] for g in got) == ["ORD-T1", "ORD-T2"]
     states = {row["order_id"]: row["status"] for row in deliveries(db_url)}
