@@ -53,8 +53,9 @@ class Options:
 
     @property
     def lease_seconds(self) -> float:
-        """How long a claimed delivery stays reserved: the request's timeout and room to record it."""
-        return self.timeout * 2 + 30.0
+        """How long a claimed delivery stays reserved: the request (connect and read, each up to the timeout)
+        and room to record it. A process killed outright leaves its deliveries to others after this."""
+        return self.timeout * 2 + 10.0
 
 
 @dataclass

@@ -123,3 +123,30 @@ def test_two_processes_share_the_work_and_never_send_one_delivery_twice(
     assert len({g["id"] for g in got}) == 180  # every delivery exactly once
     assert in_order(got) and all(g["verified"] for g in got)
     assert {row["status"] for row in deliveries(db_url)} == {"delivered"}
+
+
+@pytest.mark.slow
+def test_killed_deliverers_lose_nothing_and_only_requests_in_flight_are_sent_twice(
+    db_url: str, running: list[subprocess.Popen[str]]
+) -> None:
+    secret = new_secret()
+    with receiver("python", [secret]) as r:
+        add_endpoint(db_url, r.url, secret)
+        pay(db_url, [f"ORD-K{n:03d}" for n in range(100)])
+        kills = 0
+        for _ in range(3):
+            proc = _start("--concurrency", "4", "--timeout", "1")
+            running.append(proc)
+            seen = len(r.received())
+            wait_until(lambda seen=seen: len(r.received()) >= seen + 20, 30, what="some deliveries by this process")
+            proc.kill()
+            proc.wait(timeout=10)
+            kills += 1
+        running.append(_start("--concurrency", "4", "--timeout", "1"))
+        wait_until(lambda: {d["status"] for d in deliveries(db_url)} == {"delivered"}, 90, interval=0.2,
+                   what="every delivery delivered after the kills")
+        got = r.received()
+    ids = [g["id"] for g in got]
+    assert len(set(ids)) == 300 and all(g["verified"] for g in got)
+    assert len(ids) - 300 <= kills * 4  # only what was in flight at a kill went twice
+    assert in_order(got)
