@@ -41,13 +41,23 @@ def running(env: dict[str, str]) -> Iterator[list[subprocess.Popen[str]]]:
         proc.communicate(timeout=30)
 
 
+def _endpoint_receiver(db_url: str, events: tuple[str, ...]) -> Iterator[Receiver]:
+    secret = new_secret()
+    with receiver("python", [secret]) as r:
+        add_endpoint(db_url, r.url, secret, events=events)
+        yield r
+
+
 @pytest.fixture
 def paid_receiver(db_url: str) -> Iterator[Receiver]:
     """A Python receiver behind an endpoint that takes `payment.paid` only (one event per paid order)."""
-    secret = new_secret()
-    with receiver("python", [secret]) as r:
-        add_endpoint(db_url, r.url, secret, events=("payment.paid",))
-        yield r
+    yield from _endpoint_receiver(db_url, ("payment.paid",))
+
+
+@pytest.fixture
+def every_event_receiver(db_url: str) -> Iterator[Receiver]:
+    """A Python receiver behind an endpoint that takes every event (three per paid order)."""
+    yield from _endpoint_receiver(db_url, ("*",))
 
 
 def _listening(url: str) -> bool:
@@ -104,17 +114,13 @@ def test_sigterm_finishes_the_requests_in_flight(
 
 @pytest.mark.slow
 def test_two_processes_share_the_work_and_never_send_one_delivery_twice(
-    db_url: str, running: list[subprocess.Popen[str]]
+    db_url: str, every_event_receiver: Receiver, running: list[subprocess.Popen[str]]
 ) -> None:
-    secret = new_secret()
-    with receiver("python", [secret]) as r:
-        add_endpoint(db_url, r.url, secret)
-        orders = [f"ORD-P{n:03d}" for n in range(60)]
-        pay(db_url, orders)
-        procs = [_start("--once", "--json", "--concurrency", "4") for _ in range(2)]
-        running.extend(procs)
-        outs: list[Any] = [p.communicate(timeout=120) for p in procs]
-        got = r.received()
+    pay(db_url, [f"ORD-P{n:03d}" for n in range(60)])
+    procs = [_start("--once", "--json", "--concurrency", "4") for _ in range(2)]
+    running.extend(procs)
+    outs: list[Any] = [p.communicate(timeout=120) for p in procs]
+    got = every_event_receiver.received()
     assert [p.returncode for p in procs] == [0, 0], outs
     import json
 
@@ -127,25 +133,23 @@ def test_two_processes_share_the_work_and_never_send_one_delivery_twice(
 
 @pytest.mark.slow
 def test_killed_deliverers_lose_nothing_and_only_requests_in_flight_are_sent_twice(
-    db_url: str, running: list[subprocess.Popen[str]]
+    db_url: str, every_event_receiver: Receiver, running: list[subprocess.Popen[str]]
 ) -> None:
-    secret = new_secret()
-    with receiver("python", [secret]) as r:
-        add_endpoint(db_url, r.url, secret)
-        pay(db_url, [f"ORD-K{n:03d}" for n in range(100)])
-        kills = 0
-        for _ in range(3):
-            proc = _start("--concurrency", "4", "--timeout", "1")
-            running.append(proc)
-            seen = len(r.received())
-            wait_until(lambda seen=seen: len(r.received()) >= seen + 20, 30, what="some deliveries by this process")
-            proc.kill()
-            proc.wait(timeout=10)
-            kills += 1
-        running.append(_start("--concurrency", "4", "--timeout", "1"))
-        wait_until(lambda: {d["status"] for d in deliveries(db_url)} == {"delivered"}, 90, interval=0.2,
-                   what="every delivery delivered after the kills")
-        got = r.received()
+    r = every_event_receiver
+    pay(db_url, [f"ORD-K{n:03d}" for n in range(100)])
+    kills = 0
+    for _ in range(3):
+        proc = _start("--concurrency", "4", "--timeout", "1")
+        running.append(proc)
+        seen = len(r.received())
+        wait_until(lambda seen=seen: len(r.received()) >= seen + 20, 30, what="some deliveries by this process")
+        proc.kill()
+        proc.wait(timeout=10)
+        kills += 1
+    running.append(_start("--concurrency", "4", "--timeout", "1"))
+    wait_until(lambda: {d["status"] for d in deliveries(db_url)} == {"delivered"}, 90, interval=0.2,
+               what="every delivery delivered after the kills")
+    got = r.received()
     ids = [g["id"] for g in got]
     assert len(set(ids)) == 300 and all(g["verified"] for g in got)
     assert len(ids) - 300 <= kills * 4  # only what was in flight at a kill went twice
