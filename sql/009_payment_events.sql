@@ -31,7 +31,6 @@ CREATE TABLE IF NOT EXISTS payment_events (
 );
 
 CREATE INDEX IF NOT EXISTS payment_events_created_at_idx ON payment_events (created_at);
-CREATE INDEX IF NOT EXISTS payment_events_payment_id_idx ON payment_events (payment_id);
 
 CREATE TABLE IF NOT EXISTS webhook_endpoints (
     id                    varchar(40) PRIMARY KEY,
@@ -118,8 +117,10 @@ BEGIN
 END
 $f$;
 
+-- Runs in the session of whoever writes the row (the older backend too): its search_path
+-- is pinned to this migration's, so the outbox tables are found whatever that session's is.
 CREATE OR REPLACE FUNCTION midpay_payment_changed() RETURNS trigger
-LANGUAGE plpgsql AS $f$
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $f$
 DECLARE
     new_status text := lower(btrim(NEW.status));
     old_status text;
@@ -134,7 +135,7 @@ BEGIN
     END IF;
     -- Once per payment: a paid_at cleared and set again (midpay never clears it) is no second one.
     IF NEW.paid_at IS NOT NULL AND (TG_OP = 'INSERT' OR OLD.paid_at IS NULL)
-       AND NOT EXISTS (SELECT 1 FROM payment_events WHERE payment_id = NEW.id AND type = 'payment.paid') THEN
+       AND NOT EXISTS (SELECT 1 FROM payment_events WHERE order_id = NEW.order_id AND type = 'payment.paid') THEN
         PERFORM midpay_write_event(NEW, 'payment.paid', old_status, new_status);
         wrote := true;
     END IF;

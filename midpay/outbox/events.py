@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from midpay.db.outbox import Event
+from midpay.db.core import Connection
+from midpay.db.outbox import Event, store_body
 from midpay.output.documents import payment_document
 from midpay.output.text import iso
 from midpay.refunds.ledger import Ledger
@@ -40,3 +41,10 @@ def render(event: Event) -> str:
     older backend stored with a fraction of a rupiah (a ``Decimal``) as its text, "15000.50".
     """
     return json.dumps(document(event), separators=(",", ":"), default=str)
+
+
+def body(conn: Connection, event: Event) -> str:
+    """The bytes to send for ``event``: its kept body, or one rendered now and kept (first sender wins)."""
+    if event.body is not None:
+        return event.body
+    return store_body(conn, event.id, render(event))

@@ -11,6 +11,7 @@ import itertools
 from typing import Any
 
 import psycopg
+import psycopg.sql
 import pytest
 
 
@@ -186,6 +187,21 @@ def test_a_body_is_stored_once(conn: psycopg.Connection[Any]) -> None:
     assert outbox.events_of_order(conn, "T-11")[0].body == "first"
 
 
+def test_body_renders_once_and_keeps_it(conn: psycopg.Connection[Any]) -> None:
+    from midpay.db import outbox
+    from midpay.outbox.events import body, render
+
+    _insert(conn, "T-14", "pending")
+    conn.commit()
+    (event,) = outbox.events_of_order(conn, "T-14")
+    sent = body(conn, event)
+    conn.commit()
+    assert sent == render(event)
+    conn.execute("UPDATE payment_transactions SET user_id = 99 WHERE order_id = 'T-14'")  # the row moves on
+    (kept,) = outbox.events_of_order(conn, "T-14")
+    assert kept.body == sent and body(conn, kept) == sent
+
+
 def test_paid_is_written_once_even_if_paid_at_is_cleared_and_set_again(conn: psycopg.Connection[Any]) -> None:
     _insert(conn, "T-12", "pending")
     _set(conn, "T-12", "settlement", paid=True)
@@ -219,3 +235,19 @@ def test_concurrent_changes_of_one_order_are_numbered_in_commit_order_without_ga
         ).fetchall()
     assert [f[0] for f in found] == list(range(1, len(found) + 1)), "commit order is sequence order"
     assert all(after[1] == before[2] != after[2] for before, after in itertools.pairwise(found))
+
+
+def test_a_writer_with_another_search_path_still_writes_its_event(conn: psycopg.Connection[Any]) -> None:
+    _insert(conn, "T-15", "pending")
+    schema = conn.execute("SELECT current_schema()").fetchone()
+    assert schema is not None
+    conn.execute("CREATE SCHEMA elsewhere")
+    conn.execute("SET search_path = elsewhere")
+    conn.execute(
+        psycopg.sql.SQL("UPDATE {}.payment_transactions SET status = 'expire' WHERE order_id = 'T-15'").format(
+            psycopg.sql.Identifier(schema[0])
+        )
+    )
+    conn.execute("RESET search_path")
+    conn.commit()
+    assert [e[1] for e in _events(conn, "T-15")] == ["payment.pending", "payment.expire"]
