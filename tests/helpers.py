@@ -9,12 +9,18 @@ sleeping a fixed time and hoping the state has been reached.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import psycopg
+import pytest
 from psycopg import sql
 
 T = TypeVar("T")
@@ -103,3 +109,41 @@ def waits_on_a_lock(url: str, pid: int) -> bool:
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
     return row is not None and row[0] == "Lock"
+
+
+def missing_prerequisite(message: str) -> NoReturn:
+    """Skip for a missing prerequisite, or fail under CI (where .ci/run installs everything)."""
+    if os.environ.get("CI"):
+        pytest.fail(message + " (.ci/run installs it)")
+    pytest.skip(message)
+
+
+_NPM_NETWORK = re.compile(
+    r"ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENETUNREACH|network|fetch failed", re.I
+)
+
+
+def npm_ci(directory: Path, needed_by: str) -> Path:
+    """``directory`` with the node_modules its package-lock.json pins, installed by ``npm ci`` once per lock file.
+
+    As root or as an ordinary user alike, from the registry or npm's cache. Without Node.js
+    and npm, ``missing_prerequisite`` (``needed_by`` says who needs them); a registry out
+    of reach skips.
+    """
+    if shutil.which("node") is None or shutil.which("npm") is None or shutil.which("npx") is None:
+        missing_prerequisite(f"{needed_by} need Node.js and npm (apt-get install nodejs npm)")
+    wanted = hashlib.sha256((directory / "package-lock.json").read_bytes()).hexdigest()
+    stamp = directory / "node_modules" / ".midpay-lock-sha256"
+    if stamp.exists() and stamp.read_text().strip() == wanted:
+        return directory
+    proc = subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=directory, capture_output=True, text=True, timeout=600,
+    )
+    if proc.returncode != 0:
+        text = (proc.stderr + proc.stdout).strip()
+        if _NPM_NETWORK.search(text):
+            pytest.skip(f"npm could not reach the registry: {text.splitlines()[0] if text else proc.returncode}")
+        pytest.fail(f"npm ci failed ({proc.returncode}): {text[-2000:]}")
+    stamp.write_text(wanted + "\n")
+    return directory

@@ -17,13 +17,13 @@ its commands on import:
 
 from typing import Any
 
-from midpay.cli import database, endpoints, lifecycle, listen, notifications, operator, reconcile, setup
+from midpay.cli import database, deliver, endpoints, lifecycle, listen, notifications, operator, reconcile, setup
 from midpay.cli.common import app
 
 # `midpay --help` lists the commands in the order of a payment's life, then upkeep.
 _ORDER = (
     "migrate", "charge", "status", "payments", "reconcile", "replay-webhook", "listen",
-    "cancel", "expire", "refund", "doctor", "demo",
+    "cancel", "expire", "refund", "endpoints", "deliver", "deliveries", "doctor", "demo",
 )
 
 
@@ -35,7 +35,8 @@ def _place(command: Any) -> int:
 app.registered_commands.sort(key=_place)
 
 __all__ = [
-    "app", "database", "endpoints", "lifecycle", "listen", "main", "notifications", "operator", "reconcile", "setup",
+    "app", "database", "deliver", "endpoints", "lifecycle", "listen", "main", "notifications", "operator",
+    "reconcile", "setup",
 ]
 
 

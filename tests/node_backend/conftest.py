@@ -22,7 +22,6 @@ cannot reach the registry.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -40,42 +39,21 @@ import pytest
 from psycopg import sql
 
 from ..conftest import REPO, SERVER_KEY, CliResult
+from ..helpers import missing_prerequisite, npm_ci
 
 NODE_DIR = Path(__file__).resolve().parent
 SERVER_TIMEZONE = "America/New_York"
 MIGRATION_DIRS = {"node": "migrations", "sibling": "migrations-sibling"}
-_NETWORK = re.compile(r"ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENETUNREACH|network|fetch failed", re.I)
 
 
 def _missing(what: str) -> None:
-    """Skip (or, under CI, where .ci/run installs everything, fail) for a missing prerequisite."""
-    message = f"the node-pg-migrate tests need {what}"
-    if os.environ.get("CI"):
-        pytest.fail(message + " (.ci/run installs it)")
-    pytest.skip(message)
+    missing_prerequisite(f"the node-pg-migrate tests need {what}")
 
 
 @pytest.fixture(scope="session")
 def node_project() -> Path:
     """This directory with its node_modules installed by ``npm ci`` (once per lock file)."""
-    if shutil.which("node") is None or shutil.which("npm") is None or shutil.which("npx") is None:
-        _missing("Node.js and npm (apt-get install nodejs npm)")
-    lock = (NODE_DIR / "package-lock.json").read_bytes()
-    stamp = NODE_DIR / "node_modules" / ".midpay-lock-sha256"
-    wanted = hashlib.sha256(lock).hexdigest()
-    if stamp.exists() and stamp.read_text().strip() == wanted:
-        return NODE_DIR
-    proc = subprocess.run(
-        ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=NODE_DIR, capture_output=True, text=True, timeout=600,
-    )
-    if proc.returncode != 0:
-        text = (proc.stderr + proc.stdout).strip()
-        if _NETWORK.search(text):
-            pytest.skip(f"npm could not reach the registry: {text.splitlines()[0] if text else proc.returncode}")
-        pytest.fail(f"npm ci failed ({proc.returncode}): {text[-2000:]}")
-    stamp.write_text(wanted + "\n")
-    return NODE_DIR
+    return npm_ci(NODE_DIR, "the node-pg-migrate tests")
 
 
 def _server_bindir() -> Path | None:
