@@ -170,6 +170,6 @@ def demo() -> None:
 
     report = demo_mod.run(state.settings, con, step)
     demo_mod.render_account(con, report)
-    exit_for(report.final_status != "settlement")
+    exit_for(not report.ok)
 
 

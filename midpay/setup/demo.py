@@ -2,8 +2,10 @@
 
 An embedded PostgreSQL under ``<MIDPAY_HOME>/demo`` and an in-process sandbox stand
 in for the real ones; every step runs the same use-case code as the commands do
-(migrate, charge, status, replay-webhook, reconcile). Each run starts from a fresh
-demo database, so it can be repeated at will; the data stays until the next run.
+(migrate, charge, status, replay-webhook, reconcile, endpoints add, deliver --once),
+and a local receiver in the demo's process stands for the shop's own app, taking the
+payment events (demo_events.py). Each run starts from a fresh demo database, so it
+can be repeated at will; the data stays until the next run.
 The demo stops the PostgreSQL it started, so nothing is left running; the home it
 suggests for trying things by hand (``<MIDPAY_HOME>/try``) is never touched by it.
 """
@@ -24,6 +26,7 @@ from midpay.payments import charge as charges
 from midpay.payments import refresh
 from midpay.reconcile import job as reconciling
 from midpay.sandbox import DEV_SERVER_KEY, SandboxServer
+from midpay.setup import demo_events
 from midpay.web import child
 from midpay.web.app import DEFAULT_PATH
 
@@ -46,7 +49,14 @@ class DemoReport:
     seconds: float
     home: Path
     try_home: Path
+    events: tuple[demo_events.Arrival, ...]  # what the shop's app received, in arrival order
     left_running: bool  # the demo's PostgreSQL was running before the demo, and still is
+
+    @property
+    def ok(self) -> bool:
+        """Paid, and the shop's app told so: its ``payment.paid`` event arrived, signature verified."""
+        paid = self.final_status == "settlement" and self.paid_at is not None
+        return paid and demo_events.paid_event_arrived(list(self.events), self.order_id)
 
 
 def try_home(settings: Settings) -> Path:
@@ -94,7 +104,6 @@ def run(settings: Settings, con: Console, step: Callable[[str], None]) -> DemoRe
 
 
 def _walk(settings: Settings, con: Console, step: Callable[[str], None], home: Path) -> dict[str, Any]:
-    notify_dir = home / "notifications"
     step("Starting the embedded PostgreSQL and a fresh demo database")
     url = _fresh_database(home)
     con.print(output.join("  database: embedded PostgreSQL in ", output.text(home / "pgdata")))
@@ -104,6 +113,26 @@ def _walk(settings: Settings, con: Console, step: Callable[[str], None], home: P
         applied = migrate.migrate(conn)
     con.print(output.text(f"  applied {len(applied)} migration(s): " + ", ".join(f.name for f in applied)))
 
+    with demo_events.ShopApp() as shop:
+        # Before the charge: an endpoint gets the events written after it exists.
+        step(f"midpay endpoints add {shop.url} --events {demo_events.PATTERNS}")
+        with db.connect(url) as conn:
+            endpoint = demo_events.add_endpoint(conn, shop)
+        demo_events.show_endpoint(con, shop, endpoint)
+
+        walked = _pay(con, step, home, url)
+
+        step("midpay deliver --once")
+        delivered = demo_events.deliver_once(url)
+        arrivals = shop.arrivals()
+        demo_events.show_arrivals(con, delivered, arrivals)
+
+    return {**walked, "events": tuple(arrivals), "try_home": try_home(settings)}
+
+
+def _pay(con: Console, step: Callable[[str], None], home: Path, url: str) -> dict[str, Any]:
+    """Charge, pay, notify, replay, check and reconcile one payment, against an in-process sandbox."""
+    notify_dir = home / "notifications"
     receiver = _Receiver(home, url)
     with SandboxServer(server_key=DEV_SERVER_KEY, notify_dir=notify_dir, notify_url=receiver.notify_url) as sandbox:
         con.print(f"  Midtrans sandbox listening on {sandbox.url} (development key, in-process)")
@@ -148,7 +177,6 @@ def _walk(settings: Settings, con: Console, step: Callable[[str], None], home: P
         "notification_file": notification,
         "reconciled": summary.checked,
         "home": home,
-        "try_home": try_home(settings),
     }
 
 
@@ -187,34 +215,41 @@ class _Receiver:
 def render_account(con: Console, report: DemoReport) -> None:
     """What happened, what is left running, and the commands to try next (outside any border, to copy)."""
     from rich.panel import Panel
+    from rich.text import Text
 
     from midpay.output import rupiah, text
-    from midpay.sandbox import DEV_SERVER_KEY
 
-    ok = report.final_status == "settlement" and report.paid_at is not None
+    verified = sum(1 for event in report.events if event.verified)
+    told = "payment.paid among them" if report.ok else "but no payment.paid it could verify"
     summary = [
         f"Order {report.order_id} for {rupiah(report.amount)} went created → pending → {report.final_status}"
         + (f", paid at {report.paid_at}." if report.paid_at else "."),
         "The notification was stored, its signature verified, its amount checked, and applied once;",
-        f"reconcile then found {report.reconciled} open payment(s) to check. Took {report.seconds:.1f} s.",
+        f"reconcile then found {report.reconciled} open payment(s) to check. The shop's app received",
+        f"{len(report.events)} event(s), {verified} with a verified signature, {told}. Took {report.seconds:.1f} s.",
     ]
-    title, style = ("Demo complete", "green") if ok else ("Demo finished", "red")
-    from rich.text import Text
-
+    title, style = ("Demo complete", "green") if report.ok else ("Demo finished", "red")
     con.print(Panel(Text("\n").join(text(line) for line in summary), title=title, border_style=style))
+    for line in [*_left_running(report), *_try_lines(report)]:
+        con.print(text(line), soft_wrap=True)
+
+
+def _left_running(report: DemoReport) -> list[str]:
     if report.left_running:
-        running = [
+        return [
             f"Left running: the embedded PostgreSQL of {report.home} (it was running before the demo).",
             f"Stop it with:  MIDPAY_HOME={report.home} midpay db stop",
         ]
-    else:
-        running = [
-            "Left running: nothing. The demo's PostgreSQL was stopped and the sandbox ran inside the demo.",
-            f"The demo's data stays in {report.home} until the next demo.",
-        ]
-    for line in running:
-        con.print(text(line), soft_wrap=True)
-    lines = [
+    return [
+        "Left running: nothing. The demo's PostgreSQL was stopped; the sandbox and the shop's app ran inside the demo.",
+        f"The demo's data stays in {report.home} until the next demo.",
+    ]
+
+
+def _try_lines(report: DemoReport) -> list[str]:
+    from midpay.sandbox import DEV_SERVER_KEY
+
+    return [
         "",
         f"Try it yourself, in a home the demo never touches ({report.try_home}):",
         f"  export MIDPAY_HOME={report.try_home}",
@@ -222,6 +257,8 @@ def render_account(con: Console, report: DemoReport) -> None:
         f"  export MIDTRANS_SERVER_KEY={DEV_SERVER_KEY}",
         "  export MIDTRANS_API_URL=http://127.0.0.1:8765",
         "  midpay migrate",
+        "  midpay endpoints add http://127.0.0.1:3000/midpay-events --events payment.paid"
+        "   # your app's URL; keep the secret it prints",
         "  midpay listen 2> listen.log &                  # receives the notifications (later: kill %1 %2)",
         "  midpay sandbox serve --notify-url http://127.0.0.1:8080/midtrans/notification > sandbox.log &",
         "  midpay charge --amount 25000 --qris            # note the order id it prints",
@@ -229,7 +266,7 @@ def render_account(con: Console, report: DemoReport) -> None:
         "  midpay replay-webhook paid.json                # the same body again: unchanged",
         "  midpay status ORDER_ID",
         "  midpay reconcile --min-age 0",
+        "  midpay deliver --once                          # sends payment.paid to your app (retried while it is down)",
+        "  midpay deliveries --order-id ORDER_ID          # what was sent, and every attempt",
         "  midpay db stop                                 # when done: stop the embedded PostgreSQL",
     ]
-    for line in lines:
-        con.print(text(line), soft_wrap=True)
