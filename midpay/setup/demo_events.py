@@ -34,6 +34,7 @@ PATTERNS = "payment.*"  # every payment event: the order they arrive in shows `s
 PATH = "/shop/midpay-events"
 TOLERANCE_SECONDS = 300  # a timestamp further than this from the receiver's clock is refused (a replay)
 MAX_BODY = 1_048_576
+SHOWN = 200  # how much of each field the demo prints
 
 
 @dataclass(frozen=True)
@@ -57,26 +58,33 @@ def signature_verifies(secret: str, headers: Mapping[str, str], body: bytes, now
     msg_id = headers.get("webhook-id", "")
     stamp = headers.get("webhook-timestamp", "")
     given = headers.get("webhook-signature", "")
-    if not (msg_id and stamp.isdigit() and given) or abs(now - int(stamp)) > TOLERANCE_SECONDS:
+    seconds = _small_number(stamp)
+    if not (msg_id and given) or seconds is None or abs(now - seconds) > TOLERANCE_SECONDS:
         return False
     try:
-        expected = signing.signature(secret, msg_id, int(stamp), body.decode("utf-8")).encode()
+        expected = signing.signature(secret, msg_id, seconds, body.decode("utf-8")).encode()
     except UnicodeDecodeError:
         return False
     return any(hmac.compare_digest(expected, candidate.encode()) for candidate in given.split())
 
 
+def _small_number(text: str) -> int | None:
+    """``text`` as a number of ASCII digits (at most 15 of them), else None."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 15 else None
+
+
 def _arrival(event_id: str, body: bytes, *, verified: bool) -> Arrival:
-    """What the body says (whatever a stranger wrote there: shown literally, later, never trusted here)."""
+    """What the body says (whatever a stranger wrote there: shown literally, later, and cut short)."""
     try:
         event: Any = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         event = None
     if not isinstance(event, dict):
-        return Arrival(event_id, "(not a JSON object)", "?", "?", verified)
+        return Arrival(event_id[:SHOWN], "(not a JSON object)", "?", "?", verified)
     data = event.get("data")
     order_id = data.get("order_id") if isinstance(data, dict) else None
-    return Arrival(event_id, str(event.get("type")), str(order_id), str(event.get("sequence")), verified)
+    event_type, sequence = event.get("type"), event.get("sequence")
+    return Arrival(event_id[:SHOWN], str(event_type)[:SHOWN], str(order_id)[:SHOWN], str(sequence)[:SHOWN], verified)
 
 
 class ShopApp:
@@ -130,12 +138,12 @@ def _handler(shop: ShopApp) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"  # keep-alive, as deliver's session expects of a real app
 
         def do_POST(self) -> None:  # the name http.server calls
-            length = self.headers.get("content-length", "")
-            if not length.isdigit() or int(length) > MAX_BODY:
+            length = _small_number(self.headers.get("content-length", ""))
+            if length is None or length > MAX_BODY:
                 self.close_connection = True  # the body was not read: the connection cannot carry another
                 self._answer(413)
                 return
-            body = self.rfile.read(int(length))
+            body = self.rfile.read(length)
             self._answer(shop.take({k.lower(): v for k, v in self.headers.items()}, body))
 
         def _answer(self, code: int) -> None:
