@@ -225,8 +225,9 @@ def render_account(con: Console, report: DemoReport) -> None:
         f"Order {report.order_id} for {rupiah(report.amount)} went created → pending → {report.final_status}"
         + (f", paid at {report.paid_at}." if report.paid_at else "."),
         "The notification was stored, its signature verified, its amount checked, and applied once;",
-        f"reconcile then found {report.reconciled} open payment(s) to check. The shop's app received",
-        f"{len(report.events)} event(s), {verified} with a verified signature, {told}. Took {report.seconds:.1f} s.",
+        f"reconcile then found {report.reconciled} open payment(s) to check.",
+        f"The shop's app received {len(report.events)} event(s), {verified} with a verified signature, {told}.",
+        f"Took {report.seconds:.1f} s.",
     ]
     title, style = ("Demo complete", "green") if report.ok else ("Demo finished", "red")
     con.print(Panel(Text("\n").join(text(line) for line in summary), title=title, border_style=style))
@@ -266,7 +267,7 @@ def _try_lines(report: DemoReport) -> list[str]:
         "  midpay replay-webhook paid.json                # the same body again: unchanged",
         "  midpay status ORDER_ID",
         "  midpay reconcile --min-age 0",
-        "  midpay deliver --once                          # sends payment.paid to your app (retried while it is down)",
+        "  midpay deliver --once                          # sends payment.paid to your app; run it again to retry",
         "  midpay deliveries --order-id ORDER_ID          # what was sent, and every attempt",
         "  midpay db stop                                 # when done: stop the embedded PostgreSQL",
     ]

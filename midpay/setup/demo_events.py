@@ -101,7 +101,9 @@ class ShopApp:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="midpay-demo-shop", daemon=True)
+        self._thread = threading.Thread(  # a short poll: leaving the block waits for the serving loop to notice
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="midpay-demo-shop", daemon=True
+        )
 
     @property
     def url(self) -> str:
