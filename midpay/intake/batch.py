@@ -17,30 +17,23 @@ from collections.abc import Sequence
 
 from midpay import db
 from midpay.db import intake as sql
-from midpay.errors import MidpayError
 from midpay.intake import pipeline as intake
-from midpay.intake.pipeline import Decided
+from midpay.intake.pipeline import Answered, Decided
 from midpay.intake.received import Item
-from midpay.midtrans.notifications import TransactionView
 
-Work = tuple[str, TransactionView | MidpayError, Sequence[Item]]
+Work = Answered  # an order, Midtrans' answer about it, its bodies
 
 
 def apply_confirmed_many(conn: db.Connection, work: Sequence[Work], *, dry_run: bool = False) -> Decided:
-    """Apply Midtrans' answer about each order to its bodies (``intake.apply_confirmed``), all in one transaction."""
-    decided: Decided = []
-    outcomes: list[sql.Outcome] = []
-    unconfirmed: list[str] = []
+    """Apply Midtrans' answer about each order to its bodies (``intake.decide_confirmed_many``: one transition
+    call, one write statement), record each outcome, all in one transaction."""
     with conn.transaction(force_rollback=dry_run):
-        for order_id, answer, items in sorted(work, key=lambda w: w[0]):
-            found = intake.decide_confirmed(conn, order_id, answer, items)
-            decided.extend(found)
-            outcomes.extend(intake.outcome_row(i, r) for i, (_, r) in zip(items, found, strict=True))
-            if any(r.outcome == "awaiting" for _, r in found):
-                unconfirmed.append(order_id)
+        decided = intake.decide_confirmed_many(conn, work)
         if not dry_run:
-            sql.record_outcomes(conn, outcomes)
-            sql.mark_unconfirmed(conn, unconfirmed)
+            outcome_of = dict(decided)
+            sql.record_outcomes(conn, [intake.outcome_row(i, outcome_of[i.seq]) for _, _, found in work for i in found])
+            sql.mark_unconfirmed(conn, sorted({order_id for order_id, _, found in work
+                                               if any(outcome_of[i.seq].outcome == "awaiting" for i in found)}))
     return decided
 
 

@@ -51,7 +51,7 @@ from midpay.errors import (
 from midpay.intake.received import Item, field_text
 from midpay.midtrans.notifications import TransactionView, parse_notification, parse_view, proof, verify_signature
 from midpay.payments import transition
-from midpay.payments.transition import AnswerMismatch, ApplyResult, apply_locked
+from midpay.payments.transition import ApplyResult
 
 if TYPE_CHECKING:
     from midpay.midtrans.gateway import Gateway
@@ -293,11 +293,49 @@ def apply_confirmed(
     return decided
 
 
+Answered = tuple[str, TransactionView | MidpayError, Sequence[Item]]  # an order, Midtrans' answer, its bodies
+
+
 def decide_confirmed(
     conn: db.Connection, order_id: str, answer: TransactionView | MidpayError, items: Sequence[Item]
 ) -> Decided:
     """``apply_confirmed``'s decision, inside the caller's transaction; the outcomes are not recorded."""
-    payment = db.get_payment(conn, order_id, for_update=True)
+    locked = db.lock_orders(conn, [order_id], answers=True)
+    try:
+        with conn.transaction():  # a savepoint: a write PostgreSQL refuses leaves the outcome to record
+            return decide_locked(conn, [(order_id, answer, items)], locked)
+    except DataConflict as exc:
+        before = locked[order_id].status if order_id in locked else None
+        return [(i.seq, rejected(i, Reason.REFUSED, str(exc), before=before)) for i in items]
+
+
+def decide_confirmed_many(conn: db.Connection, work: Sequence[Answered]) -> Decided:
+    """``decide_confirmed`` for many orders at once: their rows locked together, in byte-wise order_id order
+    (every batch locker's), and every answer applied by ONE transition call, written in one statement.
+
+    A write PostgreSQL refuses raises DataConflict for the lot: the caller then decides order by order.
+    """
+    ordered = sorted(work, key=lambda w: w[0])
+    return decide_locked(conn, ordered, db.lock_orders(conn, [o for o, _, _ in ordered], answers=True))
+
+
+def decide_locked(conn: db.Connection, work: Sequence[Answered], locked: Mapping[str, db.Payment]) -> Decided:
+    """THE confirmed decision on rows the caller locked: Midtrans' answers through the transition, then each
+    body's outcome. The first body of an order carries the change, the others find it made."""
+    asked = [(o, a) for o, a, _ in work if o in locked and isinstance(a, TransactionView)]
+    moved = transition.transition(conn, [transition.Change(o, a) for o, a in asked], locked=locked) if asked else []
+    applied = iter(moved)
+    decided: Decided = []
+    for order_id, answer, items in work:
+        payment = locked.get(order_id)
+        result = next(applied) if payment is not None and isinstance(answer, TransactionView) else None
+        decided.extend(_outcomes(order_id, answer, items, payment, result))
+    return decided
+
+
+def _outcomes(order_id: str, answer: TransactionView | MidpayError, items: Sequence[Item], payment: db.Payment | None,
+              result: transition.Moved | None) -> Decided:
+    """What each body of one order came to, given its row and what the transition did with the answer."""
     if payment is None:
         return [(i.seq, unknown_order(i, order_id)) for i in items]
     if isinstance(answer, GatewayError | ConfigError):
@@ -305,23 +343,20 @@ def decide_confirmed(
         return [(i.seq, make_result(i, "awaiting", reason, before=payment.status, gateway_error=answer)) for i in items]
     if isinstance(answer, MidpayError):
         return [(i.seq, rejected(i, Reason.REFUSED, f"{answer}; not applied", before=payment.status)) for i in items]
-    try:
-        with conn.transaction():  # a savepoint: a refused write leaves the outcome to record
-            applied = apply_locked(conn, payment, answer)
-    except (AnswerMismatch, DataConflict) as exc:
-        return [(i.seq, rejected(i, Reason.REFUSED, str(exc), before=payment.status)) for i in items]
+    if not isinstance(result, ApplyResult):
+        return [(i.seq, rejected(i, Reason.REFUSED, str(result), before=payment.status)) for i in items]
     decided: Decided = []
     for position, item in enumerate(items):
         said = _claims(item)
         note = f"the body says {said}; Midtrans says {answer.transaction_status}" if said != answer.transaction_status \
             else None
         if position == 0:
-            outcome = "applied" if applied.applied else "unchanged"
-            decided.append((item.seq, make_result(item, outcome, applied=applied, note=note or applied.note,
-                                              confirmed=True)))
+            outcome = "applied" if result.applied else "unchanged"
+            decided.append((item.seq, make_result(item, outcome, applied=result, note=note or result.note,
+                                                  confirmed=True)))
         else:
-            after = applied.status_after
-            decided.append((item.seq, make_result(item, "unchanged", before=after, note=note, confirmed=True)))
+            decided.append((item.seq, make_result(item, "unchanged", before=result.status_after, note=note,
+                                                  confirmed=True)))
     return decided
 
 
