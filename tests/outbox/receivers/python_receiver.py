@@ -118,7 +118,9 @@ class PythonReceiver:
         draw = self._rng.random()
         if draw < chaos.silent:
             deadline = threading.Event()
-            threading.Timer(chaos.hold, self._release, (deadline,)).start()
+            timer = threading.Timer(chaos.hold, self._release, (deadline,))
+            timer.daemon = True  # the receiver's end lets every held request go at once
+            timer.start()
             while self.mode == "random" and not deadline.is_set():
                 self._changed.wait()
             return "drop", self.answer
