@@ -127,11 +127,16 @@ def _check(url: str, got: list[dict[str, Any]], kills: int, last: Proc, figures:
     with psycopg.connect(url) as conn:
         events = {row[0] for row in conn.execute("SELECT id FROM payment_events").fetchall()}
         statuses = Counter(row[0] for row in conn.execute("SELECT status FROM webhook_deliveries").fetchall())
+        recorded = Counter(row[0] for row in conn.execute("SELECT event_id FROM webhook_attempts").fetchall())
     assert set(ok) == events and len(events) == EVENTS  # each event answered 2xx by the receiver at least once
     assert statuses == {"delivered": EVENTS}
     assert in_order(whole)  # no order's sequence goes backwards, whatever was answered
     duplicates = sum(n - 1 for n in ok.values())
     assert duplicates <= kills * CONCURRENCY, (duplicates, kills)
+    # Requests that reached the receiver but whose attempt no process kept: those of the killed processes.
+    sent = Counter(g["id"] for g in got)
+    unrecorded = sum(max(0, n - recorded[event]) for event, n in sent.items())
+    assert unrecorded <= kills * CONCURRENCY, (unrecorded, kills)
     assert "Traceback" not in last.stderr, last
     answers = Counter("none" if g["answer"] is None else str(g["answer"]) for g in got)
     figures.events, figures.orders, figures.processes = EVENTS, ORDERS, kills + 1
@@ -139,6 +144,7 @@ def _check(url: str, got: list[dict[str, Any]], kills: int, last: Proc, figures:
     figures.lost, figures.wrongly_applied = EVENTS - len(ok), 0
     figures.notes = {
         "kills": kills, "concurrency": CONCURRENCY, "duplicates": duplicates, "duplicate_bound": kills * CONCURRENCY,
+        "requests_unrecorded": unrecorded, "attempts_recorded": sum(recorded.values()),
         "requests": len(got), "cut_short": len(got) - len(whole), "answers": dict(answers),
         "seconds_to_all_delivered": round(finished, 1),
     }
