@@ -19,7 +19,7 @@ and the events answered 2xx more than once (requests in flight at a kill: the ki
 process never recorded them, so their lease expires and they are sent again) are counted
 and at most kills × concurrency.
 
-Full numbers, not scaled down: the whole test took 102 s on the 2 shared cores
+Full numbers, not scaled down: the whole test took 102 s and 109 s on the 2 shared cores
 (figures in docs/RELIABILITY.md). Rerun:
 ``MIDPAY_RELIABILITY_REPORT=/tmp/rel python -m pytest tests/reliability/test_deliver_kills.py -p no:cacheprovider``
 """
