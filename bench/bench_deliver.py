@@ -119,6 +119,7 @@ from common import (  # noqa: E402
     percentile,
     run_midpay,
 )
+from psycopg.types.json import Jsonb  # noqa: E402
 
 
 class Receiver:
@@ -384,10 +385,11 @@ def _trigger_cost(lab: Lab, m: int, repeats: int, result: Result) -> None:
         with psycopg.connect(db_url) as conn:
             _set_trigger(conn, enabled=False)
             with conn.transaction():
-                rows = ((a["order_id"], amount, "gopay", "pending", a["transaction_id"], created, created)
+                rows = ((a["order_id"], amount, "gopay", "pending", a["transaction_id"], Jsonb(a), created, created)
                         for a, amount in zip(answers, amounts, strict=True))
                 copy_rows(conn, "payment_transactions", ("order_id", "gross_amount", "payment_type", "status",
-                                                         "midtrans_transaction_id", "created_at", "updated_at"), rows)
+                                                         "midtrans_transaction_id", "midtrans_response_json",
+                                                         "created_at", "updated_at"), rows)
             _set_trigger(conn, enabled=True)
         env = midpay_env(lab, db_url, sandbox.url)
         walls: dict[bool, list[float]] = {True: [], False: []}
