@@ -32,7 +32,9 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 TRIGGER = "payment_transactions_events"
@@ -144,7 +146,7 @@ class Receiver:
         return [(i, float(t)) for i, t in pairs]
 
     def cpu_s(self) -> float:
-        fields = open(f"/proc/{self.proc.pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
@@ -429,22 +431,29 @@ def _reset_open(db_url: str) -> None:
         conn.execute("VACUUM ANALYZE payment_transactions, payment_events, webhook_deliveries")
 
 
+PARTS = ("throughput", "latency", "trigger")
+
+
 def run(lab: Lab, *, quick: bool, short: bool = False, events: int | None = None, rate: int | None = None,
-        seconds: float | None = None, trigger_orders: int | None = None) -> Result:
+        seconds: float | None = None, trigger_orders: int | None = None, parts: Sequence[str] = PARTS) -> Result:
     n = events or (200 if quick else 20_000)
     rate = rate or (50 if quick else 200)
     seconds = seconds or (3.0 if quick else 10.0 if short else 30.0)
     m = trigger_orders or (50 if quick else 1000)
     result = Result("deliver")
-    db_url = lab.fresh_db("deliver")
-    receiver = Receiver(lab)
-    try:
-        env = midpay_env(lab, db_url, None)
-        endpoint = _add_endpoint(lab, env, receiver.url + "/hooks")
-        _throughput(lab, env, db_url, receiver, endpoint["secret"], n, result)
-        _latency(lab, env, db_url, receiver, rate, seconds, result)
-    finally:
-        receiver.stop()
-    _trigger_cost(lab, m, 1 if quick else 2, result)
+    if {"throughput", "latency"} & set(parts):
+        db_url = lab.fresh_db("deliver")
+        receiver = Receiver(lab)
+        try:
+            env = midpay_env(lab, db_url, None)
+            endpoint = _add_endpoint(lab, env, receiver.url + "/hooks")
+            if "throughput" in parts:
+                _throughput(lab, env, db_url, receiver, endpoint["secret"], n, result)
+            if "latency" in parts:
+                _latency(lab, env, db_url, receiver, rate, seconds, result)
+        finally:
+            receiver.stop()
+    if "trigger" in parts:
+        _trigger_cost(lab, m, 1 if quick else 2, result)
     result.notes.append(f"load average at the end: {os.getloadavg()[0]:.2f} (2 shared cores: other work adds noise)")
     return result

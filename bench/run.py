@@ -91,6 +91,7 @@ def _run_one(name: str, lab: Lab, args: argparse.Namespace) -> Result:
         return bench_deliver.run(
             lab, quick=args.quick, short=args.deliver_short, events=args.deliver_events, rate=args.deliver_rate,
             seconds=args.deliver_seconds, trigger_orders=args.deliver_trigger_orders,
+            parts=[p.strip() for p in args.deliver_parts.split(",")] if args.deliver_parts else bench_deliver.PARTS,
         )
     raise ValueError(name)
 
@@ -206,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--deliver-trigger-orders", type=int, help="orders reconciled with the outbox trigger on and off (default 1000)"
     )
+    parser.add_argument("--deliver-parts", help="comma-separated subset of throughput,latency,trigger (default all)")
     args = parser.parse_args(argv)
     wanted = [b.strip() for b in args.only.split(",") if b.strip()]
     unknown = sorted(set(wanted) - set(BENCHES))

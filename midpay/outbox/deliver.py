@@ -5,7 +5,8 @@ One loop claims due deliveries (db/deliveries.py: leased, one order's events in
 are held, as many as make ``BACKLOG`` × ``concurrency`` (one claim per batch, not per
 finished request). It renders the batch's new bodies once (stored, so every retry sends
 the same bytes); each worker signs its delivery (signing.py), POSTs it (``Sender``: the
-process's connection pools) and records the attempt (deliver_record.py: in groups). A 2xx delivers; anything else retries after ``retry_base`` × 2^(n−1) s (±20 %,
+process's connection pools) and records the attempt (deliver_record.py: in groups).
+A 2xx delivers; anything else retries after ``retry_base`` × 2^(n−1) s (±20 %,
 at most two hours apart) until ``give_up_after`` seconds after the event, then the
 delivery fails; 410 Gone also disables the endpoint.
 
@@ -31,7 +32,7 @@ from midpay.outbox import signing
 from midpay.outbox.deliver_record import Recorder
 
 if TYPE_CHECKING:
-    from urllib3 import BaseHTTPResponse, HTTPConnectionPool  # noqa: TC004 - also imported where it runs
+    from urllib3 import BaseHTTPResponse, HTTPConnectionPool
 
     from midpay.db.core import Connection
 
@@ -174,7 +175,7 @@ def _let_go(response: BaseHTTPResponse) -> None:
     except (u3.HTTPError, OSError):
         pass  # the status line is the answer; the connection goes
     finally:
-        if not response.isclosed():
+        if not response.closed:
             response.close()
         response.release_conn()
 
@@ -307,7 +308,8 @@ class Deliverer:
             room = BACKLOG * opts.concurrency - len(inflight)
             claimed = store.claim_due(conn, limit=room, lease_seconds=opts.lease_seconds,
                                       due_before=due_before) if len(inflight) <= opts.concurrency else []
-            inflight.update((executor.submit(send, d, b), d) for d, b in zip(claimed, bodies(conn, claimed), strict=True))
+            made = bodies(conn, claimed)
+            inflight.update((executor.submit(send, d, b), d) for d, b in zip(claimed, made, strict=True))
             if opts.once and not inflight:
                 return
             if len(inflight) > opts.concurrency:  # enough in hand: on when a worker finishes
