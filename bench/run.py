@@ -7,6 +7,7 @@
     python bench/run.py --memory-rows 20000
     python bench/run.py --only latency --latency-rows 4000
     python bench/run.py --only scaleout --scaleout-rows 2000 --scaleout-processes 1,8
+    python bench/run.py --only deliver --deliver-short
 
 Each run starts its own embedded PostgreSQL under a temporary MIDPAY_HOME, a fresh
 database per benchmark and its own sandbox process, and removes all of it at the end.
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import REPO, RESULTS, Lab, Result, log
 
-BENCHES = ("reconcile", "latency", "scaleout", "replay", "startup", "scale", "memory", "listen")
+BENCHES = ("reconcile", "latency", "scaleout", "replay", "startup", "scale", "memory", "listen", "deliver")
 
 
 def _run_one(name: str, lab: Lab, args: argparse.Namespace) -> Result:
@@ -83,6 +84,14 @@ def _run_one(name: str, lab: Lab, args: argparse.Namespace) -> Result:
             latency_ms=args.listen_latency_ms,
             workers=workers,
             threads=args.listen_threads,
+        )
+    if name == "deliver":
+        import bench_deliver
+
+        return bench_deliver.run(
+            lab, quick=args.quick, short=args.deliver_short, events=args.deliver_events, rate=args.deliver_rate,
+            seconds=args.deliver_seconds, trigger_orders=args.deliver_trigger_orders,
+            parts=[p.strip() for p in args.deliver_parts.split(",")] if args.deliver_parts else bench_deliver.PARTS,
         )
     raise ValueError(name)
 
@@ -191,6 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen-workers", help="comma-separated --workers values for listen (default 1,2,4)")
     parser.add_argument("--listen-latency-ms", type=int, help="confirmation latency the sandbox adds (default 50)")
     parser.add_argument("--listen-threads", type=int, help="threads per listen worker (default: listen's default)")
+    parser.add_argument("--deliver-events", type=int, help="events for deliver's throughput (default 20000)")
+    parser.add_argument("--deliver-rate", type=int, help="changes per second for deliver's latency (default 200)")
+    parser.add_argument("--deliver-seconds", type=float, help="seconds of changes for deliver's latency (default 30)")
+    parser.add_argument("--deliver-short", action="store_true", help="deliver's latency for 10 s instead of 30")
+    parser.add_argument(
+        "--deliver-trigger-orders", type=int, help="orders reconciled with the outbox trigger on and off (default 1000)"
+    )
+    parser.add_argument("--deliver-parts", help="comma-separated subset of throughput,latency,trigger (default all)")
     args = parser.parse_args(argv)
     wanted = [b.strip() for b in args.only.split(",") if b.strip()]
     unknown = sorted(set(wanted) - set(BENCHES))

@@ -106,6 +106,18 @@ EXPECTED_METRICS = {
         "listen_peak_connections_w1",
         "summary",
     },
+    "deliver": {
+        "events",
+        "deliveries_per_s",
+        "cpu_ms_per_delivery",
+        "floor_per_s",
+        "deliver_vs_floor",
+        "two_vs_one",
+        "two_processes_duplicates",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "trigger_cost_pct",
+    },
 }
 HEAVY = ("psycopg", "psycopg_pool", "requests", "urllib3", "rich")
 
@@ -151,6 +163,9 @@ def test_quick_benchmarks_complete_and_report_their_figures(tmp_path: Path) -> N
     assert memory["summary"]["checked"] == memory["open_rows"]
     listen = document["benchmarks"]["listen"]["metrics"]
     assert listen["summary"] == {"runs": 2, "answered_200": 2 * listen["notifications"]}
+    deliver = document["benchmarks"]["deliver"]["metrics"]
+    assert sum(deliver["two_processes_delivered_each"]) == deliver["events"]  # the bench checks each arrived once
+    assert deliver["two_processes_duplicates"] == 0
 
 
 _PROBE = """

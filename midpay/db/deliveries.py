@@ -36,6 +36,7 @@ class Delivery:
     url: str
     secrets: tuple[str, ...]
     body: str | None
+    leased_until: datetime | None = None  # the lease this claim took: only its holder gives it back
 
 
 _CLAIM = """
@@ -60,7 +61,7 @@ UPDATE webhook_deliveries AS d
   FROM due, webhook_endpoints AS w, payment_events AS e
  WHERE d.event_id = due.event_id AND d.endpoint_id = due.endpoint_id
    AND w.id = d.endpoint_id AND e.id = d.event_id
-RETURNING d.event_id, d.endpoint_id, d.order_id, d.sequence, d.attempts, w.url, w.secret,
+RETURNING d.event_id, d.endpoint_id, d.order_id, d.sequence, d.attempts, d.leased_until, w.url, w.secret,
           CASE WHEN w.previous_secret_until > clock_timestamp() THEN w.previous_secret END AS previous_secret,
           e.body
 """
@@ -81,7 +82,21 @@ def _delivery(r: dict[str, Any]) -> Delivery:
     secrets = (r["secret"],) if r["previous_secret"] is None else (r["secret"], r["previous_secret"])
     return Delivery(
         event_id=r["event_id"], endpoint_id=r["endpoint_id"], order_id=r["order_id"], sequence=r["sequence"],
-        attempts=r["attempts"], url=r["url"], secrets=secrets, body=r["body"],
+        attempts=r["attempts"], url=r["url"], secrets=secrets, body=r["body"], leased_until=r["leased_until"],
+    )
+
+
+def release(conn: Connection, deliveries: list[Delivery]) -> None:
+    """Give back the leases of claimed deliveries that were not sent (a process stopping): due again, to anyone.
+
+    A lease that ran out and was taken by another process since is not this one's to give back.
+    """
+    conn.execute(
+        "UPDATE webhook_deliveries AS d SET leased_until = NULL"
+        "  FROM unnest(%(events)s::text[], %(endpoints)s::text[], %(leases)s::timestamptz[]) AS v(e, w, lease)"
+        " WHERE d.event_id = v.e AND d.endpoint_id = v.w AND d.leased_until = v.lease AND d.status = 'pending'",
+        {"events": [d.event_id for d in deliveries], "endpoints": [d.endpoint_id for d in deliveries],
+         "leases": [d.leased_until for d in deliveries]},
     )
 
 
