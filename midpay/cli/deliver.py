@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from midpay.outbox.deliver import Deliverer
 
 
-@app.command(short_help="Send payment events to the shop's endpoints, signed, with retries.")
+@app.command(short_help="Send payment events to the shop's endpoints.")
 def deliver(
     once: Annotated[bool, typer.Option("--once", help="Send what is due now, then exit.")] = False,
     concurrency: Annotated[

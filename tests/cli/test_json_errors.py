@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     **{f"endpoints {c}": ("endpoints", c, "we_json") for c in ("remove", "disable", "enable", "rotate-secret")},
     "deliveries": ("deliveries",),
     "deliveries resend": ("deliveries", "resend", "--failed"),
+    "deliver": ("deliver", "--once"),
 }
 # The commands that need the database before anything else.
 DATABASE = [name for name in COMMANDS if name != "doctor" and not name.startswith("db ")]
