@@ -10,10 +10,9 @@
                 before is recorded unchanged: nothing to ask. The rest are recorded
                 awaiting confirmation; committed (``screen``)
     4. confirm  Get Status for the order, outside any transaction or lock (``confirm``)
-    5. apply    Midtrans' answer, through the one apply path, for the order that was
-                asked about; the body's outcome in the same transaction (``apply_confirmed``)
-    (offline)   instead of 4 and 5: only what the signed status_code proves, decided by
-                ``decide_offline`` (``apply_offline``); the rest stays awaiting confirmation
+    5. apply    Midtrans' answer through THE transition, for the order that was asked
+                about; each body's outcome in the same transaction (``decide_locked``)
+    (offline)   instead of 4 and 5: only what the signed status_code proves (``decide_offline``)
 
 The sources only feed these stages and schedule them: ``single.receive`` one body at a
 time (``listen``), ``online`` many at once with concurrent confirmations
@@ -21,11 +20,10 @@ time (``listen``), ``online`` many at once with concurrent confirmations
 (``--offline``); ``batch`` runs a stage for many orders in one transaction. A stored event
 reprocessed is decoded again from its raw_bytes, so it meets the same rule as the first time.
 
-A verified body is a hint: its unsigned fields (transaction_status beyond what
-status_code proves, settlement_time, transaction_id, fraud_status, ...) never decide
-anything. A crash between the stages leaves the event unprocessed (undecided or awaiting
-confirmation), and ``events reprocess`` takes it up again. Why a body was rejected is a
-``Reason`` code beside its message: the HTTP answer is chosen by the code.
+A verified body is a hint: its unsigned fields (transaction_status beyond what status_code
+proves, settlement_time, transaction_id, fraud_status, ...) never decide anything. A crash
+between the stages leaves the event unprocessed, and ``events reprocess`` takes it up
+again. A rejection carries a ``Reason`` code: the HTTP answer is chosen by the code.
 """
 
 from __future__ import annotations
@@ -270,10 +268,6 @@ def _ask(gateway: Gateway, order_id: str) -> TransactionView | MidpayError:
 # --- 4. apply -----------------------------------------------------------------------------
 
 
-def _claims(item: Item) -> str | None:
-    return item.view.transaction_status if item.view is not None else None
-
-
 def apply_confirmed(
     conn: db.Connection, order_id: str, answer: TransactionView | MidpayError, items: Sequence[Item], *,
     dry_run: bool = False,
@@ -347,7 +341,7 @@ def _outcomes(order_id: str, answer: TransactionView | MidpayError, items: Seque
         return [(i.seq, rejected(i, Reason.REFUSED, str(result), before=payment.status)) for i in items]
     decided: Decided = []
     for position, item in enumerate(items):
-        said = _claims(item)
+        said = item.view.transaction_status if item.view is not None else None
         note = f"the body says {said}; Midtrans says {answer.transaction_status}" if said != answer.transaction_status \
             else None
         if position == 0:

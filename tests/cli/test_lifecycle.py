@@ -396,7 +396,7 @@ def test_a_body_that_breaks_the_decision_is_still_stored(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("decision exploded")
 
-    monkeypatch.setattr(intake, "apply_locked", broken)
+    monkeypatch.setattr(intake, "decide_locked", broken)
     result = cli("replay-webhook", str(path), "--json")
     assert result.exit_code == 1, result
     assert result.json()["results"][0]["error"] == "not processed: RuntimeError: decision exploded"
