@@ -33,6 +33,11 @@ class Column:
     justify: Literal["left", "right"] = "left"
 
 
+def columns(*names: str, folded: Sequence[str] = ()) -> tuple[Column, ...]:
+    """Left-aligned columns by header, in order; those named in ``folded`` may wrap."""
+    return tuple(Column(name, fold=name in folded) for name in names)
+
+
 def _table_width(columns: Sequence[Column], rows: Sequence[Sequence[Text]], *, whole: bool = False) -> int:
     """The width a table needs with every fixed column whole (box edges and padding included).
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from midpay.output.layout import Column, records
+from midpay.output.layout import Column, columns, records
 from midpay.output.text import iso, join, text, when
 
 if TYPE_CHECKING:
@@ -49,14 +49,7 @@ def endpoint_document(endpoint: Endpoint, *, secret: str | None = None) -> dict[
     return doc
 
 
-ENDPOINT_COLUMNS = (
-    Column("id"),
-    Column("state"),
-    Column("events"),
-    Column("url"),
-    Column("description", fold=True),
-    Column("note", fold=True),
-)
+ENDPOINT_COLUMNS = columns("id", "state", "events", "url", "description", "note", folded=("description", "note"))
 
 
 def _note(endpoint: Endpoint) -> str:

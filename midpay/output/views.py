@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from midpay.output.documents import notification_document, payment_actions, payment_expiry, reconcile_summary
-from midpay.output.layout import Column, records
+from midpay.output.layout import Column, columns, records
 from midpay.output.refunds import REFUNDED_COLUMN, ledger_rows, refunded_cell, render_ledger
 from midpay.output.text import join, rupiah, status_text, text, when
 
@@ -167,14 +167,8 @@ def render_payments(
     records(con, columns, rows, title="Payments (times in WIB)", empty="No payments match.", wide=wide)
 
 
-EVENT_COLUMNS = (
-    Column("received"),
-    Column("order id"),
-    Column("status"),
-    Column("verified"),
-    Column("outcome"),
-    Column("error", fold=True),
-    Column("source", fold=True),
+EVENT_COLUMNS = columns(
+    "received", "order id", "status", "verified", "outcome", "error", "source", folded=("error", "source")
 )
 
 
