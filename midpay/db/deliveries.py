@@ -100,20 +100,6 @@ def release(conn: Connection, deliveries: list[Delivery]) -> None:
     )
 
 
-def store_bodies(conn: Connection, bodies: dict[str, str]) -> dict[str, str]:
-    """Keep each event's body unless one is kept already (the first to store wins); the bodies kept, by event id."""
-    rows = conn.execute(
-        "WITH stored AS ("
-        "  UPDATE payment_events AS e SET body = v.body FROM unnest(%(ids)s::text[], %(bodies)s::text[]) AS v(id, body)"
-        "   WHERE e.id = v.id AND e.body IS NULL RETURNING e.id, e.body)"
-        " SELECT id, body FROM stored"
-        " UNION ALL SELECT id, body FROM payment_events"  # kept before this statement: the snapshot shows them
-        "  WHERE id = ANY(%(ids)s) AND body IS NOT NULL",
-        {"ids": list(bodies), "bodies": list(bodies.values())},
-    ).fetchall()
-    return {str(i): str(b) for i, b in rows}
-
-
 @dataclass(frozen=True)
 class Attempt:
     """What one POST came to."""

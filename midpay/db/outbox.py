@@ -77,16 +77,26 @@ def events_by_id(conn: Connection, ids: Sequence[str]) -> list[Event]:
     return [found[i] for i in ids if i in found]
 
 
+def store_bodies(conn: Connection, bodies: dict[str, str]) -> dict[str, str]:
+    """Keep each event's body unless one is kept already (the first to store wins); the bodies kept, by event id."""
+    rows = conn.execute(
+        "WITH stored AS ("
+        "  UPDATE payment_events AS e SET body = v.body FROM unnest(%(ids)s::text[], %(bodies)s::text[]) AS v(id, body)"
+        "   WHERE e.id = v.id AND e.body IS NULL RETURNING e.id, e.body)"
+        " SELECT id, body FROM stored"
+        " UNION ALL SELECT id, body FROM payment_events"  # kept before this statement: the snapshot shows them
+        "  WHERE id = ANY(%(ids)s) AND body IS NOT NULL",
+        {"ids": list(bodies), "bodies": list(bodies.values())},
+    ).fetchall()
+    return {str(i): str(b) for i, b in rows}
+
+
 def store_body(conn: Connection, event_id: str, body: str) -> str:
-    """Keep ``body`` as the event's document unless one is kept already; return the one kept."""
-    row = conn.execute(
-        "UPDATE payment_events SET body = %s WHERE id = %s AND body IS NULL RETURNING body", (body, event_id)
-    ).fetchone()
-    if row is None:
-        row = conn.execute("SELECT body FROM payment_events WHERE id = %s", (event_id,)).fetchone()
-    if row is None:
+    """``store_bodies`` for one event: the body kept for it."""
+    kept = store_bodies(conn, {event_id: body})
+    if event_id not in kept:
         raise LookupError(f"no payment event {event_id}")
-    return str(row[0])
+    return kept[event_id]
 
 
 def _read(conn: Connection, query: str, params: tuple[Any, ...]) -> list[Event]:

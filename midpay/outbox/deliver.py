@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from midpay.db import deliveries as store
+from midpay.db import outbox
 from midpay.outbox import signing
 from midpay.outbox.deliver_record import Recorder
 
@@ -222,7 +223,6 @@ def bodies(conn: Connection, claimed: list[store.Delivery]) -> list[str | store.
 
 
 def _render(conn: Connection, event_ids: list[str]) -> dict[str, str | store.Attempt]:
-    from midpay.db import outbox
     from midpay.outbox.events import render
 
     events = outbox.events_by_id(conn, event_ids)
@@ -233,7 +233,7 @@ def _render(conn: Connection, event_ids: list[str]) -> dict[str, str | store.Att
             rendered[event.id] = render(event)
         except Exception as exc:  # noqa: BLE001 - a document that cannot be made is this event's failure only
             made[event.id] = _unrendered(exc)
-    made.update(store.store_bodies(conn, rendered) if rendered else {})
+    made.update(outbox.store_bodies(conn, rendered) if rendered else {})
     return made
 
 
