@@ -1,4 +1,5 @@
-"""Reconcile's lease statements lock their rows in the one byte-wise order_id order every batch locker uses."""
+"""Every statement that locks many payment rows takes them in one byte-wise order_id order: batch lockers and
+reconcile's lease statements, so none can hold one row while waiting for another's."""
 
 from __future__ import annotations
 
@@ -21,7 +22,13 @@ IDS = {"a-1": uuid.UUID("00000000-0000-4000-8000-000000000001"),
        "B-1": uuid.UUID("00000000-0000-4000-8000-000000000002")}
 ALL = list(IDS.values())
 
+def _lock_orders(conn: db.Connection) -> None:
+    with conn.transaction():
+        db.lock_orders(conn, list(IDS))  # every batch's locker: reconcile's writes, a replay's, offline's
+
+
 STATEMENTS: dict[str, Callable[[db.Connection], Any]] = {
+    "lock_orders": _lock_orders,
     "renew": lambda conn: claims.renew_leases(conn, owner=OWNER, lease_seconds=60),
     "complete": lambda conn: claims.complete(conn, owner=OWNER, ids=ALL),
     "fail": lambda conn: claims.fail(conn, owner=OWNER, failures=[(i, "timeout") for i in ALL]),

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.helpers import wait_until, waits_on_a_lock
+from tests.helpers import wait_until
 from tests.pg_activity import PeakConnections
 from tests.reconcile.test_job import _leases_ended, _records, _seed, _spawn, _wait_for_checks
 
@@ -199,44 +198,3 @@ def test_a_404_failure_is_written_only_while_the_row_is_still_created(db_url: st
     expected = "failure" if now == "created" else "pending"
     assert after.status == expected
     assert written.checked.status_after == expected
-
-
-def test_batch_lockers_take_rows_in_one_byte_wise_order_id_order(db_url: str) -> None:
-    """Every batch (reconcile's, a replay's) locks its rows with ``db.lock_orders``, in one order, so neither
-    can hold one row while waiting for the other's: no deadlock between them. Here row 'B-1' comes first
-    byte-wise, 'a-1' first by row id and by locale: a locker blocked on 'B-1' must not hold 'a-1' yet."""
-    from midpay import db
-
-    ids = {"a-1": "00000000-0000-4000-8000-000000000001", "B-1": "00000000-0000-4000-8000-000000000002"}
-    with psycopg.connect(db_url) as conn:
-        for order_id, row_id in ids.items():
-            conn.execute(
-                "INSERT INTO payment_transactions (id, order_id, gross_amount, payment_type, status) "
-                "VALUES (%s, %s, 10000, 'gopay', 'pending')",
-                (row_id, order_id),
-            )
-    holder = psycopg.connect(db_url)
-    holder.execute("SELECT 1 FROM payment_transactions WHERE order_id = 'B-1' FOR UPDATE")
-    locker_conn = db.connect(db_url)
-    done = threading.Event()
-
-    def lock_both() -> None:
-        with locker_conn.transaction():
-            db.lock_orders(locker_conn, list(ids))
-        done.set()
-
-    thread = threading.Thread(target=lock_both, daemon=True)
-    thread.start()
-    try:
-        locker_pid = locker_conn.info.backend_pid
-        wait_until(lambda: waits_on_a_lock(db_url, locker_pid), 10, what="the locker to wait on 'B-1'")
-        assert not done.is_set()
-        with psycopg.connect(db_url) as probe:
-            probe.execute("SET lock_timeout = '200ms'")
-            probe.execute("SELECT 1 FROM payment_transactions WHERE order_id = 'a-1' FOR UPDATE")  # must be free
-    finally:
-        holder.rollback()
-        holder.close()
-        thread.join(5)
-        locker_conn.close()
-    assert done.is_set()
